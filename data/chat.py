@@ -1,0 +1,128 @@
+"""Place a candidate prompt into a chat-formatted user turn, token-aligned with the prompt-free base input.
+
+A base context c is a user message; the model input is the chat template around it, ending with the assistant
+header. A prompt p is inserted by token segments, never by re-tokenizing a joined string, so c's own tokens and
+the assistant header are identical in the prompted and the base input and align position by position:
+
+    prefix: head + p + sep + c + tail          base: head + c + tail
+    suffix: head + c + sep + p + tail          base: head + c + tail
+    system: sys_head + p + sys_tail + c + tail base: head + c + tail   (p replaces the system message)
+
+`sep` is a newline token, which byte-level BPE tokenizers never merge with the next word, so the segment-wise ids
+equal what the joined text tokenizes to in the common case (attacks check that with a retokenization filter).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+from transformers import PreTrainedTokenizerBase
+
+from data.errors import UserInputError
+
+Placement = Literal["prefix", "suffix", "system"]
+PLACEMENTS: tuple[Placement, ...] = ("prefix", "suffix", "system")
+_SENTINEL_USER = "\u2063USER\u2063"
+_SENTINEL_SYSTEM = "\u2063SYSTEM\u2063"
+SEPARATOR = "\n"
+
+
+@dataclass(frozen=True)
+class PlacedInput:
+    """One assembled input: ids (T,), and the positions of the context's tokens and the assistant header
+    (`aligned`, same length and order in the prompted and the base input) and of the prompt (`prompt`)."""
+
+    ids: tuple[int, ...]
+    aligned: tuple[int, ...]
+    prompt: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class ChatLayout:
+    """Token segments of the chat template for one placement (see module docstring)."""
+
+    placement: Placement
+    head: tuple[int, ...]  # template up to the user content (default system turn included)
+    tail: tuple[int, ...]  # end of the user turn + assistant header
+    sep: tuple[int, ...]  # separator between prompt and context
+    sys_head: tuple[int, ...] = ()  # system placement: template up to the system content
+    sys_tail: tuple[int, ...] = ()  # system placement: end of system turn up to the user content
+
+    def place(self, prompt: Sequence[int] | None, context: Sequence[int]) -> PlacedInput:
+        """Assemble prompt (None = the base input) and context ids into one input."""
+        ctx, tail = tuple(context), self.tail
+        if prompt is None:
+            ids = self.head + ctx + tail
+            start = len(self.head)
+            return PlacedInput(ids, tuple(range(start, len(ids))), ())
+        p = tuple(prompt)
+        if self.placement == "prefix":
+            pre = self.head
+            ids = pre + p + self.sep + ctx + tail
+            ctx_start = len(pre) + len(p) + len(self.sep)
+            aligned = tuple(range(ctx_start, len(ids)))
+            span = tuple(range(len(pre), len(pre) + len(p)))
+        elif self.placement == "suffix":
+            ids = self.head + ctx + self.sep + p + tail
+            ctx_start = len(self.head)
+            p_start = ctx_start + len(ctx) + len(self.sep)
+            aligned = tuple(range(ctx_start, ctx_start + len(ctx))) + tuple(range(p_start + len(p), len(ids)))
+            span = tuple(range(p_start, p_start + len(p)))
+        else:
+            pre = self.sys_head + p + self.sys_tail
+            ids = pre + ctx + tail
+            aligned = tuple(range(len(pre), len(ids)))
+            span = tuple(range(len(self.sys_head), len(self.sys_head) + len(p)))
+        return PlacedInput(ids, aligned, span)
+
+    def render_text(self, tokenizer: PreTrainedTokenizerBase, prompt: str | None, context: str) -> str:
+        """The joined text a user would send (for display and retokenization checks)."""
+        p_ids = None if prompt is None else encode(tokenizer, prompt)
+        return tokenizer.decode(list(self.place(p_ids, encode(tokenizer, context)).ids))
+
+
+def encode(tokenizer: PreTrainedTokenizerBase, text: str) -> list[int]:
+    """Ids of `text` with no special tokens added."""
+    return list(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+
+def _split(rendered: str, sentinel: str, what: str) -> tuple[str, str]:
+    if rendered.count(sentinel) != 1:
+        raise UserInputError(f"tokenizer chat template: cannot locate the {what} content in its output")
+    before, after = rendered.split(sentinel)
+    return before, after
+
+
+def chat_layout(tokenizer: PreTrainedTokenizerBase, placement: Placement = "prefix") -> ChatLayout:
+    """Build the token segments of `tokenizer`'s chat template for `placement`."""
+    if placement not in PLACEMENTS:
+        raise UserInputError(f"--placement {placement}: expected one of {', '.join(PLACEMENTS)}")
+    if not getattr(tokenizer, "chat_template", None):
+        raise UserInputError("tokenizer: it has no chat template, which prompt placement needs")
+    user_only = tokenizer.apply_chat_template(
+        [{"role": "user", "content": _SENTINEL_USER}], tokenize=False, add_generation_prompt=True
+    )
+    head, tail = _split(user_only, _SENTINEL_USER, "user")
+    sep = tuple(encode(tokenizer, SEPARATOR))
+    layout = ChatLayout(placement, tuple(encode(tokenizer, head)), tuple(encode(tokenizer, tail)), sep)
+    if placement != "system":
+        return layout
+    with_system = tokenizer.apply_chat_template(
+        [{"role": "system", "content": _SENTINEL_SYSTEM}, {"role": "user", "content": _SENTINEL_USER}],
+        tokenize=False,
+        add_generation_prompt=True,
+    )
+    sys_head, rest = _split(with_system, _SENTINEL_SYSTEM, "system")
+    sys_tail, tail2 = _split(rest, _SENTINEL_USER, "user")
+    if tail2 != tail:
+        raise UserInputError("tokenizer chat template: the user turn renders differently with a system message")
+    return ChatLayout(
+        placement,
+        layout.head,
+        layout.tail,
+        sep,
+        tuple(encode(tokenizer, sys_head)),
+        tuple(encode(tokenizer, sys_tail)),
+    )

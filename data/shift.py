@@ -1,0 +1,147 @@
+"""Activation shift of a prompt on base contexts, and how well it matches a steering target.
+
+Definition (shared/README): for contexts c_1..c_K and a prompt p placed in the user turn, the shift on context k is
+`D_k = mean_j [h_i(p + c_k)[j] - h_i(c_k)[j]]` over the aligned positions j (c_k's own tokens and the assistant
+header, see `data.chat`). The target is `a * v`.
+
+Specific cosine: natural prompts share one generic "an instruction is present" direction g (the mean shift of
+generic prompts such as "I have a question."). Both vectors are projected orthogonal to g before the cosine, so a
+prompt must match the *specific* part of the target, not just announce that some instruction is present.
+
+This module is for evaluation (many prompts, no gradients); attacks have their own batched, early-exit hot loop.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from data.activations import block_output
+from data.chat import ChatLayout
+
+
+@dataclass(frozen=True)
+class ShiftMetrics:
+    """How well a prompt's shift matches a target (all floats; higher cos is better)."""
+
+    cos: float  # raw cosine of the mean shift (over contexts) with the target
+    specific_cos: float | None  # the same with both projected orthogonal to g; None without g
+    per_position_cos: float  # mean over contexts and aligned positions of cos(delta_kj, target)
+    norm_ratio: float  # |mean shift| / |target|
+    per_context_cos: tuple[float, ...]  # cos(D_k, target) per context
+
+
+def project_out(x: torch.Tensor, direction: torch.Tensor) -> torch.Tensor:
+    """x (..., d) with its component along `direction` (d,) removed."""
+    unit = direction / direction.norm().clamp_min(1e-12)
+    return x - (x @ unit).unsqueeze(-1) * unit
+
+
+def specific_cosine(shift: torch.Tensor, target: torch.Tensor, generic: torch.Tensor) -> float:
+    """Cosine of shift and target (d,) after removing g from both. A shift with (almost) nothing left off g scores
+    ~0: norms are floored at 1e-3 of the unprojected norm, so float noise cannot make a cosine."""
+    a, b = project_out(shift.float(), generic.float()), project_out(target.float(), generic.float())
+    floor_a, floor_b = 1e-3 * shift.norm().item(), 1e-3 * target.norm().item()
+    denom = max(a.norm().item(), floor_a, 1e-12) * max(b.norm().item(), floor_b, 1e-12)
+    return float(torch.dot(a, b).item() / denom)
+
+
+def _padded(rows: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Right-padded ids (B, T) and attention mask (B, T); right padding keeps positions 0..n-1 for each row."""
+    width = max(len(r) for r in rows)
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for b, row in enumerate(rows):
+        ids[b, : len(row)] = torch.tensor(list(row), dtype=torch.long)
+        mask[b, : len(row)] = 1
+    return ids, mask
+
+
+@torch.no_grad()
+def aligned_activations(
+    model: nn.Module,
+    layout: ChatLayout,
+    prompt: Sequence[int] | None,
+    contexts: Sequence[Sequence[int]],
+    layer: int,
+    *,
+    pad_id: int = 0,
+    batch_size: int = 32,
+) -> list[torch.Tensor]:
+    """Block `layer` outputs at the aligned positions, one (n_k, d) tensor per context."""
+    placed = [layout.place(prompt, ctx) for ctx in contexts]
+    out: list[torch.Tensor] = []
+    for start in range(0, len(placed), batch_size):
+        chunk = placed[start : start + batch_size]
+        ids, mask = _padded([p.ids for p in chunk], pad_id)
+        hidden = block_output(model, layer, ids, mask)
+        out.extend(hidden[b, list(p.aligned)].float() for b, p in enumerate(chunk))
+    return out
+
+
+@torch.no_grad()
+def prompt_shifts(
+    model: nn.Module,
+    layout: ChatLayout,
+    prompts: Sequence[Sequence[int]],
+    contexts: Sequence[Sequence[int]],
+    layer: int,
+    *,
+    base: Sequence[torch.Tensor] | None = None,
+    pad_id: int = 0,
+    batch_size: int = 32,
+) -> list[list[torch.Tensor]]:
+    """Per-position deltas for many prompts: result[p][k] is (n_k, d) = h(prompt p + c_k) - h(c_k) at the aligned
+    positions. `base` (from `aligned_activations(..., prompt=None)`) is computed when not given."""
+    if base is None:
+        base = aligned_activations(model, layout, None, contexts, layer, pad_id=pad_id, batch_size=batch_size)
+    pairs = [(p, k) for p in range(len(prompts)) for k in range(len(contexts))]
+    result: list[list[torch.Tensor]] = [[torch.empty(0)] * len(contexts) for _ in prompts]
+    for start in range(0, len(pairs), batch_size):
+        chunk = pairs[start : start + batch_size]
+        placed = [layout.place(prompts[p], contexts[k]) for p, k in chunk]
+        ids, mask = _padded([x.ids for x in placed], pad_id)
+        hidden = block_output(model, layer, ids, mask)
+        for b, ((p, k), x) in enumerate(zip(chunk, placed, strict=True)):
+            result[p][k] = hidden[b, list(x.aligned)].float() - base[k]
+    return result
+
+
+def mean_shift(deltas: Sequence[torch.Tensor]) -> torch.Tensor:
+    """Mean over contexts of the per-context mean over positions: (d,)."""
+    return torch.stack([d.mean(dim=0) for d in deltas]).mean(dim=0)
+
+
+def shift_metrics(
+    deltas: Sequence[torch.Tensor], target: torch.Tensor, generic: torch.Tensor | None = None
+) -> ShiftMetrics:
+    """Compare per-context deltas [(n_k, d)] with the target `a * v` (d,); g = `generic` (d,) if given."""
+    target = target.float()
+    per_context = torch.stack([d.mean(dim=0) for d in deltas])  # (K, d)
+    mean = per_context.mean(dim=0)
+    cos = F.cosine_similarity(mean, target, dim=0).item()
+    specific = None if generic is None else specific_cosine(mean, target, generic)
+    positions = torch.cat(list(deltas), dim=0)
+    per_position = F.cosine_similarity(positions, target.unsqueeze(0), dim=-1).mean().item()
+    ratio = (mean.norm() / target.norm().clamp_min(1e-12)).item()
+    per_ctx = F.cosine_similarity(per_context, target.unsqueeze(0), dim=-1)
+    return ShiftMetrics(cos, specific, per_position, ratio, tuple(per_ctx.tolist()))
+
+
+def generic_direction(
+    model: nn.Module,
+    layout: ChatLayout,
+    generic_prompts: Sequence[Sequence[int]],
+    contexts: Sequence[Sequence[int]],
+    layer: int,
+    *,
+    pad_id: int = 0,
+    batch_size: int = 32,
+) -> torch.Tensor:
+    """g (d,): the mean shift of generic natural prompts ("I have a question.") on these contexts."""
+    shifts = prompt_shifts(model, layout, generic_prompts, contexts, layer, pad_id=pad_id, batch_size=batch_size)
+    return torch.stack([mean_shift(s) for s in shifts]).mean(dim=0)
