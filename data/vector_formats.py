@@ -78,6 +78,8 @@ def _as_tensor(path: Path, value: object, where: str) -> torch.Tensor:
     if isinstance(value, np.ndarray):
         if value.dtype == object:
             raise fail(path, f"{where} holds Python objects; expected a floating-point array")
+        if not value.dtype.isnative:  # e.g. a big-endian GGUF
+            value = value.astype(value.dtype.newbyteorder("="))
         value = torch.from_numpy(np.ascontiguousarray(value))
     if not isinstance(value, torch.Tensor):
         raise fail(path, f"{where} is a {type(value).__name__}; expected a tensor")
@@ -350,8 +352,8 @@ def write_gguf(vector: SteeringVector, path: str | os.PathLike[str], model_hint:
     with atomic_target(path) as tmp:
         writer = gguf.GGUFWriter(tmp, "controlvector")
         try:
-            if hint:
-                writer.add_string("controlvector.model_hint", hint)
+            # repeng's import_gguf requires this key; add_string would skip an empty string
+            writer.add_key_value("controlvector.model_hint", hint or "", gguf.GGUFValueType.STRING)
             writer.add_uint32("controlvector.layer_count", len(vector.layers))
             extras: dict[str, str] = {"realize.name": vector.name, "realize.notes": vector.notes}
             if vector.method is not None:

@@ -71,7 +71,8 @@ class SteeringVector:
             clean[layer] = t.detach().clone()
         object.__setattr__(self, "directions", clean)
         if self.scale is not None:
-            if isinstance(self.scale, bool) or not isinstance(self.scale, (int, float)) or not math.isfinite(self.scale):
+            s = self.scale
+            if isinstance(s, bool) or not isinstance(s, (int, float)) or not math.isfinite(s):
                 raise ValueError(f"scale: expected a finite number or None, got {self.scale!r}")
             if self.scale == 0:
                 raise ValueError("scale: 0 would make the steering target a*v zero; expected a non-zero number")
@@ -177,11 +178,12 @@ def load_vectors(path: str | os.PathLike[str], *, layer: int | None = None, scal
                                      "pass --layer (layer i = output of decoder block i, 0-based)")
             directions = {layer: directions[None]}
         elif layer is not None:
-            if layer not in directions:
+            known = sorted(k for k in directions if k is not None)
+            if layer not in known:
                 raise UserInputError(f"{p}: --layer {layer} disagrees with the file, whose vector {raw.name!r} "
-                                     f"is at layer(s) {sorted(directions)}")  # type: ignore[type-var]
-            if len(directions) > 1:
-                logger.info("%s: keeping layer %d of layers %s (--layer)", p, layer, sorted(directions))  # type: ignore[type-var]
+                                     f"is at layer(s) {known}")
+            if len(known) > 1:
+                logger.info("%s: keeping layer %d of layers %s (--layer)", p, layer, known)
             directions = {layer: directions[layer]}
         try:
             out.append(SteeringVector(directions=directions,  # type: ignore[arg-type]

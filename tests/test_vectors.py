@@ -404,6 +404,8 @@ def test_save_dispatch(tmp_path: Path) -> None:
     v.save(tmp_path / "a.gguf")
     v.save(tmp_path / "a.safetensors")
     assert SteeringVector.load(tmp_path / "a.gguf").layer == 2
+    assert SteeringVector.load(tmp_path / "a.gguf").model_hint is None  # written as "" (repeng needs the key)
+    assert "controlvector.model_hint" in gguf.GGUFReader(tmp_path / "a.gguf").fields
     assert torch.equal(SteeringVector.load(tmp_path / "a.safetensors").vector, rand(D))
     with pytest.raises(UserInputError, match=r"a\.txt: cannot save"):
         v.save(tmp_path / "a.txt")
