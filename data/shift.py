@@ -50,7 +50,7 @@ def specific_cosine(shift: torch.Tensor, target: torch.Tensor, generic: torch.Te
     return float(torch.dot(a, b).item() / denom)
 
 
-def _padded(rows: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+def pad_right(rows: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Right-padded ids (B, T) and attention mask (B, T); right padding keeps positions 0..n-1 for each row."""
     width = max(len(r) for r in rows)
     ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
@@ -77,7 +77,7 @@ def aligned_activations(
     out: list[torch.Tensor] = []
     for start in range(0, len(placed), batch_size):
         chunk = placed[start : start + batch_size]
-        ids, mask = _padded([p.ids for p in chunk], pad_id)
+        ids, mask = pad_right([p.ids for p in chunk], pad_id)
         hidden = block_output(model, layer, ids, mask)
         out.extend(hidden[b, list(p.aligned)].float() for b, p in enumerate(chunk))
     return out
@@ -104,7 +104,7 @@ def prompt_shifts(
     for start in range(0, len(pairs), batch_size):
         chunk = pairs[start : start + batch_size]
         placed = [layout.place(prompts[p], contexts[k]) for p, k in chunk]
-        ids, mask = _padded([x.ids for x in placed], pad_id)
+        ids, mask = pad_right([x.ids for x in placed], pad_id)
         hidden = block_output(model, layer, ids, mask)
         for b, ((p, k), x) in enumerate(zip(chunk, placed, strict=True)):
             result[p][k] = hidden[b, list(x.aligned)].float() - base[k]

@@ -1,0 +1,36 @@
+"""`realize steer VECTOR --prompt ...`: generate with and without the vector, side by side."""
+
+from __future__ import annotations
+
+import argparse
+
+import torch
+
+from data.activations import steer
+from data.generation import generate
+from realize.commands.common import add_model_argument, add_vector_arguments, load_model_arg, load_vectors_arg, require_scale
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("steer", help="generate from the model with and without a steering vector")
+    parser.add_argument("vector", metavar="VECTOR", help="vector file (all vectors in it are shown)")
+    parser.add_argument("--prompt", action="append", default=None, help="user message (repeatable)")
+    parser.add_argument("--tokens", type=int, default=48, help="new tokens per generation (default 48)")
+    add_model_argument(parser)
+    add_vector_arguments(parser)
+    parser.set_defaults(func=_run)
+
+
+def _run(args: argparse.Namespace) -> int:
+    lm = load_model_arg(args)
+    vectors = load_vectors_arg(args.vector, args, lm)
+    prompts = args.prompt or ["Tell me about your weekend.", "What is the capital of France?"]
+    for prompt in prompts:
+        print(f"=== {prompt}")
+        print(f"[base] {generate(lm, prompt, args.tokens)}")
+        for vector in vectors:
+            scale = require_scale(vector, args.vector)
+            with steer(lm.model, vector.directions, scale), torch.no_grad():
+                text = generate(lm, prompt, args.tokens)
+            print(f"[{vector.name} x{scale:g}] {text}")
+    return 0

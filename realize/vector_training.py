@@ -1,0 +1,156 @@
+"""Train steering vectors to audit: MELBO (unsupervised) and CAA (contrastive mean difference).
+
+MELBO (Mack & Turner 2024): learn n orthogonal vectors of norm R, added at a source block's output, that maximize
+the change of a later block's output over a few prompts: maximize `(sum_{prompts, positions} |Z_t(v) - Z_t(0)|^p)^(1/q)`.
+Vectors are trained one after another, each kept orthogonal to the earlier ones and rescaled to norm R after every
+step. Their defaults: source layer 7, target n_layers - 8, AdamW lr 1e-3, p = q = 2, 300 steps.
+
+CAA / contrastive mean difference: v = mean over pairs of (h_i(positive) - h_i(negative)) at block i, averaged over
+the last `positions` tokens (the end of the user turn and the assistant header, where the answer is decided).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from tqdm.auto import tqdm
+
+from data.activations import block_output, block_outputs, check_layer, steer
+from data.generation import chat_ids
+from data.models import LoadedModel
+from data.shift import pad_right
+from data.vectors import SteeringVector
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, kw_only=True)
+class MelboConfig:
+    source_layer: int = 7  # block whose output gets the vector
+    target_layer: int | None = None  # block whose change is maximized; None = n_layers - 8
+    n_vectors: int = 4  # orthogonal vectors to learn
+    radius: float = 8.0  # norm R of every vector (model-dependent; 8 visibly steers SmolLM2-135M)
+    steps: int = 300  # optimizer steps per vector
+    lr: float = 1e-3  # AdamW learning rate
+    power: float = 2.0  # p: exponent on each position's change norm
+    q: float | None = None  # outer root; None = p
+    seed: int = 0  # initialization seed
+    show_progress: bool = True  # tqdm bar per vector
+
+    def __post_init__(self) -> None:
+        if self.source_layer < 0:
+            raise ValueError(f"source_layer: expected >= 0, got {self.source_layer}")
+        if self.target_layer is not None and self.target_layer <= self.source_layer:
+            raise ValueError(f"target_layer: expected > source_layer ({self.source_layer}), got {self.target_layer}")
+        for name in ("n_vectors", "steps"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name}: expected >= 1, got {getattr(self, name)}")
+        for name in ("radius", "lr", "power"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name}: expected > 0, got {getattr(self, name)}")
+        if self.q is not None and not self.q > 0:
+            raise ValueError(f"q: expected > 0, got {self.q}")
+
+
+def _batch(lm: LoadedModel, prompts: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
+    if not prompts:
+        raise ValueError("prompts: expected at least one prompt")
+    return pad_right([chat_ids(lm, p) for p in prompts], lm.tokenizer.pad_token_id or 0)
+
+
+def _orthogonalize(v: torch.Tensor, basis: Sequence[torch.Tensor], radius: float) -> torch.Tensor:
+    for b in basis:
+        v = v - (v @ b) / (b @ b) * b
+    return v / v.norm().clamp_min(1e-12) * radius
+
+
+def train_melbo(lm: LoadedModel, prompts: Sequence[str], config: MelboConfig) -> list[SteeringVector]:
+    """Learn `config.n_vectors` MELBO vectors at `config.source_layer` on chat-formatted `prompts`."""
+    model = lm.model
+    target = config.target_layer if config.target_layer is not None else lm.num_layers - 8
+    check_layer(model, config.source_layer, "source_layer")
+    check_layer(model, target, "target_layer")
+    if target <= config.source_layer:
+        raise ValueError(f"target_layer: expected > source_layer ({config.source_layer}), got {target}")
+    ids, mask = _batch(lm, prompts)
+    valid = mask.bool().unsqueeze(-1)  # (B, T, 1)
+    q = config.q or config.power
+    with torch.no_grad():
+        unsteered = block_output(model, target, ids, mask)  # (B, T, d)
+    generator = torch.Generator().manual_seed(config.seed)
+    learned: list[torch.Tensor] = []
+    for k in range(config.n_vectors):
+        init = torch.randn(lm.hidden_size, generator=generator)
+        theta = _orthogonalize(init, learned, config.radius).requires_grad_(True)
+        optimizer = torch.optim.AdamW([theta], lr=config.lr)
+        bar = tqdm(range(config.steps), desc=f"melbo vector {k}", disable=not config.show_progress, leave=False)
+        for _ in bar:
+            optimizer.zero_grad(set_to_none=True)
+            with steer(model, {config.source_layer: theta}, 1.0):
+                steered = block_outputs(model, [target], input_ids=ids, attention_mask=mask)[target]
+            change = ((steered - unsteered) * valid).norm(dim=-1)  # (B, T)
+            objective = change.pow(config.power).sum().pow(1.0 / q)
+            (-objective).backward()
+            optimizer.step()
+            with torch.no_grad():
+                theta.copy_(_orthogonalize(theta.detach(), learned, config.radius))
+            bar.set_postfix(objective=f"{objective.item():.1f}")
+        learned.append(theta.detach().clone())
+        logger.info("melbo vector %d: objective %.2f", k, objective.item())
+    return [
+        SteeringVector(
+            directions={config.source_layer: v},
+            scale=1.0,
+            model_hint=lm.name,
+            method="melbo",
+            name=f"melbo.{k}",
+            notes=(
+                f"MELBO R={config.radius} source={config.source_layer} target={target} steps={config.steps} "
+                f"lr={config.lr} p={config.power} q={q} seed={config.seed} prompts={len(prompts)}"
+            ),
+        )
+        for k, v in enumerate(learned)
+    ]
+
+
+@dataclass(frozen=True, kw_only=True)
+class CaaConfig:
+    layer: int = 12  # block whose output is contrasted
+    positions: int = 4  # average over this many final tokens (end of user turn + assistant header)
+    scale: float = 1.0  # scale stored with the vector
+    show_progress: bool = True  # tqdm bar over pairs
+
+    def __post_init__(self) -> None:
+        if self.layer < 0:
+            raise ValueError(f"layer: expected >= 0, got {self.layer}")
+        if self.positions < 1:
+            raise ValueError(f"positions: expected >= 1, got {self.positions}")
+        if self.scale == 0:
+            raise ValueError("scale: expected a non-zero coefficient")
+
+
+@torch.no_grad()
+def train_caa(lm: LoadedModel, pairs: Sequence[tuple[str, str]], config: CaaConfig, name: str = "caa") -> SteeringVector:
+    """Contrastive mean difference of block `config.layer` outputs over (positive, negative) user messages."""
+    check_layer(lm.model, config.layer, "--layer")
+    if not pairs:
+        raise ValueError("pairs: expected at least one (positive, negative) pair")
+    diffs = []
+    for positive, negative in tqdm(pairs, desc="caa pairs", disable=not config.show_progress, leave=False):
+        means = []
+        for text in (positive, negative):
+            hidden = block_output(lm.model, config.layer, torch.tensor([chat_ids(lm, text)]))[0]
+            means.append(hidden[-config.positions :].mean(dim=0))
+        diffs.append(means[0] - means[1])
+    direction = torch.stack(diffs).mean(dim=0)
+    return SteeringVector(
+        directions={config.layer: direction},
+        scale=config.scale,
+        model_hint=lm.name,
+        method="caa",
+        name=name,
+        notes=f"contrastive mean difference over {len(pairs)} pairs, last {config.positions} tokens",
+    )
