@@ -1,0 +1,56 @@
+"""CLI behaviour on the vector files: output, one-line errors, exit code 2, nothing half-written."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from data.vectors import SteeringVector, save_safetensors
+from realize.cli import main
+
+
+@pytest.fixture()
+def vector_file(tmp_path):
+    path = tmp_path / "v.safetensors"
+    save_safetensors([SteeringVector(directions={3: torch.ones(8)}, scale=2.0, model_hint="m", method="caa")], path)
+    return path
+
+
+def test_inspect_prints_layers_and_norms(vector_file, capsys):
+    assert main(["inspect", str(vector_file)]) == 0
+    out = capsys.readouterr().out
+    assert "1 vector(s)" in out and "3" in out and "2.828" in out  # norm of ones(8)
+
+
+@pytest.mark.parametrize(
+    "content,name,expected",
+    [
+        (b"not a real file", "v.safetensors", "safetensors"),
+        (b"\x00" * 10, "v.bin", "extension"),
+        (b"garbage", "v.gguf", "gguf"),
+    ],
+)
+def test_bad_files_exit_2_with_one_line(tmp_path, capsys, content, name, expected):
+    path = tmp_path / name
+    path.write_bytes(content)
+    assert main(["inspect", str(path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and str(path) in err and expected in err.lower()
+
+
+def test_missing_file_exit_2(tmp_path, capsys):
+    assert main(["inspect", str(tmp_path / "nope.pt")]) == 2
+    assert "nope.pt" in capsys.readouterr().err
+
+
+def test_train_vectors_rejects_bad_out_and_config(tmp_path, capsys):
+    assert main(["train-vectors", "--method", "caa", "--out", str(tmp_path / "x.pt")]) == 2
+    assert ".safetensors" in capsys.readouterr().err
+    assert main(["train-vectors", "--method", "melbo", "--steps", "0", "--out", str(tmp_path / "x.safetensors")]) == 2
+    assert "steps" in capsys.readouterr().err
+    assert not list(tmp_path.iterdir())
+
+
+def test_missing_model_path(tmp_path, capsys, vector_file):
+    assert main(["steer", str(vector_file), "--model", str(tmp_path / "no-model")]) == 2
+    assert "no-model" in capsys.readouterr().err
