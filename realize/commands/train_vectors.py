@@ -18,20 +18,30 @@ MELBO_PROMPTS = (
 )
 
 
+# flag attribute -> config field; flags left unset take the config's defaults
+MELBO_FLAGS = {"layer": "source_layer", "target_layer": "target_layer", "n_vectors": "n_vectors", "radius": "radius",
+               "steps": "steps", "lr": "lr", "seed": "seed"}
+CAA_FLAGS = {"layer": "layer", "scale": "scale"}
+
+
+def _given(args: argparse.Namespace, flags: dict[str, str]) -> dict[str, object]:
+    return {field: getattr(args, flag) for flag, field in flags.items() if getattr(args, flag) is not None}
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("train-vectors", help="train MELBO or CAA steering vectors to audit")
     parser.add_argument("--method", choices=("melbo", "caa"), required=True)
     parser.add_argument("--out", required=True, help="output .safetensors file")
-    parser.add_argument("--layer", type=int, default=None, help="source layer (melbo, default 7) / layer (caa, 12)")
-    parser.add_argument("--target-layer", type=int, default=None, help="melbo: target block (default n_layers-8)")
-    parser.add_argument("--n-vectors", type=int, default=4, help="melbo: number of orthogonal vectors")
-    parser.add_argument("--radius", type=float, default=8.0, help="melbo: vector norm R")
-    parser.add_argument("--steps", type=int, default=300, help="melbo: optimizer steps per vector")
-    parser.add_argument("--lr", type=float, default=1e-3, help="melbo: AdamW learning rate")
-    parser.add_argument("--prompts", action="append", default=None, help="melbo: training prompt (repeatable)")
-    parser.add_argument("--pairs", default=None, help="caa: JSONL of {positive, negative} (default: built-in set)")
-    parser.add_argument("--scale", type=float, default=1.0, help="caa: scale stored with the vector")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--layer", type=int, help="melbo: source layer (7) / caa: layer (12)")
+    parser.add_argument("--target-layer", type=int, help="melbo: target block (n_layers - 8)")
+    parser.add_argument("--n-vectors", type=int, help="melbo: number of orthogonal vectors (4)")
+    parser.add_argument("--radius", type=float, help="melbo: vector norm R (48)")
+    parser.add_argument("--steps", type=int, help="melbo: optimizer steps per vector (100)")
+    parser.add_argument("--lr", type=float, help="melbo: AdamW learning rate (5e-3)")
+    parser.add_argument("--prompts", action="append", help="melbo: training prompt (repeatable)")
+    parser.add_argument("--pairs", help="caa: JSONL of {positive, negative} (default: built-in happy/sad set)")
+    parser.add_argument("--scale", type=float, help="caa: scale stored with the vector (1.0)")
+    parser.add_argument("--seed", type=int, help="melbo: initialization seed (0)")
     add_model_argument(parser)
     parser.set_defaults(func=_run)
 
@@ -40,23 +50,12 @@ def _run(args: argparse.Namespace) -> int:
     if not args.out.endswith(".safetensors"):
         raise UserInputError(f"--out {args.out}: expected a .safetensors path")
     if args.method == "melbo":
-        config = build_config(
-            MelboConfig,
-            {
-                "source_layer": 7 if args.layer is None else args.layer,
-                "target_layer": args.target_layer,
-                "n_vectors": args.n_vectors,
-                "radius": args.radius,
-                "steps": args.steps,
-                "lr": args.lr,
-                "seed": args.seed,
-            },
-        )
+        config = build_config(MelboConfig, _given(args, MELBO_FLAGS))
         lm = load_model_arg(args)
         vectors = train_melbo(lm, args.prompts or MELBO_PROMPTS, config)
     else:
         pairs = read_pairs(args.pairs) if args.pairs else builtin_pairs()
-        config = build_config(CaaConfig, {"layer": 12 if args.layer is None else args.layer, "scale": args.scale})
+        config = build_config(CaaConfig, _given(args, CAA_FLAGS))
         lm = load_model_arg(args)
         vectors = [train_caa(lm, pairs, config)]
     save_safetensors(vectors, args.out)
