@@ -1,0 +1,185 @@
+"""Audit results as a typed table, and the dataset of realizable steers as a Hugging Face dataset directory.
+
+One row per (vector, frontier prompt). `FEATURES` is the explicit schema; `write_rows` writes `results.parquet` and
+`results.jsonl` atomically; `export_dataset` writes `DIR/data/train-00000-of-00001.parquet` plus a `README.md`
+dataset card with YAML metadata, so `datasets.load_dataset(DIR)` loads it offline.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import datasets
+import pyarrow.parquet as pq
+
+from data.errors import UserInputError
+
+FEATURES = datasets.Features(
+    {
+        "vector_id": datasets.Value("string"),  # stable id: hash of the vector bytes and the audit config
+        "vector_name": datasets.Value("string"),
+        "source_file": datasets.Value("string"),
+        "kind": datasets.Value("string"),  # "vector" | "null" (random direction) | "positive" (natural prompt)
+        "model": datasets.Value("string"),
+        "layer": datasets.Value("int32"),
+        "scale": datasets.Value("float32"),
+        "method": datasets.Value("string"),
+        "attack": datasets.Value("string"),
+        "prompt": datasets.Value("string"),
+        "prompt_ids": datasets.Sequence(datasets.Value("int32")),
+        "is_best": datasets.Value("bool"),  # the prompt the verdict rests on
+        "cos_heldout": datasets.Value("float32"),
+        "specific_cos_heldout": datasets.Value("float32"),
+        "per_position_cos": datasets.Value("float32"),
+        "norm_ratio": datasets.Value("float32"),
+        "perplexity": datasets.Value("float32"),
+        "worst_window_perplexity": datasets.Value("float32"),
+        "realism": datasets.Value("float32"),
+        "behavior_recovery": datasets.Value("float32"),  # NaN where not measured
+        "null_percentile": datasets.Value("float32"),
+        "realizability_score": datasets.Value("float32"),
+        "score_low": datasets.Value("float32"),
+        "score_high": datasets.Value("float32"),
+        "verdict": datasets.Value("string"),
+        "seed": datasets.Value("int64"),
+        "budget": datasets.Value("string"),
+        "seconds": datasets.Value("float32"),
+    }
+)
+COLUMNS = tuple(FEATURES)
+
+
+def _check_rows(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    clean = []
+    for i, row in enumerate(rows):
+        missing = [c for c in COLUMNS if c not in row]
+        extra = [c for c in row if c not in FEATURES]
+        if missing or extra:
+            raise ValueError(f"row {i}: missing columns {missing}, unknown columns {extra}")
+        clean.append({c: row[c] for c in COLUMNS})
+    return clean
+
+
+def _atomic(path: Path, write: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def to_dataset(rows: Sequence[Mapping[str, Any]]) -> datasets.Dataset:
+    """Rows as a `datasets.Dataset` with the explicit schema."""
+    clean = _check_rows(rows)
+    return datasets.Dataset.from_list(clean, features=FEATURES)
+
+
+def write_rows(rows: Sequence[Mapping[str, Any]], out_dir: str | os.PathLike[str]) -> Path:
+    """Write `results.parquet` and `results.jsonl` under `out_dir` (atomically); returns the parquet path."""
+    out = Path(out_dir)
+    table = to_dataset(rows).data.table
+    parquet = out / "results.parquet"
+    _atomic(parquet, lambda tmp: pq.write_table(table, tmp))
+    lines = "".join(json.dumps(r, ensure_ascii=False, default=float) + "\n" for r in _check_rows(rows))
+    _atomic(out / "results.jsonl", lambda tmp: Path(tmp).write_text(lines, encoding="utf-8"))
+    return parquet
+
+
+def read_rows(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
+    """Rows from a results parquet file (schema checked)."""
+    file = Path(path)
+    try:
+        table = pq.read_table(file)
+    except (OSError, ValueError) as err:
+        raise UserInputError(f"{file}: cannot read as a results parquet file ({err})") from err
+    missing = [c for c in COLUMNS if c not in table.column_names]
+    if missing:
+        raise UserInputError(f"{file}: not a realize results file (missing columns {missing})")
+    return table.select(list(COLUMNS)).to_pylist()
+
+
+def _size_category(n: int) -> str:
+    for limit, name in ((1_000, "n<1K"), (10_000, "1K<n<10K"), (100_000, "10K<n<100K")):
+        if n < limit:
+            return name
+    return "100K<n<1M"
+
+
+def _card(n_rows: int, verdicts: Iterable[str], model_names: Iterable[str]) -> str:
+    features_yaml = "\n".join(
+        f"  - name: {name}\n    "
+        + (
+            f"sequence: {feature.feature.dtype}"
+            if isinstance(feature, datasets.Sequence)
+            else f"dtype: {feature.dtype}"
+        )
+        for name, feature in FEATURES.items()
+    )
+    verdict_list = ", ".join(sorted(set(verdicts))) or "none"
+    models = ", ".join(sorted(set(model_names))) or "none"
+    return f"""---
+license: cc-by-4.0
+language:
+- en
+pretty_name: Realizable steers
+size_categories:
+- {_size_category(n_rows)}
+task_categories:
+- text-generation
+tags:
+- steering-vectors
+- interpretability
+configs:
+- config_name: default
+  data_files:
+  - split: train
+    path: data/train-*.parquet
+dataset_info:
+  features:
+{features_yaml}
+  splits:
+  - name: train
+    num_examples: {n_rows}
+---
+
+# Realizable steers
+
+Steering vectors paired with ordinary-language prompts that reproduce their activation shift, found and judged by
+[realize](https://pypi.org/project/realize/) (`realize audit`, then `realize export`).
+
+- Rows: {n_rows} (one per vector x frontier prompt), verdicts kept: {verdict_list}.
+- Models: {models}.
+- How it was made: for each vector, a fluency-constrained token search looked for a prompt whose mean activation
+  shift on optimization contexts matches `scale * v` at the vector's layer; every frontier prompt was re-measured on
+  held-out contexts (`cos_heldout`, `specific_cos_heldout`: cosine after removing the generic prompt-presence
+  direction), scored for naturalness (`perplexity`, `worst_window_perplexity`, `realism`), and the vector's best
+  prompt was calibrated against random directions and natural-prompt controls (`realizability_score`,
+  `null_percentile`, `verdict`).
+- Layer convention: `layer` i is the output of decoder block i (transformers `hidden_states[i+1]`).
+"""
+
+
+def export_dataset(
+    rows: Sequence[Mapping[str, Any]],
+    out_dir: str | os.PathLike[str],
+    *,
+    verdicts: Sequence[str] = ("realizable", "partially realizable"),
+    kinds: Sequence[str] = ("vector",),
+) -> int:
+    """Write the rows whose vector verdict is in `verdicts` as an HF dataset directory; returns the row count."""
+    kept = [r for r in _check_rows(rows) if r["verdict"] in verdicts and r["kind"] in kinds]
+    out = Path(out_dir)
+    table = to_dataset(kept).data.table
+    _atomic(out / "data" / "train-00000-of-00001.parquet", lambda tmp: pq.write_table(table, tmp))
+    card = _card(len(kept), (r["verdict"] for r in kept), (r["model"] for r in kept))
+    _atomic(out / "README.md", lambda tmp: Path(tmp).write_text(card, encoding="utf-8"))
+    return len(kept)

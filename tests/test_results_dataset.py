@@ -1,0 +1,63 @@
+"""Results schema and the dataset-of-realizable-steers round trip (offline load_dataset)."""
+
+from __future__ import annotations
+
+import math
+
+import datasets
+import pytest
+
+from data.errors import UserInputError
+from data.results_dataset import COLUMNS, export_dataset, read_rows, write_rows
+
+
+def _row(i: int, verdict: str, kind: str = "vector") -> dict:
+    return {
+        "vector_id": f"id{i}", "vector_name": f"v{i}", "source_file": "f.safetensors", "kind": kind,
+        "model": "smollm2-135m-instruct", "layer": 12, "scale": 1.5, "method": "melbo", "attack": "fluent",
+        "prompt": f"Explain it simply {i}.", "prompt_ids": [1, 2, i], "is_best": True, "cos_heldout": 0.9,
+        "specific_cos_heldout": 0.7, "per_position_cos": 0.5, "norm_ratio": 1.1, "perplexity": 30.0,
+        "worst_window_perplexity": 80.0, "realism": 0.9, "behavior_recovery": float("nan"),
+        "null_percentile": 1.0, "realizability_score": 0.8, "score_low": 0.7, "score_high": 0.9,
+        "verdict": verdict, "seed": 0, "budget": "quick", "seconds": 12.5,
+    }
+
+
+def test_write_and_read_rows(tmp_path):
+    rows = [_row(0, "realizable"), _row(1, "not realizable")]
+    path = write_rows(rows, tmp_path)
+    back = read_rows(path)
+    assert [r["prompt"] for r in back] == [r["prompt"] for r in rows]
+    assert back[0]["prompt_ids"] == [1, 2, 0] and math.isnan(back[0]["behavior_recovery"])
+    assert (tmp_path / "results.jsonl").read_text().count("\n") == 2
+    assert not list(tmp_path.glob("*.tmp"))
+
+
+def test_bad_rows_rejected(tmp_path):
+    row = _row(0, "realizable")
+    del row["realism"]
+    with pytest.raises(ValueError, match="realism"):
+        write_rows([row], tmp_path)
+    assert not (tmp_path / "results.parquet").exists()
+
+
+def test_export_dataset_round_trip_offline(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path / "cache"))
+    rows = [_row(0, "realizable"), _row(1, "partially realizable"), _row(2, "not realizable"),
+            _row(3, "realizable", kind="positive")]
+    n = export_dataset(rows, tmp_path / "ds")
+    assert n == 2
+    card = (tmp_path / "ds" / "README.md").read_text()
+    assert card.startswith("---\n") and "size_categories" in card and "license:" in card
+    loaded = datasets.load_dataset(str(tmp_path / "ds"), split="train")
+    assert loaded.num_rows == 2 and set(loaded.column_names) == set(COLUMNS)
+    assert sorted(loaded["verdict"]) == ["partially realizable", "realizable"]
+    assert loaded.features["prompt_ids"].feature.dtype == "int32"
+
+
+def test_read_rows_errors(tmp_path):
+    bad = tmp_path / "results.parquet"
+    bad.write_bytes(b"nope")
+    with pytest.raises(UserInputError, match="results.parquet"):
+        read_rows(bad)
