@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -17,6 +16,7 @@ from typing import Any
 import datasets
 import pyarrow.parquet as pq
 
+from data.atomic import atomic_output, write_text_atomic
 from data.errors import UserInputError
 
 FEATURES = datasets.Features(
@@ -65,18 +65,6 @@ def _check_rows(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
     return clean
 
 
-def _atomic(path: Path, write: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def to_dataset(rows: Sequence[Mapping[str, Any]]) -> datasets.Dataset:
     """Rows as a `datasets.Dataset` with the explicit schema."""
     clean = _check_rows(rows)
@@ -88,9 +76,10 @@ def write_rows(rows: Sequence[Mapping[str, Any]], out_dir: str | os.PathLike[str
     out = Path(out_dir)
     table = to_dataset(rows).data.table
     parquet = out / "results.parquet"
-    _atomic(parquet, lambda tmp: pq.write_table(table, tmp))
+    with atomic_output(parquet) as tmp:
+        pq.write_table(table, tmp)
     lines = "".join(json.dumps(r, ensure_ascii=False, default=float) + "\n" for r in _check_rows(rows))
-    _atomic(out / "results.jsonl", lambda tmp: Path(tmp).write_text(lines, encoding="utf-8"))
+    write_text_atomic(out / "results.jsonl", lines)
     return parquet
 
 
@@ -179,7 +168,7 @@ def export_dataset(
     kept = [r for r in _check_rows(rows) if r["verdict"] in verdicts and r["kind"] in kinds]
     out = Path(out_dir)
     table = to_dataset(kept).data.table
-    _atomic(out / "data" / "train-00000-of-00001.parquet", lambda tmp: pq.write_table(table, tmp))
-    card = _card(len(kept), (r["verdict"] for r in kept), (r["model"] for r in kept))
-    _atomic(out / "README.md", lambda tmp: Path(tmp).write_text(card, encoding="utf-8"))
+    with atomic_output(out / "data" / "train-00000-of-00001.parquet") as tmp:
+        pq.write_table(table, tmp)
+    write_text_atomic(out / "README.md", _card(len(kept), (r["verdict"] for r in kept), (r["model"] for r in kept)))
     return len(kept)

@@ -5,11 +5,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import tempfile
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any, TypeVar
 
+from data.atomic import write_text_atomic
 from data.errors import UserInputError
 from data.models import DEFAULT_MODEL, LoadedModel, load_model
 from data.vectors import SteeringVector, check_compatible, load_vectors
@@ -67,18 +66,5 @@ def require_scale(vector: SteeringVector, path: str) -> float:
 
 
 def write_json_atomic(path: str | os.PathLike[str], payload: Any) -> None:
-    """Write JSON to a temp file beside `path`, then rename (nothing half-written)."""
-    target = Path(path)
-    try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=target.name + ".", suffix=".tmp", dir=target.parent)
-    except OSError as err:
-        raise UserInputError(f"{target}: cannot write here ({err.strerror})") from err
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            json.dump(payload, handle, indent=2, ensure_ascii=False)
-            handle.write("\n")
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """Write JSON atomically (temp file beside `path`, then rename)."""
+    write_text_atomic(path, json.dumps(payload, indent=2, ensure_ascii=False) + "\n")
