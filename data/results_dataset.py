@@ -68,7 +68,8 @@ def _check_rows(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
 def to_dataset(rows: Sequence[Mapping[str, Any]]) -> datasets.Dataset:
     """Rows as a `datasets.Dataset` with the explicit schema."""
     clean = _check_rows(rows)
-    return datasets.Dataset.from_list(clean, features=FEATURES)
+    columns = {c: [r[c] for r in clean] for c in COLUMNS}  # from_dict also handles zero rows
+    return datasets.Dataset.from_dict(columns, features=FEATURES)
 
 
 def write_rows(rows: Sequence[Mapping[str, Any]], out_dir: str | os.PathLike[str]) -> Path:

@@ -44,10 +44,12 @@ class VectorAudit:
     layer: int
     scale: float
     method: str
+    target_norm: float  # |scale * v|
     frontier: tuple[PromptScore, ...]  # every evaluated frontier prompt
     best: PromptScore | None  # best specific cos among prompts with realism >= threshold (None if none)
     calibration: Calibration | None
     interval: tuple[float, float] | None  # bootstrap interval of the realizability score
+    specific_interval: tuple[float, float] | None  # bootstrap interval of best.specific_cos over held-out contexts
     verdict: Verdict | None
     best_unrelated: PromptScore | None = None  # best natural prompt from the corpus (retrieval)
     behavior_recovery: float | None = None

@@ -15,8 +15,8 @@ def _audit(name: str, value: float) -> VectorAudit:
     cal = calibrate(value, [0.05, 0.1, 0.0], [0.8, 0.9])
     return VectorAudit(
         vector_id=f"id-{name}", name=name, source="v.safetensors", kind="vector", layer=12, scale=2.0,
-        method="melbo", frontier=(_score("<script>alert(1)</script>", 0.7), _score("Explain simply.", 0.9)),
-        best=_score("Explain simply.", 0.9), calibration=cal, interval=(0.6, 0.9),
+        method="melbo", target_norm=48.0, frontier=(_score("<script>alert(1)</script>", 0.7), _score("Explain simply.", 0.9)),
+        best=_score("Explain simply.", 0.9), calibration=cal, interval=(0.6, 0.9), specific_interval=(0.6, 0.8),
         verdict=decide(cal, VerdictThresholds()), best_unrelated=_score("You are a pirate.", 0.5),
         behavior_recovery=0.6, behavior_interval=(0.4, 0.7),
         generations=(Generation("Hi?", "steered <b>text</b>", "prompted", "base"),),
