@@ -83,7 +83,7 @@ def frontier_plot(audit: VectorAudit, null: Sequence[float], positive: Sequence[
     ax.set_xlabel("prompt perplexity (log)")
     ax.set_ylabel("held-out specific cosine")
     ax.set_title(f"{audit.name}: frontier")
-    ax.legend(fontsize=7, loc="lower right")
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(0.0, -0.18), ncol=2, frameon=False)
     return _png(fig)
 
 
@@ -91,6 +91,7 @@ def per_context_plot(score: PromptScore, name: str) -> str:
     fig, ax = plt.subplots(figsize=(4.6, 3.0))
     values = list(score.per_context_cos)
     ax.bar(range(len(values)), values, color="#0969da")
+    ax.set_xticks(range(len(values)))
     ax.axhline(score.cos, color="k", lw=1, ls="--", label=f"mean-shift cos {score.cos:.2f}")
     ax.set_xlabel("held-out context")
     ax.set_ylabel("cos(D_k, a·v)")
