@@ -61,3 +61,19 @@ def test_read_rows_errors(tmp_path):
     bad.write_bytes(b"nope")
     with pytest.raises(UserInputError, match="results.parquet"):
         read_rows(bad)
+
+
+def test_atomic_output_permissions_and_failure(tmp_path):
+    import os
+
+    from data.atomic import atomic_output, write_text_atomic
+
+    write_text_atomic(tmp_path / "a.txt", "hello")
+    umask = os.umask(0)
+    os.umask(umask)
+    assert (tmp_path / "a.txt").stat().st_mode & 0o777 == 0o666 & ~umask
+    with pytest.raises(RuntimeError):
+        with atomic_output(tmp_path / "a.txt") as tmp:
+            tmp.write_text("half")
+            raise RuntimeError("crash")
+    assert (tmp_path / "a.txt").read_text() == "hello" and len(list(tmp_path.iterdir())) == 1
