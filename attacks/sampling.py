@@ -1,0 +1,159 @@
+"""Candidate sampling and filtering for token-space search: pure functions (no model), shapes in the docstrings.
+
+Public API (stable):
+
+    allowed_token_mask(tokenizer, ascii_only=True, vocab_size=None) -> (V,) bool
+    sample_candidates(ids (L,), grad (L, V), *, width, topk, n_replace, mask (V,), generator) -> (width, L)
+    insert_candidates(ids (L,), grad (L, V), *, n, topk, mask, generator) -> (n, L + 1)
+    delete_candidates(ids (L,), *, n, generator) -> (n, L - 1)
+    random_candidates(n, length, *, mask, generator) -> (n, length)
+    retokenization_filter(tokenizer, layout | None, candidates (B, L), *, context=()) -> (B,) bool
+    dedupe(candidates (B, L), seen: set[tuple[int, ...]]) -> (B', L)
+
+All randomness comes from the `generator` argument (a CPU torch.Generator), so a seed fixes every draw.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from transformers import PreTrainedTokenizerBase
+
+from data.chat import ChatLayout
+
+__all__ = [
+    "allowed_token_mask", "dedupe", "delete_candidates", "insert_candidates", "random_candidates",
+    "retokenization_filter", "sample_candidates",
+]
+
+
+def allowed_token_mask(
+    tokenizer: PreTrainedTokenizerBase, ascii_only: bool = True, vocab_size: int | None = None
+) -> torch.Tensor:
+    """(V,) bool: tokens a candidate may use. V = `vocab_size` (the model's embedding rows) or len(tokenizer);
+    ids the tokenizer does not know are disallowed. A token is allowed when it is not special, decodes on its own
+    to a non-empty string without replacement characters, and (ascii_only) that string is printable ASCII."""
+    size = int(vocab_size if vocab_size is not None else len(tokenizer))
+    n = min(size, len(tokenizer))
+    special = set(tokenizer.all_special_ids) | set(getattr(tokenizer, "added_tokens_decoder", {}) or {})
+    texts = tokenizer.batch_decode([[i] for i in range(n)], clean_up_tokenization_spaces=False)
+    mask = torch.zeros(size, dtype=torch.bool)
+    for i, text in enumerate(texts):
+        if i in special or not text or "\ufffd" in text:
+            continue
+        if ascii_only and not (text.isascii() and text.isprintable()):
+            continue
+        mask[i] = True
+    return mask
+
+
+def _topk_ids(grad: torch.Tensor, topk: int, mask: torch.Tensor) -> torch.Tensor:
+    """grad (L, V) -> (L, k) ids of the k most negative gradient entries among allowed tokens, k <= #allowed."""
+    k = max(1, min(topk, int(mask.sum())))
+    scores = (-grad.float()).masked_fill(~mask.to(grad.device).unsqueeze(0), float("-inf"))
+    return scores.topk(k, dim=1).indices.cpu()
+
+
+def sample_candidates(
+    ids: torch.Tensor,
+    grad: torch.Tensor,
+    *,
+    width: int,
+    topk: int,
+    n_replace: int,
+    mask: torch.Tensor,
+    generator: torch.Generator,
+) -> torch.Tensor:
+    """nanoGCG-style swaps. ids (L,), grad (L, V) of the loss w.r.t. the one-hot prompt, mask (V,) bool ->
+    candidates (width, L): each row replaces `n_replace` distinct random positions (clamped to L) by a token drawn
+    uniformly from that position's top-k of -grad among allowed tokens."""
+    if ids.dim() != 1 or grad.shape[0] != ids.shape[0]:
+        raise ValueError(f"ids (L,) and grad (L, V) must agree, got {tuple(ids.shape)} and {tuple(grad.shape)}")
+    length = ids.shape[0]
+    n_replace = max(1, min(n_replace, length))
+    top = _topk_ids(grad, topk, mask)  # (L, k)
+    positions = torch.rand((width, length), generator=generator).argsort(dim=1)[:, :n_replace]  # (W, n)
+    choice = torch.randint(0, top.shape[1], (width, n_replace), generator=generator)
+    values = top[positions, choice]  # (W, n)
+    return ids.cpu().long().unsqueeze(0).repeat(width, 1).scatter_(1, positions, values)
+
+
+def insert_candidates(
+    ids: torch.Tensor, grad: torch.Tensor, *, n: int, topk: int, mask: torch.Tensor, generator: torch.Generator
+) -> torch.Tensor:
+    """ids (L,), grad (L, V) -> (n, L + 1): a token inserted at a random position i in 0..L. The token is drawn
+    from the top-k of -grad at position min(i, L - 1) (the slot the new token pushes right), so the gradient still
+    guides what is inserted."""
+    length = ids.shape[0]
+    top = _topk_ids(grad, topk, mask)
+    where = torch.randint(0, length + 1, (n,), generator=generator)
+    choice = torch.randint(0, top.shape[1], (n,), generator=generator)
+    tokens = top[where.clamp(max=length - 1), choice]
+    base = ids.cpu().long()
+    rows = [torch.cat([base[:i], tokens[r : r + 1], base[i:]]) for r, i in enumerate(where.tolist())]
+    return torch.stack(rows) if rows else torch.empty(0, length + 1, dtype=torch.long)
+
+
+def delete_candidates(ids: torch.Tensor, *, n: int, generator: torch.Generator) -> torch.Tensor:
+    """ids (L,) with L >= 2 -> (min(n, L), L - 1): distinct random positions deleted."""
+    length = ids.shape[0]
+    if length < 2:
+        raise ValueError("ids: deleting a token needs a prompt of length >= 2")
+    where = torch.randperm(length, generator=generator)[: min(n, length)]
+    base = ids.cpu().long()
+    return torch.stack([torch.cat([base[:i], base[i + 1 :]]) for i in where.tolist()])
+
+
+def random_candidates(n: int, length: int, *, mask: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """(n, length) tokens drawn uniformly from the allowed ones."""
+    allowed = mask.nonzero().squeeze(1)
+    if allowed.numel() == 0:
+        raise ValueError("mask: no token is allowed")
+    return allowed[torch.randint(0, allowed.numel(), (n, length), generator=generator)]
+
+
+def retokenization_filter(
+    tokenizer: PreTrainedTokenizerBase,
+    layout: ChatLayout | None,
+    candidates: torch.Tensor,
+    *,
+    context: Sequence[int] = (),
+) -> torch.Tensor:
+    """candidates (B, L) -> (B,) bool: True where the candidate survives a text round trip *in context*.
+
+    With a layout, the whole input `layout.place(candidate, context)` is cut into text around the prompt slot
+    (the template before it and the separator/context/template after it are decoded once), the candidate is
+    decoded, the joined text is re-encoded (one batched call to the fast tokenizer), and the result must equal
+    the placed ids exactly. Without a layout only the candidate's own text is re-encoded (nanoGCG's check)."""
+    if candidates.dim() != 2:
+        raise ValueError(f"candidates: expected (B, L), got {tuple(candidates.shape)}")
+    rows = candidates.tolist()
+    if not rows:
+        return torch.zeros(0, dtype=torch.bool)
+    texts = tokenizer.batch_decode(rows, clean_up_tokenization_spaces=False)
+    if layout is None:
+        pre: list[int] = []
+        post: list[int] = []
+    else:
+        probe = layout.place([0], context)  # a 1-token prompt locates the slot
+        slot = probe.prompt[0]
+        pre, post = list(probe.ids[:slot]), list(probe.ids[slot + 1 :])
+    pre_text = tokenizer.decode(pre, clean_up_tokenization_spaces=False) if pre else ""
+    post_text = tokenizer.decode(post, clean_up_tokenization_spaces=False) if post else ""
+    encoded = tokenizer([pre_text + t + post_text for t in texts], add_special_tokens=False)["input_ids"]
+    return torch.tensor([enc == pre + row + post for enc, row in zip(encoded, rows, strict=True)], dtype=torch.bool)
+
+
+def dedupe(candidates: torch.Tensor, seen: set[tuple[int, ...]]) -> torch.Tensor:
+    """candidates (B, L) -> (B', L): rows not in `seen` and not repeated earlier in the batch, in order.
+    `seen` is not modified (the caller adds what it evaluates)."""
+    keep: list[int] = []
+    local: set[tuple[int, ...]] = set()
+    for i, row in enumerate(candidates.tolist()):
+        key = tuple(row)
+        if key in seen or key in local:
+            continue
+        local.add(key)
+        keep.append(i)
+    return candidates[keep]
