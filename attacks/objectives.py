@@ -48,7 +48,7 @@ from data.activations import block_output, check_layer
 from data.chat import ChatLayout, Placement, chat_layout, encode
 from data.errors import UserInputError
 from data.models import LoadedModel
-from data.shift import ShiftMetrics, aligned_activations, project_out, shift_metrics
+from data.shift import ShiftMetrics, aligned_activations, pad_right, project_out, shift_metrics
 
 logger = logging.getLogger(__name__)
 
@@ -106,17 +106,6 @@ def one_hot_embeds(model: nn.Module, ids: torch.Tensor) -> tuple[torch.Tensor, t
     one_hot.requires_grad_(True)
     scale = getattr(embed, "embed_scale", 1.0)
     return one_hot, ((one_hot @ weight) * scale).unsqueeze(0)
-
-
-def _pad(rows: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Right-padded ids (N, S) and mask (N, S) of 1 at real tokens."""
-    width = max(len(r) for r in rows)
-    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(rows), width), dtype=torch.long)
-    for i, row in enumerate(rows):
-        ids[i, : len(row)] = torch.tensor(list(row), dtype=torch.long)
-        mask[i, : len(row)] = 1
-    return ids, mask
 
 
 @dataclass(frozen=True)
@@ -216,7 +205,7 @@ class ActivationShiftObjective:
         out = []
         for k, ctx in enumerate(self.context_ids):
             placed = [self.layout.place(p.tolist(), ctx) for p in prompts]
-            ids, mask = _pad([x.ids for x in placed], self.pad_id)
+            ids, mask = pad_right([x.ids for x in placed], self.pad_id)
             hidden = block_output(self.model, self.layer, ids.to(self.device), mask.to(self.device)).float()
             out.append(hidden[:, list(placed[0].aligned)] - self.base[k].unsqueeze(0))
         return out
