@@ -18,6 +18,12 @@ COMMAND_MODULES = (
     "inspect",
     "train_vectors",
     "steer",
+    "optimize",
+    "audit",
+    "export",
+    "score",
+    "behavior",
+    "train_realism",
 )
 
 

@@ -95,6 +95,7 @@ def test_pipeline_prompt_equal_to_default_system_is_zero(tiny) -> None:
 
 def test_pipeline_outputs_and_bounds(tiny) -> None:
     before = {k: v.clone() for k, v in tiny.model.state_dict().items()}
+    hooks_before = [dict(block._forward_hooks) for block in tiny.model.model.layers]  # transformers' own, if any
     result = behavior_recovery(tiny, _vector(tiny, 1), 4.0, "Explain it like I am five years old.", CONTEXTS,
                                config=BehaviorConfig(max_new_tokens=5, n_bootstrap=200))
     assert len(result.per_context) == len(CONTEXTS)
@@ -104,7 +105,7 @@ def test_pipeline_outputs_and_bounds(tiny) -> None:
     lo, hi = result.interval
     assert lo <= result.recovery <= hi
     assert result.pooled_recovery <= 1.0
-    assert not any(block._forward_hooks for block in tiny.model.model.layers)  # steering hooks removed
+    assert [dict(block._forward_hooks) for block in tiny.model.model.layers] == hooks_before  # steering hooks removed
     assert all(torch.equal(before[k], v) for k, v in tiny.model.state_dict().items())
 
 

@@ -54,3 +54,22 @@ def test_train_vectors_rejects_bad_out_and_config(tmp_path, capsys):
 def test_missing_model_path(tmp_path, capsys, vector_file):
     assert main(["steer", str(vector_file), "--model", str(tmp_path / "no-model")]) == 2
     assert "no-model" in capsys.readouterr().err
+
+
+def test_audit_without_vectors_exit_2(capsys):
+    assert main(["audit"]) == 2
+    assert "--demo" in capsys.readouterr().err
+
+
+def test_export_filters_verdicts(tmp_path, capsys):
+    import datasets
+
+    import test_results_dataset as trd
+    from data.results_dataset import write_rows
+
+    write_rows([trd._row(0, "realizable"), trd._row(1, "not realizable")], tmp_path / "audit")
+    assert main(["export", str(tmp_path / "audit"), "--out", str(tmp_path / "ds"), "--verdict", "not realizable"]) == 0
+    loaded = datasets.load_dataset(str(tmp_path / "ds"), split="train")
+    assert loaded["verdict"] == ["not realizable"]
+    assert main(["export", str(tmp_path / "missing"), "--out", str(tmp_path / "ds2")]) == 2
+    assert "results.parquet" in capsys.readouterr().err

@@ -1,8 +1,7 @@
 """`realize optimize VECTOR --layer I --scale A --out run.json`: search for a prompt whose activation shift at
 layer I reproduces a*v, then evaluate the best prompt on held-out contexts.
 
-Attacks are dispatched through `ATTACKS` (name -> function of an `OptimizeSetup`); other attack modules add
-their entries here. The JSON holds: best_prompt, best_ids, opt and held-out metrics (cos, specific_cos,
+Attacks are dispatched through `ATTACKS` (name -> function of an `OptimizeSetup`). The JSON holds: best_prompt, best_ids, opt and held-out metrics (cos, specific_cos,
 per_position_cos, norm_ratio, per_context_cos), the trajectory, the configs, the contexts and the seconds.
 The specific cosine uses g estimated from the generic prompts corpus on the same contexts (optimization g for
 the search, held-out g for the held-out metrics).
@@ -22,9 +21,15 @@ import torch
 
 from attacks.base import AttackResult
 from attacks.baselines import RandomSearchConfig, natural_retrieval, random_search
+from attacks.beam import BeamConfig
+from attacks.beam import run as beam_run
+from attacks.fluent import FluentConfig
+from attacks.fluent import run as fluent_run
 from attacks.gcg import GCGConfig
 from attacks.gcg import run as gcg_run
 from attacks.objectives import ActivationObjectiveConfig, ActivationShiftObjective, estimate_generic
+from attacks.relaxed import RelaxedConfig
+from attacks.relaxed import run as relaxed_run
 from data.chat import PLACEMENTS, ChatLayout, chat_layout, encode
 from data.errors import UserInputError
 from data.models import LoadedModel
@@ -84,8 +89,37 @@ def _retrieval(setup: OptimizeSetup) -> AttackResult:
     return natural_retrieval(setup.objective, prompts, setup.lm.tokenizer, show_progress=not setup.args.quiet)
 
 
-# name -> attack; other attack modules (beam, fluent, relaxed) register theirs here.
-ATTACKS: dict[str, Callable[[OptimizeSetup], AttackResult]] = {"gcg": _gcg, "random": _random, "retrieval": _retrieval}
+def _beam_config(a: argparse.Namespace) -> BeamConfig:
+    return build_config(BeamConfig, {"length": a.length, "seed": a.seed, "ascii_only": not a.allow_non_ascii,
+                                     "show_progress": not a.quiet})
+
+
+def _beam(setup: OptimizeSetup) -> AttackResult:
+    return beam_run(setup.objective, setup.lm, setup.layout, _beam_config(setup.args))
+
+
+def _fluent(setup: OptimizeSetup) -> AttackResult:
+    a = setup.args
+    values: dict[str, Any] = {"steps": a.steps, "seed": a.seed, "ascii_only": not a.allow_non_ascii,
+                              "show_progress": not a.quiet, "init_beam": _beam_config(a)}
+    if a.width is not None:
+        values["width"] = a.width
+    if a.topk is not None:
+        values.update(top_k=a.topk, lm_top_k=max(64, a.topk))
+    init = None if a.init is None else encode(setup.lm.tokenizer, a.init)
+    return fluent_run(setup.objective, setup.lm, setup.layout, build_config(FluentConfig, values), init=init)
+
+
+def _relaxed(setup: OptimizeSetup) -> AttackResult:
+    a = setup.args
+    config = build_config(RelaxedConfig, {"length": a.length, "steps": a.steps, "seed": a.seed,
+                                          "ascii_only": not a.allow_non_ascii, "show_progress": not a.quiet})
+    return relaxed_run(setup.objective, setup.lm, setup.layout, config)
+
+
+ATTACKS: dict[str, Callable[[OptimizeSetup], AttackResult]] = {
+    "gcg": _gcg, "beam": _beam, "fluent": _fluent, "relaxed": _relaxed, "random": _random, "retrieval": _retrieval,
+}
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
