@@ -163,13 +163,20 @@ def export_dataset(
     out_dir: str | os.PathLike[str],
     *,
     verdicts: Sequence[str] = ("realizable", "partially realizable"),
-    kinds: Sequence[str] = ("vector",),
+    kinds: Sequence[str] = ("vector", "positive"),
 ) -> int:
-    """Write the rows whose vector verdict is in `verdicts` as an HF dataset directory; returns the row count."""
+    """Write the rows whose verdict is in `verdicts` and kind in `kinds` as an HF dataset directory; returns the row
+    count. Realizable positive controls (natural-prompt shifts with the prompt found for them) are realizable steers
+    too and are kept by default; the `kind` column tells them apart. With zero rows only the card is written."""
     kept = [r for r in _check_rows(rows) if r["verdict"] in verdicts and r["kind"] in kinds]
     out = Path(out_dir)
-    table = to_dataset(kept).data.table
-    with atomic_output(out / "data" / "train-00000-of-00001.parquet") as tmp:
-        pq.write_table(table, tmp)
+    shard = out / "data" / "train-00000-of-00001.parquet"
+    if kept:
+        table = to_dataset(kept).data.table
+        with atomic_output(shard) as tmp:
+            pq.write_table(table, tmp)
+    else:
+        # `datasets` cannot load a parquet file with zero rows: leave no data file, only the card saying so.
+        shard.unlink(missing_ok=True)
     write_text_atomic(out / "README.md", _card(len(kept), (r["verdict"] for r in kept), (r["model"] for r in kept)))
     return len(kept)

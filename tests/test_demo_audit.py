@@ -23,8 +23,8 @@ def test_demo_audit_calibrates_controls(tmp_path, capsys):
     assert positives and nulls and {r["kind"] for r in rows} == {"vector", "null", "positive"}
     assert min(r["specific_cos_heldout"] for r in positives) > max(r["specific_cos_heldout"] for r in nulls)
     assert all(r["verdict"] != "realizable" for r in nulls)
-    loaded = datasets.load_dataset(str(out / "dataset"), split="train")
-    assert set(loaded.column_names) == set(read_rows(out / "results.parquet")[0])
+    loaded = datasets.load_dataset(str(out / "dataset"), split="train")  # realizable positives at least
+    assert loaded.num_rows >= 1 and set(loaded["verdict"]) <= {"realizable", "partially realizable"}
     # rerunning the same command resumes: nothing is recomputed, the same verdicts come out
     assert main(["audit", "--demo", "--budget", "quick", "--quiet", "--out", str(out)]) == 0
     again = {r["vector_name"]: r["verdict"] for r in read_rows(out / "results.parquet") if r["is_best"]}

@@ -46,7 +46,7 @@ def test_export_dataset_round_trip_offline(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path / "cache"))
     rows = [_row(0, "realizable"), _row(1, "partially realizable"), _row(2, "not realizable"),
             _row(3, "realizable", kind="positive")]
-    n = export_dataset(rows, tmp_path / "ds")
+    n = export_dataset(rows, tmp_path / "ds", kinds=("vector",))
     assert n == 2
     card = (tmp_path / "ds" / "README.md").read_text()
     assert card.startswith("---\n") and "size_categories" in card and "license:" in card
@@ -77,3 +77,10 @@ def test_atomic_output_permissions_and_failure(tmp_path):
             tmp.write_text("half")
             raise RuntimeError("crash")
     assert (tmp_path / "a.txt").read_text() == "hello" and len(list(tmp_path.iterdir())) == 1
+
+
+def test_export_with_no_matching_rows_writes_only_the_card(tmp_path):
+    export_dataset([_row(0, "realizable")], tmp_path / "ds")
+    assert export_dataset([_row(0, "not realizable")], tmp_path / "ds") == 0
+    assert not (tmp_path / "ds" / "data" / "train-00000-of-00001.parquet").exists()
+    assert "num_examples: 0" in (tmp_path / "ds" / "README.md").read_text()

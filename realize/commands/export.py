@@ -16,7 +16,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--out", required=True, help="dataset directory to write")
     parser.add_argument("--verdict", action="append", choices=VERDICTS,
                         help="verdicts to keep (repeatable; default: realizable and partially realizable)")
-    parser.add_argument("--include-controls", action="store_true", help="also keep null/positive control rows")
+    parser.add_argument("--vectors-only", action="store_true", help="drop the positive-control rows")
+    parser.add_argument("--include-null", action="store_true", help="also keep random-direction control rows")
     parser.set_defaults(func=_run)
 
 
@@ -26,7 +27,9 @@ def _run(args: argparse.Namespace) -> int:
         raise UserInputError(f"{args.audit_dir}: no results.parquet here (run `realize audit --out DIR` first)")
     rows = read_rows(results)
     verdicts = tuple(args.verdict or ("realizable", "partially realizable"))
-    kinds = ("vector", "null", "positive") if args.include_controls else ("vector",)
+    kinds = ("vector",) if args.vectors_only else ("vector", "positive")
+    if args.include_null:
+        kinds += ("null",)
     n = export_dataset(rows, args.out, verdicts=verdicts, kinds=kinds)
     print(f"wrote {n} row(s) ({', '.join(verdicts)}) to {args.out}")
     return 0
