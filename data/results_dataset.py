@@ -104,7 +104,7 @@ def _size_category(n: int) -> str:
     return "100K<n<1M"
 
 
-def _card(n_rows: int, verdicts: Iterable[str], model_names: Iterable[str]) -> str:
+def _card(n_rows: int, n_bytes: int, verdicts: Iterable[str], model_names: Iterable[str]) -> str:
     features_yaml = "\n".join(
         f"  - name: {name}\n    "
         + (
@@ -138,7 +138,10 @@ dataset_info:
 {features_yaml}
   splits:
   - name: train
+    num_bytes: {n_bytes}
     num_examples: {n_rows}
+  download_size: {n_bytes}
+  dataset_size: {n_bytes}
 ---
 
 # Realizable steers
@@ -178,5 +181,7 @@ def export_dataset(
     else:
         # `datasets` cannot load a parquet file with zero rows: leave no data file, only the card saying so.
         shard.unlink(missing_ok=True)
-    write_text_atomic(out / "README.md", _card(len(kept), (r["verdict"] for r in kept), (r["model"] for r in kept)))
+    n_bytes = shard.stat().st_size if kept else 0
+    card = _card(len(kept), n_bytes, (r["verdict"] for r in kept), (r["model"] for r in kept))
+    write_text_atomic(out / "README.md", card)
     return len(kept)
