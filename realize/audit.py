@@ -98,8 +98,8 @@ def vector_targets(vectors: Sequence[SteeringVector], lm_name: str, config: Audi
     return targets
 
 
-def control_targets(setting: AuditSetting, norm: float, config: AuditConfig) -> list[Target]:
-    """Null (random directions of `norm`) and positive (natural-prompt mean shift) controls at one layer."""
+def control_targets(setting: AuditSetting, norm: float, config: AuditConfig, *, positive: bool = True) -> list[Target]:
+    """Null (random directions of `norm`) and, if `positive`, natural-prompt mean-shift controls at one layer."""
     lm, layer = setting.lm, setting.layer
     key = {"model": lm.name, **config.key()}
     generator = torch.Generator().manual_seed(config.seed + 7919 * layer)
@@ -109,6 +109,8 @@ def control_targets(setting: AuditSetting, norm: float, config: AuditConfig) -> 
         direction = r / r.norm() * norm
         targets.append(Target(item_id("null", direction, layer, 1.0, key), f"null.L{layer}.{j}", "random direction",
                               "null", layer, 1.0, "random", direction))
+    if not positive:
+        return targets
     pool = list(setting.natural_prompts)
     order = torch.randperm(len(pool), generator=generator)[: config.n_positive].tolist()
     chosen = [pool[i] for i in order]
@@ -222,7 +224,7 @@ def run_audit(
         norms = sorted({float((t.scale * t.direction).norm()) for t in layer_targets})
         controls = [c for c in control_targets(setting, norms[0], config) if c.kind == "positive"]
         for norm in norms:
-            controls += [c for c in control_targets(setting, norm, config) if c.kind == "null"]
+            controls += control_targets(setting, norm, config, positive=False)
         bar = tqdm(controls, desc=f"controls L{layer}", leave=False, disable=not config.show_progress)
         done = [_get(store, setting, c, config) for c in bar]
         positive = _values(done, "positive")
