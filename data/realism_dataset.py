@@ -34,6 +34,7 @@ import torch
 from datasets import Dataset
 from transformers import LogitsProcessor, LogitsProcessorList
 
+from data.atomic import write_text_atomic
 from data.chat import chat_layout, encode
 from data.corpora import load_corpus
 from data.errors import UserInputError
@@ -277,16 +278,8 @@ def build_realism_dataset(lm: LoadedModel, config: RealismDatasetConfig | None =
 
 def save_dataset_jsonl(dataset: Dataset, path: str | os.PathLike[str]) -> None:
     """Write the dataset as JSON lines (temp file + rename)."""
-    target = Path(path)
-    tmp = target.with_name(target.name + ".tmp")
+    text = "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in dataset)
     try:
-        with tmp.open("w", encoding="utf-8") as handle:
-            for row in dataset:
-                handle.write(json.dumps(row, ensure_ascii=False) + "\n")
-        os.replace(tmp, target)
+        write_text_atomic(path, text)
     except OSError as err:
-        tmp.unlink(missing_ok=True)
-        raise UserInputError(f"{target}: cannot write the dataset ({err.strerror or err})") from err
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+        raise UserInputError(f"{path}: cannot write the dataset ({err.strerror or err})") from err

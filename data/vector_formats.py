@@ -13,7 +13,6 @@ import logging
 import os
 import pickle
 import re
-import tempfile
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -23,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
+from data.atomic import atomic_output
 from data.errors import UserInputError
 
 if TYPE_CHECKING:
@@ -171,14 +171,8 @@ def atomic_target(path: str | os.PathLike[str]) -> Iterator[str]:
     target = Path(path)
     if not target.parent.is_dir():
         raise fail(target, "the directory to write into does not exist")
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        yield tmp
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_output(target) as tmp:
+        yield str(tmp)
 
 
 def write_safetensors(vectors: Sequence[SteeringVector], path: str | os.PathLike[str]) -> None:

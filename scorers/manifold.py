@@ -23,9 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 import re
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +32,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 
+from data.atomic import atomic_output
 from data.activations import block_output, check_layer
 from data.chat import chat_layout, encode
 from data.corpora import load_corpus
@@ -155,19 +154,12 @@ def manifold_basis(lm: LoadedModel, layer: int, config: ManifoldConfig | None = 
     order = torch.argsort(variances, descending=True)
     basis = ManifoldBasis(vectors[:, order].float().contiguous(), variances[order].clamp_min(0).float(), n)
     if config.use_cache:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-        os.close(fd)
-        try:
+        with atomic_output(path) as tmp:
             save_file(
                 {"vectors": basis.vectors, "variances": basis.variances, "n_tokens": torch.tensor([n])},
-                tmp,
+                str(tmp),
                 metadata={"model": lm.name, "layer": str(layer), "centered": str(config.centered)},
             )
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
     return basis
 
 

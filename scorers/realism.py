@@ -17,7 +17,6 @@ import json
 import logging
 import math
 import os
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +24,7 @@ from typing import Any
 
 import torch
 
+from data.atomic import write_text_atomic
 from data.errors import UserInputError
 from data.models import LoadedModel
 from scorers.realism_features import FEATURE_NAMES, FEATURE_VERSION, extract_features
@@ -163,18 +163,7 @@ def _to_json(model: RealismClassifier) -> dict[str, Any]:
 
 def save_classifier(model: RealismClassifier, path: str | os.PathLike[str]) -> None:
     """Write the classifier as JSON (temp file + rename: nothing half-written)."""
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=target.name + ".", suffix=".tmp", dir=target.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            json.dump(_to_json(model), handle, indent=1)
-            handle.write("\n")
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600; the weights ship in the package
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_text_atomic(path, json.dumps(_to_json(model), indent=1) + "\n")
 
 
 def load_classifier(path: str | os.PathLike[str] | None = None) -> RealismClassifier:

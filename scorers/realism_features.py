@@ -15,15 +15,14 @@ import hashlib
 import json
 import logging
 import math
-import os
 import re
-import tempfile
 import unicodedata
 from collections.abc import Sequence
 from pathlib import Path
 
 import torch
 
+from data.atomic import write_text_atomic
 from data.chat import encode
 from data.models import LoadedModel, cache_root
 from scorers.perplexity import TokenStats, token_statistics
@@ -210,13 +209,5 @@ def extract_features(
         logger.info("computing realism features for %d texts", len(missing))
         new = _compute(lm, missing, batch_size, show_progress)
         cache.update({_key(t): row for t, row in zip(missing, new.tolist(), strict=True)})
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as handle:
-                json.dump(cache, handle)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        write_text_atomic(path, json.dumps(cache))
     return torch.tensor([cache[_key(t)] for t in texts], dtype=torch.float32).reshape(len(texts), -1)

@@ -15,14 +15,12 @@ import argparse
 import json
 import logging
 import math
-import os
 import sys
-import tempfile
 from pathlib import Path
 
+from data.atomic import write_text_atomic
 from data.chat import encode
 from data.corpora import read_prompt_file
-from data.errors import UserInputError
 from data.models import load_model
 from realize.commands.common import add_model_argument, build_config, load_model_arg
 from scorers.perplexity import PerplexityConfig, score_perplexity
@@ -64,21 +62,7 @@ def _finite(x: float | None) -> float | None:
 
 
 def write_jsonl_atomic(path: str, rows: list[dict[str, object]]) -> None:
-    target = Path(path)
-    try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=target.name + ".", suffix=".tmp", dir=target.parent)
-    except OSError as err:
-        raise UserInputError(f"--out {target}: cannot write here ({err.strerror})") from err
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            for row in rows:
-                handle.write(json.dumps(row, ensure_ascii=False) + "\n")
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600; give the output ordinary permissions
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_text_atomic(path, "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))
 
 
 def _run(args: argparse.Namespace) -> int:
