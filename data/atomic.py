@@ -1,4 +1,8 @@
-"""Atomic file output: write to a temp file beside the target, rename on success, remove it on failure."""
+"""Atomic file output: write to a temp file beside the target, rename on success, remove it on failure.
+
+An OSError while writing (disk full, read-only file system) becomes one UserInputError naming the target; the
+target keeps its previous content (or stays absent).
+"""
 
 from __future__ import annotations
 
@@ -27,6 +31,9 @@ def atomic_output(path: str | os.PathLike[str]) -> Iterator[Path]:
         os.umask(umask)
         os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; give the file the usual permissions
         os.replace(tmp, target)
+    except OSError as err:  # disk full, read-only file system, quota: the target is left as it was
+        Path(tmp).unlink(missing_ok=True)
+        raise UserInputError(f"{target}: cannot write ({err.strerror or err}); nothing was written") from err
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise

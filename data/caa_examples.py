@@ -38,7 +38,8 @@ def read_pairs(path: str | os.PathLike[str]) -> list[tuple[str, str]]:
     """Read JSONL pairs with string fields "positive" and "negative"."""
     file = Path(path)
     try:
-        lines = file.read_text(encoding="utf-8").splitlines()
+        # split on "\n" only: splitlines() would also cut at U+2028/U+0085, which are valid inside JSON strings
+        lines = file.read_text(encoding="utf-8").split("\n")
     except (OSError, UnicodeDecodeError) as err:
         raise UserInputError(f"{file}: cannot read as UTF-8 text ({err})") from err
     pairs = []
@@ -54,6 +55,11 @@ def read_pairs(path: str | os.PathLike[str]) -> list[tuple[str, str]]:
             ) from err
         if not all(isinstance(x, str) and x.strip() for x in pair):
             raise UserInputError(f"{file}:{number}: 'positive' and 'negative' must be non-empty strings")
+        try:
+            "".join(pair).encode("utf-8")
+        except UnicodeEncodeError:  # a "\ud800" escape: no tokenizer accepts the decoded text
+            raise UserInputError(f"{file}:{number}: a lone surrogate escape (\\ud800-\\udfff); expected valid "
+                                 "Unicode text") from None
         pairs.append(pair)
     if not pairs:
         raise UserInputError(f"{file}: no pairs found")

@@ -76,12 +76,17 @@ def split_contexts(contexts: Sequence[str], n_heldout: int, seed: int = 0) -> tu
 
 def _decode_utf8(path: Path, raw: bytes) -> str:
     try:
-        return raw.decode("utf-8-sig")  # strict UTF-8; a leading byte-order mark is dropped
+        text = raw.decode("utf-8-sig")  # strict UTF-8; a leading byte-order mark is dropped
     except UnicodeDecodeError as exc:
         raise UserInputError(
             f"{path}: not valid UTF-8 (byte offset {exc.start}: {raw[exc.start:exc.start + 1]!r}); "
             "save the prompt file as UTF-8"
         ) from None
+    nul = raw.find(b"\0")
+    if nul >= 0:  # valid UTF-8, but text has no NUL: a binary file, or UTF-16 without a byte-order mark
+        raise UserInputError(f"{path}: NUL byte at byte offset {nul}; a prompt file is UTF-8 text (not UTF-16 or "
+                             "binary)")
+    return text
 
 
 def _jsonl_prompts(path: Path, text: str) -> list[str]:
@@ -95,6 +100,11 @@ def _jsonl_prompts(path: Path, text: str) -> list[str]:
             raise UserInputError(f"{path}, line {line_no}: not valid JSON ({exc.msg})") from None
         if not isinstance(obj, dict) or not isinstance(obj.get("prompt"), str):
             raise UserInputError(f'{path}, line {line_no}: expected a JSON object with a string field "prompt"')
+        try:
+            obj["prompt"].encode("utf-8")
+        except UnicodeEncodeError:  # a "\ud800" escape: no tokenizer or UTF-8 writer accepts the result
+            raise UserInputError(f'{path}, line {line_no}: "prompt" holds a lone surrogate escape '
+                                 "(\\ud800-\\udfff); expected valid Unicode text") from None
         prompt = obj["prompt"].strip()
         if not prompt:
             raise UserInputError(f'{path}, line {line_no}: "prompt" is empty')

@@ -7,7 +7,6 @@ dataset card with YAML metadata, so `datasets.load_dataset(DIR)` loads it offlin
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
@@ -18,6 +17,7 @@ import pyarrow.parquet as pq
 
 from data.atomic import atomic_output, write_text_atomic
 from data.errors import UserInputError
+from data.safe_text import jsonl_line
 
 FEATURES = datasets.Features(
     {
@@ -79,7 +79,7 @@ def write_rows(rows: Sequence[Mapping[str, Any]], out_dir: str | os.PathLike[str
     parquet = out / "results.parquet"
     with atomic_output(parquet) as tmp:
         pq.write_table(table, tmp)
-    lines = "".join(json.dumps(r, ensure_ascii=False, default=float) + "\n" for r in _check_rows(rows))
+    lines = "".join(jsonl_line(r) for r in _check_rows(rows))
     write_text_atomic(out / "results.jsonl", lines)
     return parquet
 

@@ -24,6 +24,8 @@ import torch
 
 from data.atomic import atomic_output
 from data.errors import UserInputError
+from data.gguf_layout import GGUFLayoutError, check_layout
+from data.safe_text import printable
 
 if TYPE_CHECKING:
     from data.vectors import SteeringVector
@@ -58,7 +60,16 @@ def fail(path: str | os.PathLike[str], what: str, exc: BaseException | None = No
         detail = " ".join(str(exc).replace("\033[1m", "").replace("\033[0m", "").split())
         detail = detail or type(exc).__name__
         msg += f" ({detail[:240]}{'...' if len(detail) > 240 else ''})"
-    return UserInputError(" ".join(msg.split()))
+    return UserInputError(printable(" ".join(msg.split())))  # keys/names from the file: no raw ESC in the terminal
+
+
+def _encodable(text: str) -> bool:
+    """False for text with lone surrogates (what JSON escapes like "\\ud800" decode to), which UTF-8 cannot encode."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def parse_layer_key(key: object) -> int | None:
@@ -130,7 +141,7 @@ def read_safetensors(path: Path) -> list[RawVector]:
     try:
         with safe_open(os.fspath(path), framework="pt", device="cpu") as f:
             meta = dict(f.metadata() or {})
-            raw = {key: f.get_tensor(key) for key in f.keys()}
+            raw = {key: f.get_tensor(key) for key in f.keys()}  # noqa: SIM118 (safe_open is not iterable)
     except Exception as exc:  # safetensors raises SafetensorError / OSError / others on bad headers
         raise fail(path, "corrupt or truncated safetensors file", exc) from exc
     if meta.get("format") == FORMAT_NAME and meta.get("format_version", FORMAT_VERSION) != FORMAT_VERSION:
@@ -158,6 +169,9 @@ def read_safetensors(path: Path) -> list[RawVector]:
         if not (isinstance(names, list) and len(names) == len(vectors) and all(isinstance(n, str) for n in names)):
             raise fail(path, f"metadata 'names' = {meta['names'][:80]!r}; expected a JSON list of "
                              f"{len(vectors)} strings")
+        if not all(_encodable(n) for n in names):  # JSON "\ud800" escapes decode to text no UTF-8 writer accepts
+            raise fail(path, f"metadata 'names' = {meta['names'][:80]!r} holds a lone surrogate (\\ud800-\\udfff); "
+                             "expected valid Unicode names")
     for k, vec in enumerate(vectors):
         vec.scale, vec.model_hint, vec.method = scale, meta.get("model") or None, meta.get("method") or None
         vec.notes = meta.get("notes", "")
@@ -287,23 +301,37 @@ def _gguf_value(field_: Any) -> object:
     return part.tolist()[0]
 
 
+def check_gguf_layout(path: Path) -> None:
+    """UserInputError naming `path` if its GGUF header claims more metadata, tensors or bytes than the file holds."""
+    try:
+        check_layout(path)
+    except GGUFLayoutError as exc:
+        raise fail(path, "corrupt or truncated GGUF file", exc) from None
+    except OSError as exc:
+        raise fail(path, "cannot read the GGUF file", exc) from exc
+
+
 def read_gguf(path: Path) -> list[RawVector]:
     """A llama.cpp / repeng control vector: tensors `direction.N`, metadata `controlvector.*`."""
     import gguf
 
+    check_gguf_layout(path)
     try:
         reader = gguf.GGUFReader(path)
         kv = {name: _gguf_value(f) for name, f in reader.fields.items()
               if not name.startswith("GGUF.") and len(f.data) == 1}
+    except Exception as exc:
+        raise fail(path, "corrupt or truncated GGUF file", exc) from exc
+    arch = kv.get("general.architecture")
+    if arch not in (None, "controlvector"):  # checked before copying any tensor: a model file can be gigabytes
+        raise fail(path, f"general.architecture is {arch!r}; expected 'controlvector' (a llama.cpp/repeng "
+                         "control vector, not a model)")
+    try:
         tensors = [(t.name, t.tensor_type, np.array(t.data, copy=True), t.n_elements) for t in reader.tensors]
     except Exception as exc:
         raise fail(path, "corrupt or truncated GGUF file", exc) from exc
     finally:
         reader = None  # release the memmap
-    arch = kv.get("general.architecture")
-    if arch not in (None, "controlvector"):
-        raise fail(path, f"general.architecture is {arch!r}; expected 'controlvector' (a llama.cpp/repeng "
-                         "control vector, not a model)")
     float_types = {gguf.GGMLQuantizationType.F32, gguf.GGMLQuantizationType.F16, gguf.GGMLQuantizationType.F64}
     directions: dict[int | None, torch.Tensor] = {}
     for name, ttype, data, n in tensors:

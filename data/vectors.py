@@ -28,6 +28,7 @@ import torch
 
 from data import vector_formats as _fmt
 from data.errors import UserInputError
+from data.safe_text import printable
 
 logger = logging.getLogger(__name__)
 
@@ -67,6 +68,9 @@ class SteeringVector:
                 raise ValueError(f"directions[{layer}]: contains NaN or inf")
             if not bool(t.any()):
                 raise ValueError(f"directions[{layer}]: is all zeros (no direction)")
+            if not bool(torch.isfinite(t.float().norm())):  # e.g. entries of 1e20: every cosine would be NaN
+                raise ValueError(f"directions[{layer}]: its norm overflows float32 (largest entry "
+                                 f"{float(t.abs().max()):.3g}); rescale the vector")
             dim = t.numel()
             clean[layer] = t.detach().clone()
         object.__setattr__(self, "directions", clean)
@@ -77,6 +81,9 @@ class SteeringVector:
             if self.scale == 0:
                 raise ValueError("scale: 0 would make the steering target a*v zero; expected a non-zero number")
             object.__setattr__(self, "scale", float(self.scale))
+            norm = max(float(t.float().norm()) for t in clean.values())
+            if abs(self.scale) * norm > torch.finfo(torch.float32).max:
+                raise ValueError(f"scale: {self.scale!r} times the norm {norm:.3g} overflows float32 (a*v is inf)")
 
     @property
     def layers(self) -> tuple[int, ...]:
@@ -240,12 +247,13 @@ def describe(vectors: Sequence[SteeringVector]) -> str:
     """Human-readable summary for `realize inspect`."""
     lines: list[str] = []
     for k, v in enumerate(vectors):
-        lines.append(f"[{k}] {v.name or '(unnamed)'}")
+        lines.append(f"[{k}] {printable(v.name) or '(unnamed)'}")  # names come from files: no raw ESC/bidi
         lines.append(f"    layers: {', '.join(map(str, v.layers))}   dim: {v.dim}")
         lines.append("    L2 norm: " + ", ".join(f"layer {i}: {n:.4g}" for i, n in v.norms().items()))
         lines.append(f"    scale: {v.scale if v.scale is not None else '(not set)'}   "
-                     f"model hint: {v.model_hint or '(none)'}   method: {v.method or '(unknown)'}")
-        lines.append(f"    source: {v.source or '(in memory)'}")
+                     f"model hint: {printable(v.model_hint or '(none)')}   "
+                     f"method: {printable(v.method or '(unknown)')}")
+        lines.append(f"    source: {printable(v.source or '(in memory)')}")
         if v.notes:
-            lines.append(f"    notes: {v.notes}")
+            lines.append(f"    notes: {printable(v.notes)}")
     return "\n".join(lines)

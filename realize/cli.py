@@ -12,6 +12,7 @@ import sys
 from collections.abc import Sequence
 
 from data.errors import UserInputError
+from data.safe_text import printable
 
 # Each module exposes `register(subparsers)`; its subparser sets `func(args) -> int`.
 COMMAND_MODULES = (
@@ -20,6 +21,7 @@ COMMAND_MODULES = (
     "steer",
     "optimize",
     "audit",
+    "merge",
     "export",
     "score",
     "behavior",
@@ -52,8 +54,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except UserInputError as err:
-        print(f"realize {args.command}: error: {err}", file=sys.stderr)
+        print(f"realize {args.command}: error: {printable(str(err))}", file=sys.stderr)
         return 2
+    except OSError as err:  # an I/O failure not already turned into a UserInputError: one line, no traceback
+        where = f"{err.filename}: " if err.filename else ""
+        print(f"realize {args.command}: error: {printable(where + str(err.strerror or err))}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print(f"realize {args.command}: interrupted", file=sys.stderr)
         return 130

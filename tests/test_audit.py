@@ -7,10 +7,11 @@ import dataclasses
 import pytest
 import torch
 
-import realize.audit as audit_module
+import realize.audit_batch as batch_module
 from data.results_dataset import read_rows
 from data.vectors import SteeringVector
-from realize.audit import AuditConfig, run_audit
+from realize.audit import AuditConfig
+from realize.audit_batch import run_audit
 from realize.audit_output import write_outputs
 from realize.audit_store import ItemStore
 from realize.verdict import VERDICTS
@@ -33,12 +34,13 @@ def test_audit_end_to_end_and_resume(tiny, always_natural, tmp_path, monkeypatch
     vector = SteeringVector(directions={2: torch.randn(32)}, scale=2.0, method="test", name="v0")
     store = ItemStore(tmp_path / "items")
     finished = []
-    audits = run_audit(tiny, [vector], CONFIG, store, on_done=finished.append, classifier=always_natural)
+    audits = run_audit(tiny, [vector], CONFIG, store, on_item=finished.append, classifier=always_natural)
     kinds = sorted(a.kind for a in audits)
     assert kinds == ["null", "null", "positive", "positive", "vector"]
     assert all(a.verdict in VERDICTS and a.calibration is not None for a in audits)
     vec = next(a for a in audits if a.kind == "vector")
-    assert finished == [vec] and vec.frontier and vec.best is not None
+    assert [a.vector_id for a in finished] == [a.vector_id for a in audits]  # reported as each item finished
+    assert vec.frontier and vec.best is not None
     assert vec.target_norm == pytest.approx(2.0 * vector.vector.norm().item(), rel=1e-5)
     assert vec.behavior_recovery is not None and len(vec.generations) == 1
     assert len(list((tmp_path / "items").glob("*.json"))) == 5
@@ -46,7 +48,7 @@ def test_audit_end_to_end_and_resume(tiny, always_natural, tmp_path, monkeypatch
     def fail(*_args, **_kwargs):
         raise AssertionError("a stored item was recomputed")
 
-    monkeypatch.setattr(audit_module, "audit_target", fail)
+    monkeypatch.setattr(batch_module, "audit_target", fail)
     again = run_audit(tiny, [vector], CONFIG, store, classifier=always_natural)
     assert [(a.vector_id, a.verdict, a.best.ids if a.best else None) for a in again] == [
         (a.vector_id, a.verdict, a.best.ids if a.best else None) for a in audits

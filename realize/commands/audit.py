@@ -1,22 +1,45 @@
-"""`realize audit VECTOR_FILES... [--demo] --out DIR`: calibrated verdicts, report, dataset of realizable steers."""
+"""`realize audit VECTOR_FILES... [--demo] --out DIR`: calibrated verdicts, report, dataset of realizable steers.
+
+Also runs under `accelerate launch [--num_processes N] -m realize audit ...` or `torchrun --nproc-per-node N -m
+realize audit ...`: the pending items are split across the processes, each writes its finished items, the main
+process merges (`realize merge DIR` does the same by hand)."""
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 from data.atomic import write_text_atomic
 from data.errors import UserInputError
+from data.models import cache_root
+from data.safe_text import printable
 from data.vectors import SteeringVector, save_safetensors
-from realize.audit import AuditConfig, run_audit
-from realize.audit_output import summary_line, write_outputs
+from realize.audit import AuditConfig
+from realize.audit_batch import audit_shard, balanced, lookup, plan_audit
+from realize.audit_output import (
+    IDENTITY,
+    ITEMS,
+    merge_directory,
+    summary_line,
+    write_plan,
+)
 from realize.audit_search import BUDGETS
 from realize.audit_store import ItemStore
-from realize.commands.common import add_model_argument, add_vector_arguments, build_config, load_model_arg, load_vectors_arg
-from realize.verdict import VerdictThresholds
+from realize.audit_types import VectorAudit
+from realize.commands.common import (
+    add_model_argument,
+    add_vector_arguments,
+    build_config,
+    load_model_arg,
+    load_vectors_arg,
+)
+from realize.distributed import process_state
 from realize.vector_training import MelboConfig, train_melbo
+from realize.verdict import VerdictThresholds
 
 DEMO_PROMPTS = ("Tell me a story about a dragon.", "What is the best way to learn a new language?")
 
@@ -36,6 +59,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--min-realism", type=float, help="realism a prompt needs to count as natural (0.5)")
     parser.add_argument("--no-manifold", action="store_true", help="skip the on-manifold diagnostic")
     parser.add_argument("--overwrite", action="store_true", help="discard results of another configuration in --out")
+    parser.add_argument("--no-control-cache", action="store_true",
+                        help="do not reuse calibration controls cached by earlier runs (under $REALIZE_CACHE)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     add_model_argument(parser)
     add_vector_arguments(parser)
@@ -60,9 +85,9 @@ def _config(args: argparse.Namespace) -> AuditConfig:
     return build_config(AuditConfig, values)
 
 
-def _prepare_out(out: Path, identity: dict[str, object], overwrite: bool) -> ItemStore:
+def _prepare_out(out: Path, identity: dict[str, object], overwrite: bool) -> None:
     """Refuse an --out that holds another configuration's results unless --overwrite; resume a matching one."""
-    marker = out / "audit.json"
+    marker = out / IDENTITY
     if marker.is_file():
         try:
             previous = json.loads(marker.read_text(encoding="utf-8"))
@@ -72,38 +97,71 @@ def _prepare_out(out: Path, identity: dict[str, object], overwrite: bool) -> Ite
             if not overwrite:
                 raise UserInputError(f"--out {out}: holds results of a different configuration; "
                                      "pass --overwrite to replace them, or choose another directory")
-            shutil.rmtree(out / "items", ignore_errors=True)
-    elif out.exists() and any(out.iterdir()) and not overwrite and not (out / "items").exists():
+            shutil.rmtree(out / ITEMS, ignore_errors=True)
+    elif out.exists() and not out.is_dir():
+        raise UserInputError(f"--out {out}: exists and is not a directory")
+    elif out.exists() and any(out.iterdir()) and not overwrite and not (out / ITEMS).exists():
         raise UserInputError(f"--out {out}: exists and is not a realize audit directory; pass --overwrite or "
                              "choose another directory")
-    write_text_atomic(marker, json.dumps(identity, indent=2, sort_keys=True) + "\n")
-    return ItemStore(out / "items")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        write_text_atomic(marker, json.dumps(identity, indent=2, sort_keys=True) + "\n")
+    except OSError as err:
+        raise UserInputError(f"--out {out}: cannot write there ({err.strerror or err})") from None
+
+
+def _progress_line(rank: int, world: int) -> Callable[[VectorAudit], None]:
+    prefix = f"[process {rank}/{world}] " if world > 1 else ""
+
+    def show(audit: VectorAudit) -> None:
+        best = f"best specific cos {audit.best.specific_cos:.2f}" if audit.best else "no natural-enough prompt"
+        print(f"{prefix}finished {audit.kind} {printable(audit.name, limit=200)}: {best} ({audit.seconds:.0f} s)", flush=True)
+
+    return show
 
 
 def _run(args: argparse.Namespace) -> int:
+    """Plan the items; audit the pending ones, split across processes when launched with `accelerate launch` or
+    `torchrun`; the main process then merges every item into the outputs."""
     if not args.vectors and not args.demo:
         raise UserInputError("no vectors: pass VECTOR_FILE... or --demo")
     config = _config(args)
     out = Path(args.out)
+    state = process_state()
     lm = load_model_arg(args)
     vectors: list[SteeringVector] = []
     for path in args.vectors:
         vectors += load_vectors_arg(path, args, lm)
     identity = {"model": lm.name, "config": json.loads(json.dumps(config.key(), default=str)),
                 "placement": args.placement}
-    store = _prepare_out(out, identity, args.overwrite)
-    if args.demo:
-        demo_file = out / "demo_vectors.safetensors"
-        if not demo_file.is_file():
+    demo_file = out / "demo_vectors.safetensors"
+    if state.is_main_process:
+        _prepare_out(out, identity, args.overwrite)
+        if args.demo and not demo_file.is_file():
             steps = 40 if args.budget == "quick" else 100
             melbo = MelboConfig(n_vectors=2, steps=steps, seed=args.seed, show_progress=not args.quiet)
             save_safetensors(train_melbo(lm, DEMO_PROMPTS, melbo), demo_file)
+    state.wait_for_everyone()
+    if args.demo:
         vectors += load_vectors_arg(str(demo_file), args, lm)
-    audits = run_audit(lm, vectors, config, store, on_done=lambda a: print(summary_line(a), flush=True))
-    settings = f"model {lm.name} · budget {config.budget} · placement {config.placement} · seed {config.seed}"
-    paths = write_outputs(audits, out, model=lm.name, seed=config.seed, budget=config.budget, settings=settings)
-    for audit in audits:
-        if audit.kind != "vector":
-            print(f"  control {summary_line(audit)}")
+    store = ItemStore(out / ITEMS)
+    cache = None if args.no_control_cache else ItemStore(cache_root() / "controls")
+    plan = plan_audit(lm, vectors, config)
+    pending = [t for t in plan.targets if lookup(t, store, cache) is None]
+    if state.is_main_process:
+        write_plan(out, plan.targets)
+        print(f"{len(plan.targets)} items ({len(plan.targets) - len(pending)} already done), "
+              f"{state.num_processes} process(es)", flush=True)
+    state.wait_for_everyone()  # every process has its pending list before anyone writes an item
+    shard_config = dataclasses.replace(config, show_progress=config.show_progress and state.is_main_process)
+    with state.split_between_processes(balanced(pending, state.num_processes)) as mine:
+        audit_shard(plan, mine, shard_config, store, control_cache=cache,
+                    on_item=_progress_line(state.process_index, state.num_processes))
+    state.wait_for_everyone()
+    if not state.is_main_process:
+        return 0
+    audits, paths = merge_directory(out)
+    for audit in [a for a in audits if a.kind == "vector"] + [a for a in audits if a.kind != "vector"]:
+        print(("" if audit.kind == "vector" else "  control ") + summary_line(audit))
     print(f"report: {paths['report']}\nresults: {paths['results']}\ndataset: {paths['dataset']}")
     return 0

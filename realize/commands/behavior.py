@@ -15,6 +15,7 @@ import math
 from data.chat import PLACEMENTS
 from data.corpora import load_corpus, split_contexts
 from data.errors import UserInputError
+from data.safe_text import printable
 from realize.commands.common import (
     add_model_argument,
     add_vector_arguments,
@@ -42,8 +43,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _short(text: str, width: int = 100) -> str:
+    """One terminal-safe line: generations and names may hold ESC sequences or bidi overrides."""
     text = " ".join(text.split())
-    return text if len(text) <= width else text[: width - 1] + "…"
+    return printable(text if len(text) <= width else text[: width - 1] + "…")
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -62,7 +64,7 @@ def _run(args: argparse.Namespace) -> int:
         result = behavior_recovery(lm, vector.directions, scale, args.prompt.strip(), held_out, args.placement, config)
         results.append({"vector": vector.name, "layers": list(vector.layers), **dataclasses.asdict(result)})
         lo, hi = result.interval
-        label = f"{vector.name} (layers {','.join(map(str, vector.layers))}, x{scale:g})"
+        label = f"{printable(vector.name)} (layers {','.join(map(str, vector.layers))}, x{scale:g})"
         print(f"=== {label}: behavior recovery {result.recovery:.3f} [{lo:.3f}, {hi:.3f}] "
               f"(pooled {result.pooled_recovery:.3f}, {len(held_out)} held-out contexts, {args.tokens} tokens)")
         if result.inert:

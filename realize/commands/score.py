@@ -12,7 +12,6 @@ classifier weights fail before the model loads. The output is written to a temp 
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import math
 import sys
@@ -22,6 +21,7 @@ from data.atomic import write_text_atomic
 from data.chat import encode
 from data.corpora import read_prompt_file
 from data.models import load_model
+from data.safe_text import jsonl_line
 from realize.commands.common import add_model_argument, build_config, load_model_arg
 from scorers.perplexity import PerplexityConfig, score_perplexity
 from scorers.realism import load_classifier, realism_scores
@@ -62,7 +62,7 @@ def _finite(x: float | None) -> float | None:
 
 
 def write_jsonl_atomic(path: str, rows: list[dict[str, object]]) -> None:
-    write_text_atomic(path, "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))
+    write_text_atomic(path, "".join(jsonl_line(row) for row in rows))
 
 
 def _run(args: argparse.Namespace) -> int:

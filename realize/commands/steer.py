@@ -8,7 +8,14 @@ import torch
 
 from data.activations import steer
 from data.generation import generate
-from realize.commands.common import add_model_argument, add_vector_arguments, load_model_arg, load_vectors_arg, require_scale
+from data.safe_text import printable
+from realize.commands.common import (
+    add_model_argument,
+    add_vector_arguments,
+    load_model_arg,
+    load_vectors_arg,
+    require_scale,
+)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -26,11 +33,12 @@ def _run(args: argparse.Namespace) -> int:
     vectors = load_vectors_arg(args.vector, args, lm)
     prompts = args.prompt or ["Tell me about your weekend.", "What is the capital of France?"]
     for prompt in prompts:
-        print(f"=== {prompt}")
-        print(f"[base] {generate(lm, prompt, args.tokens)}")
+        print(f"=== {printable(prompt)}")
+        print(f"[base] {printable(generate(lm, prompt, args.tokens), keep_newlines=True)}")
         for vector in vectors:
             scale = require_scale(vector, args.vector)
             with steer(lm.model, vector.directions, scale), torch.no_grad():
                 text = generate(lm, prompt, args.tokens)
-            print(f"[{vector.name} x{scale:g}] {text}")
+            # names come from files and text from byte-level tokens: neither may drive the terminal
+            print(f"[{printable(vector.name)} x{scale:g}] {printable(text, keep_newlines=True)}")
     return 0

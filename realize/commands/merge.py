@@ -1,0 +1,23 @@
+"""`realize merge DIR`: rebuild results, dataset and report of an audit directory from its finished items."""
+
+from __future__ import annotations
+
+import argparse
+
+from realize.audit_output import merge_directory, summary_line
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("merge", help="merge an audit directory's finished items into its outputs")
+    parser.add_argument("audit_dir", metavar="DIR", help="a `realize audit --out` directory")
+    parser.set_defaults(func=_run)
+
+
+def _run(args: argparse.Namespace) -> int:
+    audits, paths = merge_directory(args.audit_dir)
+    for audit in audits:
+        if audit.kind == "vector":
+            print(summary_line(audit))
+    print(f"merged {len(audits)} items\nreport: {paths['report']}\nresults: {paths['results']}\n"
+          f"dataset: {paths['dataset']}")
+    return 0
