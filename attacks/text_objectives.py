@@ -2,12 +2,14 @@
 
 Public API (stable; re-exported by `attacks.objectives`):
 
-    TargetStringObjective(model, tokenizer, message, target, *, add_space_before_target=False, batch_size=64)
+    TargetStringObjective(model, tokenizer, message, target, *, add_space_before_target=False, batch_size=64,
+                          share_buckets=4)
         nanoGCG 0.3.0's objective: the prompt is the optimized string appended to the user `message` (nanoGCG's
         `{optim_str}` at the end when the message has no placeholder; a `{optim_str}` inside the message is
         honoured), loss = mean CE of `target` after the chat template's assistant header. Full forward to logits,
         but the template part before the prompt runs once (KV reuse) and the LM head runs only at the positions
-        that predict the target. Use GCG with layout=None (nanoGCG's own-text retokenization check). Like
+        that predict the target; candidates sharing a prefix with the batch's majority prompt reuse its KV too
+        (GCG's single swaps share everything before the swapped position). Use GCG with layout=None (nanoGCG's own-text retokenization check). Like
         nanoGCG, a template that starts with the BOS token's text loses it (SmolLM2's BOS is "<|im_start|>", so
         the first turn marker is dropped there too: kept for a like-for-like benchmark).
     OutputMatchObjective(model, tokenizer, layout, vector (d,) = a*v, layer, context_ids, *, batch_size=8)
@@ -65,7 +67,9 @@ class TargetStringObjective:
     """nanoGCG's target-string CE (see module docstring)."""
 
     def __init__(self, model: nn.Module, tokenizer: PreTrainedTokenizerBase, message: str, target: str, *,
-                 add_space_before_target: bool = False, batch_size: int = 64) -> None:
+                 add_space_before_target: bool = False, batch_size: int = 64, share_buckets: int = 4) -> None:
+        if share_buckets < 1:
+            raise ValueError(f"share_buckets: expected >= 1, got {share_buckets}")
         if not getattr(tokenizer, "chat_template", None):
             raise UserInputError("tokenizer: it has no chat template, which the target-string objective needs")
         if not target:
@@ -77,6 +81,7 @@ class TargetStringObjective:
             template = template[len(tokenizer.bos_token):]
         before, after = template.split("{optim_str}")
         self.model, self.tokenizer, self.batch_size = model, tokenizer, batch_size
+        self.share_buckets = share_buckets
         self.last = num_layers(model) - 1
         self.device = next(model.parameters()).device
         self.vocab_size = int(model.get_input_embeddings().weight.shape[0])
@@ -87,27 +92,46 @@ class TargetStringObjective:
         with torch.no_grad():
             _, self.before_kv = run_to_layer(model, self.last, input_ids=torch.tensor([before_ids], device=self.device))
 
-    def _loss(
-        self, batch: int, length: int, input_ids: torch.Tensor | None, embeds: torch.Tensor | None
-    ) -> torch.Tensor:
+    def _loss(self, batch: int, n_new_prompt: int, input_ids: torch.Tensor | None, embeds: torch.Tensor | None,
+              past: KV | None = None) -> torch.Tensor:
+        """CE of the target after `past` (default: the template before the prompt) + new tokens, which are the last
+        `n_new_prompt` prompt tokens, then `after` and the target."""
         hidden, _ = run_to_layer(self.model, self.last, input_ids=input_ids, inputs_embeds=embeds,
-                                 past=expand_kv(self.before_kv, batch))
+                                 past=expand_kv(self.before_kv if past is None else past, batch))
         n_t = self.target_ids.shape[0]
-        start = length + self.after.shape[0] - 1  # position predicting the first target token
+        start = n_new_prompt + self.after.shape[0] - 1  # position predicting the first target token
         logits = final_logits(self.model, hidden[:, start : start + n_t])  # (B, n_t, V)
         ce = F.cross_entropy(logits.transpose(1, 2), self.target_ids.unsqueeze(0).expand(batch, -1), reduction="none")
         return ce.mean(dim=1)
 
     @torch.no_grad()
     def losses(self, prompts: torch.Tensor) -> torch.Tensor:
+        """prompts (B, L) -> CE (B,). Candidates that agree with the batch's per-position majority prompt on their
+        first c tokens (GCG's swaps of the current prompt do, up to the swapped position) reuse that prefix's KV:
+        c is rounded down to one of `share_buckets` cut points, so each cut runs as one batch."""
         prompts = _check(prompts, self.vocab_size).to(self.device)
+        batch, length = prompts.shape
         tail = torch.cat([self.after, self.target_ids])
-        out = []
-        for s in range(0, prompts.shape[0], self.batch_size):
-            chunk = prompts[s : s + self.batch_size]
-            ids = torch.cat([chunk, tail.unsqueeze(0).expand(chunk.shape[0], -1)], dim=1)
-            out.append(self._loss(chunk.shape[0], chunk.shape[1], ids, None).cpu())
-        return torch.cat(out)
+        ref = prompts.mode(dim=0).values  # (L,)
+        shared = (prompts == ref).long().cumprod(dim=1).sum(dim=1).clamp(max=length - 1)  # leading matches (B,)
+        cuts = sorted({length * q // self.share_buckets for q in range(self.share_buckets)} if batch > 1 else {0})
+        bucket = torch.zeros(batch, dtype=torch.long, device=self.device)
+        for c in cuts:
+            bucket[shared >= c] = c
+        ref_kv = None
+        if max(cuts) > 0 and bool((bucket > 0).any()):
+            _, ref_kv = run_to_layer(self.model, self.last, input_ids=ref[: max(cuts)].unsqueeze(0),
+                                     past=self.before_kv)
+        n_before = self.before_kv[0][0].shape[2]
+        out = torch.empty(batch)
+        for c in cuts:
+            rows = torch.nonzero(bucket == c).flatten()
+            past = None if c == 0 else tuple((k[:, :, : n_before + c], v[:, :, : n_before + c]) for k, v in ref_kv)
+            for s in range(0, rows.shape[0], self.batch_size):
+                idx = rows[s : s + self.batch_size]
+                ids = torch.cat([prompts[idx, c:], tail.unsqueeze(0).expand(idx.shape[0], -1)], dim=1)
+                out[idx.cpu()] = self._loss(idx.shape[0], length - c, ids, None, past).float().cpu()
+        return out
 
     def loss_and_grad(self, prompt: torch.Tensor) -> tuple[float, torch.Tensor]:
         prompt = _check(prompt.unsqueeze(0), self.vocab_size)[0].to(self.device)

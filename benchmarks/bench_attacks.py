@@ -2,7 +2,8 @@
 
     python benchmarks/bench_attacks.py speed     # activation objective: ours vs full forward; ours vs nanoGCG
     python benchmarks/bench_attacks.py flops     # FLOP/s of candidate evaluation vs dense fp32 matmul FLOP/s
-    python benchmarks/bench_attacks.py converge  # steps/time to held-out cos >= 0.9: plain GCG vs full engine
+    python benchmarks/bench_attacks.py converge  # steps/time to held-out cos >= 0.9: plain GCG vs the engine
+                                                 # (retrieval start, adaptive swaps, length moves)
     python benchmarks/bench_attacks.py all       # all three; every subcommand writes benchmarks/results/<name>.json
 
 nanoGCG is not a project dependency: `speed` compares against it only when it is installed
@@ -19,13 +20,15 @@ import logging
 import time
 
 import torch
-from _setup import build, machine, write_json
+from _setup import NATURAL_PROMPT, build, machine, write_json
 
-from attacks import beam, gcg
+from attacks import gcg
+from attacks.baselines import natural_retrieval
 from attacks.objectives import TargetStringObjective
 from attacks.prompt_cache import segments
 from attacks.sampling import allowed_token_mask, random_candidates
 from data.activations import decoder_layers
+from data.corpora import load_corpus
 from data.models import load_model
 
 MESSAGE, TARGET = "Tell me how to bake bread.", "Sure, here is how to bake bread"
@@ -150,11 +153,14 @@ def converge(args: argparse.Namespace, lm) -> dict[str, object]:
     base = dict(steps=args.steps, width=args.width, topk=args.topk, seed=args.seed, metrics_every=10**6)
     plain = gcg.run(problem.objective, lm.tokenizer, problem.layout,
                     gcg.GCGConfig(**base, n_replace=1, n_replace_min=1, p_length_move=0.0))
-    init = beam.run(problem.objective, lm, problem.layout, beam.BeamConfig(beam_width=8, samples_per_beam=8,
-                                                                            seed=args.seed))
+    # the engine: start from the best natural prompt of the shipped corpus, the target's own prompt excluded
+    pool = [p for p in load_corpus("natural_prompts") if p.strip() != NATURAL_PROMPT]
+    init = natural_retrieval(problem.objective, pool, lm.tokenizer)
     full = gcg.run(problem.objective, lm.tokenizer, problem.layout, gcg.GCGConfig(**base), init_ids=init.best_ids)
-    out: dict[str, object] = {"threshold": args.threshold, "steps_budget": args.steps, "width": args.width}
-    for name, res, extra in (("plain_gcg", plain, 0.0), ("engine_beam_init", full, init.seconds)):
+    out: dict[str, object] = {"threshold": args.threshold, "steps_budget": args.steps, "width": args.width,
+                              "engine_start": {**problem.report(init.best_ids), "seconds": init.seconds}}
+    print(f"engine start (retrieval, own prompt excluded): {out['engine_start']}", flush=True)
+    for name, res, extra in (("plain_gcg", plain, 0.0), ("engine_retrieval_init", full, init.seconds)):
         step, secs, best = _first_reaching(problem, res, args.threshold)
         out[name] = {"steps_to_threshold": step, "seconds_to_threshold": None if secs is None else secs + extra,
                      "best_heldout_cos": best, "total_seconds": res.seconds + extra, "prompt": res.best_prompt}

@@ -85,20 +85,24 @@ def main() -> None:
         threads = str(max(1, cores // args.processes))
         many = _run([torchrun, "--standalone", "--nproc-per-node", str(args.processes), *audit, "--out",
                      str(work / "many")], {**env, "OMP_NUM_THREADS": threads})
-        same = _rows(work / "one") == _rows(work / "many")
+        one_rows, many_rows = _rows(work / "one"), _rows(work / "many")
+        same = one_rows == many_rows
+        best = lambda rows: sorted((r["vector_name"], r["prompt"], r["verdict"]) for r in rows if r["is_best"])
+        same_best = best(one_rows) == best(many_rows)
     result = {
         "vectors": args.vectors, "budget": args.budget, "layer": args.layer, "cores": cores,
         "warm_run_seconds": warm,
         "one_process": {"seconds": one, "threads": cores, "vectors_per_hour": 3600 * args.vectors / one},
         "processes": {"n": args.processes, "seconds": many, "threads_each": int(threads),
                       "vectors_per_hour": 3600 * args.vectors / many},
-        "identical_rows": same,
+        "identical_rows": same, "identical_best_prompts_and_verdicts": same_best,
     }
     result["speedup"] = one / many
     print(f"{args.vectors} vectors, budget {args.budget}, controls cached: 1 process x {cores} threads "
           f"{result['one_process']['vectors_per_hour']:.0f} vectors/h ({one:.0f} s); {args.processes} processes x "
           f"{threads} threads {result['processes']['vectors_per_hour']:.0f} vectors/h ({many:.0f} s) -> "
-          f"{result['speedup']:.2f}x; identical rows: {same}")
+          f"{result['speedup']:.2f}x; identical rows: {same}, identical best prompts and verdicts: {same_best} "
+          "(different thread counts change float summation order, so the searches may branch differently)")
     write_json(f"{args.out_dir}/batch.json", {"machine": machine(), **result})
 
 

@@ -21,7 +21,7 @@ import dataclasses
 import hashlib
 import logging
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -80,13 +80,23 @@ def plan_audit(lm: LoadedModel, vectors: Sequence[SteeringVector], config: Audit
         setting = make_setting(lm, layer, config.placement, opt, heldout, natural, classifier)
         settings[layer] = setting
         layer_items = [t for t in vector_items if t.layer == layer]
-        norms = sorted({float((t.scale * t.direction).norm()) for t in layer_items})
+        norms = distinct_norms(float((t.scale * t.direction).norm()) for t in layer_items)
         controls = [c for c in control_targets(setting, norms[0], config, fingerprint=fingerprint)
                     if c.kind == "positive"]
         for norm in norms:
             controls += control_targets(setting, norm, config, positive=False, fingerprint=fingerprint)
         targets += controls + layer_items
     return AuditPlan(settings, tuple(targets))
+
+
+def distinct_norms(norms: Iterable[float], rel_tol: float = 1e-3) -> list[float]:
+    """Sorted norms with near-equal ones (within `rel_tol`, as `judge_all` matches them) merged: vectors whose
+    targets differ only by float rounding share one set of null controls."""
+    out: list[float] = []
+    for norm in sorted(norms):
+        if not out or not math.isclose(norm, out[-1], rel_tol=rel_tol):
+            out.append(norm)
+    return out
 
 
 def balanced(targets: Sequence[Target], n: int) -> list[Target]:

@@ -79,6 +79,25 @@ def test_target_string_objective_matches_full_forward(tiny):
     assert obj.losses(best).mean() < obj.losses(worst).mean()
 
 
+@pytest.mark.parametrize("buckets", [2, 4, 8])
+def test_target_string_prefix_sharing_is_exact(tiny, buckets):
+    """GCG-like batch (single swaps of one prompt at random positions, a duplicate, an unrelated row): the losses
+    with prefix KV sharing equal those computed one candidate at a time without it."""
+    obj = TargetStringObjective(tiny.model, tiny.tokenizer, "Tell me a story", "Sure, here is", batch_size=3,
+                                share_buckets=buckets)
+    plain = TargetStringObjective(tiny.model, tiny.tokenizer, "Tell me a story", "Sure, here is", share_buckets=1)
+    g = torch.Generator().manual_seed(1)
+    current = torch.randint(10, 300, (9,), generator=g)
+    cands = current.repeat(12, 1)
+    cands[torch.arange(10), torch.randint(0, 9, (10,), generator=g)] = torch.randint(10, 300, (10,), generator=g)
+    cands[11] = torch.randint(10, 300, (9,), generator=g)  # row 10 stays equal to the current prompt
+    shared = obj.losses(cands)
+    single = torch.cat([plain.losses(c.unsqueeze(0)) for c in cands])
+    assert torch.allclose(shared, single, atol=1e-5)
+    with pytest.raises(ValueError, match="share_buckets"):
+        TargetStringObjective(tiny.model, tiny.tokenizer, "Tell me", "Sure", share_buckets=0)
+
+
 @pytest.mark.parametrize("placement", ["prefix", "suffix"])
 def test_output_match_objective_matches_oracle(tiny, placement):
     tok, model = tiny.tokenizer, tiny.model
@@ -142,6 +161,22 @@ def test_optimize_cli_writes_json(tmp_path, tiny_dir, attack):
     for part in ("opt", "heldout"):
         assert {"cos", "specific_cos", "per_position_cos", "norm_ratio"} <= set(data[part])
     assert len(data["contexts"]["heldout"]) == 2 and data["trajectory"]
+
+
+def test_optimize_cli_gcg_starts_from_retrieval(tmp_path, tiny_dir):
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("Write a short poem about the sea.\nYou are a pirate.\n", encoding="utf-8")
+    out = tmp_path / "run.json"
+    argv = ["optimize", str(_vector(tmp_path)), "--model", str(tiny_dir), "--attack", "gcg", "--init-from",
+            "retrieval", "--prompts", str(prompts), "--steps", "2", "--width", "8", "--topk", "8", "--contexts", "3",
+            "--heldout", "2", "--quiet", "--out", str(out)]
+    assert _cli(argv) == 0
+    data = json.loads(out.read_text())
+    assert data["config"]["attack"]["init_from"] == "retrieval"
+    assert data["config"]["attack"]["init_prompt_text"] in {"Write a short poem about the sea.", "You are a pirate."}
+    assert data["seconds"] >= data["config"]["attack"]["init_seconds"] > 0
+    with pytest.raises(UserInputError, match="--init and --init-from"):
+        _cli([*argv, "--init", "hello"])
 
 
 @pytest.mark.parametrize(

@@ -171,3 +171,10 @@ def test_read_only_output_dir_is_one_clear_error(setup, tmp_path, monkeypatch, c
     err = capsys.readouterr().err
     assert "cannot write" in err and "Read-only file system" in err and err.count("\n") == 1
     assert not (out / "results.parquet").exists() and not list(out.rglob("*.tmp"))
+
+
+def test_near_equal_norms_share_nulls():
+    from realize.audit_batch import distinct_norms
+
+    assert distinct_norms([12.0000001, 3.0, 12.0, 11.9999999]) == [3.0, 12.0]
+    assert distinct_norms([1.0, 1.01]) == [1.0, 1.01]

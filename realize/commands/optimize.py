@@ -68,7 +68,30 @@ def _gcg(setup: OptimizeSetup) -> AttackResult:
         values["early_stop_loss"] = a.early_stop
     config = build_config(GCGConfig, values)
     ctx = setup.objective.context_ids[0]
-    return gcg_run(setup.objective, setup.lm.tokenizer, setup.layout, config, filter_context=ctx)
+    start = _start(setup)
+    result = gcg_run(setup.objective, setup.lm.tokenizer, setup.layout, config, filter_context=ctx,
+                     init_ids=None if start is None else start.best_ids)
+    return _with_start(result, start)
+
+
+def _start(setup: OptimizeSetup) -> AttackResult | None:
+    """--init-from: the best prompt of natural-prompt retrieval or of the beam search, as the start of gcg/fluent."""
+    a = setup.args
+    if a.init_from is None:
+        return None
+    if a.init is not None:
+        raise UserInputError("--init and --init-from: pass one of them")
+    return _retrieval(setup) if a.init_from == "retrieval" else _beam(setup)
+
+
+def _with_start(result: AttackResult, start: AttackResult | None) -> AttackResult:
+    """Record the initializer (attack, prompt, seconds) in the result's config; total seconds include it."""
+    if start is None:
+        return result
+    config = {**result.config, "init_from": start.attack, "init_prompt_text": start.best_prompt,
+              "init_seconds": start.seconds}
+    return dataclasses.replace(result, config=config, seconds=result.seconds + start.seconds,
+                               n_evaluations=result.n_evaluations + start.n_evaluations)
 
 
 def _random(setup: OptimizeSetup) -> AttackResult:
@@ -106,8 +129,10 @@ def _fluent(setup: OptimizeSetup) -> AttackResult:
         values["width"] = a.width
     if a.topk is not None:
         values.update(top_k=a.topk, lm_top_k=max(64, a.topk))
-    init = None if a.init is None else encode(setup.lm.tokenizer, a.init)
-    return fluent_run(setup.objective, setup.lm, setup.layout, build_config(FluentConfig, values), init=init)
+    start = _start(setup)
+    init = start.best_ids if start is not None else None if a.init is None else encode(setup.lm.tokenizer, a.init)
+    result = fluent_run(setup.objective, setup.lm, setup.layout, build_config(FluentConfig, values), init=init)
+    return _with_start(result, start)
 
 
 def _relaxed(setup: OptimizeSetup) -> AttackResult:
@@ -133,6 +158,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--topk", type=int, default=None, help="top-k tokens per position (default 64 CPU / 256 GPU)")
     p.add_argument("--length", type=int, default=12, help="initial prompt length in tokens (default 12)")
     p.add_argument("--init", default=None, help="initial prompt text (default 'x x x ...')")
+    p.add_argument("--init-from", choices=("retrieval", "beam"), default=None,
+                   help="gcg/fluent: start from the best natural prompt (--prompts corpus) or the beam search's prompt")
     p.add_argument("--early-stop", type=float, default=None, help="stop once the loss is at most this")
     p.add_argument("--placement", choices=PLACEMENTS, default="prefix", help="where the prompt goes (default prefix)")
     p.add_argument("--contexts", type=int, default=8, help="optimization contexts (default 8)")
