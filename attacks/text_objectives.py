@@ -9,9 +9,10 @@ Public API (stable; re-exported by `attacks.objectives`):
         honoured), loss = mean CE of `target` after the chat template's assistant header. Full forward to logits,
         but the template part before the prompt runs once (KV reuse) and the LM head runs only at the positions
         that predict the target; candidates sharing a prefix with the batch's majority prompt reuse its KV too
-        (GCG's single swaps share everything before the swapped position). Use GCG with layout=None (nanoGCG's own-text retokenization check). Like
-        nanoGCG, a template that starts with the BOS token's text loses it (SmolLM2's BOS is "<|im_start|>", so
-        the first turn marker is dropped there too: kept for a like-for-like benchmark).
+        (GCG's single swaps share everything before the swapped position). Use GCG with layout=None (nanoGCG's
+        own-text retokenization check). Like nanoGCG, a template that starts with the BOS token's text loses it
+        (SmolLM2's BOS is "<|im_start|>", so the first turn marker is dropped there too: kept for a like-for-like
+        benchmark).
     OutputMatchObjective(model, tokenizer, layout, vector (d,) = a*v, layer, context_ids, *, batch_size=8)
         mean over contexts and aligned positions of KL(steered || prompted) of next-token distributions; the
         steered log-probs (base input + a*v at `layer`) are computed once. Aligned positions before the prompt

@@ -10,6 +10,7 @@ import os
 from pathlib import Path
 
 from data.errors import UserInputError
+from data.safe_text import is_encodable
 
 _QUESTIONS = (
     "How was your day?",
@@ -55,11 +56,9 @@ def read_pairs(path: str | os.PathLike[str]) -> list[tuple[str, str]]:
             ) from err
         if not all(isinstance(x, str) and x.strip() for x in pair):
             raise UserInputError(f"{file}:{number}: 'positive' and 'negative' must be non-empty strings")
-        try:
-            "".join(pair).encode("utf-8")
-        except UnicodeEncodeError:  # a "\ud800" escape: no tokenizer accepts the decoded text
+        if not is_encodable("".join(pair)):
             raise UserInputError(f"{file}:{number}: a lone surrogate escape (\\ud800-\\udfff); expected valid "
-                                 "Unicode text") from None
+                                 "Unicode text")
         pairs.append(pair)
     if not pairs:
         raise UserInputError(f"{file}: no pairs found")

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Literal, get_args
 
 from data.errors import UserInputError
+from data.safe_text import is_encodable
 
 __all__ = ["CORPUS_NAMES", "CorpusName", "load_corpus", "read_prompt_file", "split_contexts"]
 
@@ -100,11 +101,9 @@ def _jsonl_prompts(path: Path, text: str) -> list[str]:
             raise UserInputError(f"{path}, line {line_no}: not valid JSON ({exc.msg})") from None
         if not isinstance(obj, dict) or not isinstance(obj.get("prompt"), str):
             raise UserInputError(f'{path}, line {line_no}: expected a JSON object with a string field "prompt"')
-        try:
-            obj["prompt"].encode("utf-8")
-        except UnicodeEncodeError:  # a "\ud800" escape: no tokenizer or UTF-8 writer accepts the result
+        if not is_encodable(obj["prompt"]):
             raise UserInputError(f'{path}, line {line_no}: "prompt" holds a lone surrogate escape '
-                                 "(\\ud800-\\udfff); expected valid Unicode text") from None
+                                 "(\\ud800-\\udfff); expected valid Unicode text")
         prompt = obj["prompt"].strip()
         if not prompt:
             raise UserInputError(f'{path}, line {line_no}: "prompt" is empty')

@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import re
 
-__all__ = ["jsonl_line", "printable"]
+__all__ = ["is_encodable", "jsonl_line", "printable"]
 
 _BIDI = "\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069"
 _SURROGATES = "\ud800-\udfff"
@@ -37,3 +37,13 @@ def jsonl_line(obj: object) -> str:
     """One JSON record and its "\\n"; non-ASCII text stays readable, Unicode line separators are escaped."""
     line = json.dumps(obj, ensure_ascii=False, default=float)
     return line.replace("\u2028", "\\u2028").replace("\u2029", "\\u2029").replace("\x85", "\\u0085") + "\n"
+
+
+def is_encodable(text: str) -> bool:
+    """False for text with lone surrogates (what JSON escapes like "\\ud800" decode to), which UTF-8 cannot encode
+    and no tokenizer accepts."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True

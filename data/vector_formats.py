@@ -25,7 +25,7 @@ import torch
 from data.atomic import atomic_output
 from data.errors import UserInputError
 from data.gguf_layout import GGUFLayoutError, check_layout
-from data.safe_text import printable
+from data.safe_text import is_encodable, printable
 
 if TYPE_CHECKING:
     from data.vectors import SteeringVector
@@ -61,15 +61,6 @@ def fail(path: str | os.PathLike[str], what: str, exc: BaseException | None = No
         detail = detail or type(exc).__name__
         msg += f" ({detail[:240]}{'...' if len(detail) > 240 else ''})"
     return UserInputError(printable(" ".join(msg.split())))  # keys/names from the file: no raw ESC in the terminal
-
-
-def _encodable(text: str) -> bool:
-    """False for text with lone surrogates (what JSON escapes like "\\ud800" decode to), which UTF-8 cannot encode."""
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
 
 
 def parse_layer_key(key: object) -> int | None:
@@ -169,7 +160,7 @@ def read_safetensors(path: Path) -> list[RawVector]:
         if not (isinstance(names, list) and len(names) == len(vectors) and all(isinstance(n, str) for n in names)):
             raise fail(path, f"metadata 'names' = {meta['names'][:80]!r}; expected a JSON list of "
                              f"{len(vectors)} strings")
-        if not all(_encodable(n) for n in names):  # JSON "\ud800" escapes decode to text no UTF-8 writer accepts
+        if not all(is_encodable(n) for n in names):  # JSON "\ud800" escapes decode to text no UTF-8 writer accepts
             raise fail(path, f"metadata 'names' = {meta['names'][:80]!r} holds a lone surrogate (\\ud800-\\udfff); "
                              "expected valid Unicode names")
     for k, vec in enumerate(vectors):

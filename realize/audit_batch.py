@@ -44,6 +44,7 @@ from realize.verdict import VerdictThresholds, calibrate, decide
 from scorers.realism import RealismClassifier, load_classifier
 
 logger = logging.getLogger(__name__)
+NORM_RTOL = 1e-3  # target norms closer than this (relative) count as one norm: they share null controls
 
 
 def model_fingerprint(lm: LoadedModel) -> str:
@@ -89,12 +90,12 @@ def plan_audit(lm: LoadedModel, vectors: Sequence[SteeringVector], config: Audit
     return AuditPlan(settings, tuple(targets))
 
 
-def distinct_norms(norms: Iterable[float], rel_tol: float = 1e-3) -> list[float]:
-    """Sorted norms with near-equal ones (within `rel_tol`, as `judge_all` matches them) merged: vectors whose
+def distinct_norms(norms: Iterable[float]) -> list[float]:
+    """Sorted norms with near-equal ones (within NORM_RTOL, as `judge_all` matches them) merged: vectors whose
     targets differ only by float rounding share one set of null controls."""
     out: list[float] = []
     for norm in sorted(norms):
-        if not out or not math.isclose(norm, out[-1], rel_tol=rel_tol):
+        if not out or not math.isclose(norm, out[-1], rel_tol=NORM_RTOL):
             out.append(norm)
     return out
 
@@ -124,12 +125,11 @@ def audit_shard(
     *,
     control_cache: ItemStore | None = None,
     on_item: Callable[[VectorAudit], None] | None = None,
-    desc: str = "items",
 ) -> list[VectorAudit]:
     """Audit `targets` (a shard of `plan.targets`), skipping finished ones; each item is stored (atomically) as
     soon as it is done. Returns the shard's audits, unjudged, in order."""
     out = []
-    for target in tqdm(targets, desc=desc, disable=not config.show_progress):
+    for target in tqdm(targets, desc="items", disable=not config.show_progress):
         audit = lookup(target, store, control_cache)
         if audit is not None:
             logger.info("%s: already audited (%s), skipped", target.name, store.path(target.vector_id))
@@ -166,7 +166,7 @@ def _values(pool: Sequence[VectorAudit], kind: str, *, norm: float | None = None
     is the only one."""
     same = [a for a in pool if a.kind == kind]
     if norm is not None:
-        same = [a for a in same if math.isclose(a.target_norm, norm, rel_tol=1e-3)] or same
+        same = [a for a in same if math.isclose(a.target_norm, norm, rel_tol=NORM_RTOL)] or same
     rest = [best_value(a) for a in same if a.vector_id != exclude]
     return rest or [best_value(a) for a in same]
 

@@ -77,7 +77,8 @@ def summary_line(audit: VectorAudit) -> str:
     cal = audit.calibration
     score = f"{cal.score:.2f}" if cal else "–"
     best = audit.best
-    prompt = f'"{printable(best.prompt, limit=200)}" (specific cos {best.specific_cos:.2f}, realism {best.realism:.2f})' if best else "none"
+    prompt = (f'"{printable(best.prompt, limit=200)}" (specific cos {best.specific_cos:.2f}, '
+              f'realism {best.realism:.2f})' if best else "none")
     behavior = (f", behavior {audit.behavior_recovery:.2f}" if audit.behavior_recovery is not None
                 and math.isfinite(audit.behavior_recovery) else "")
     return f"{printable(audit.name, limit=200)}: {audit.verdict} (score {score}{behavior}); best prompt {prompt}"

@@ -177,6 +177,8 @@ def test_optimize_cli_gcg_starts_from_retrieval(tmp_path, tiny_dir):
     assert data["seconds"] >= data["config"]["attack"]["init_seconds"] > 0
     with pytest.raises(UserInputError, match="--init and --init-from"):
         _cli([*argv, "--init", "hello"])
+    with pytest.raises(UserInputError, match="only gcg and fluent take a start prompt"):
+        _cli([*argv, "--attack", "random"])
 
 
 @pytest.mark.parametrize(

@@ -115,7 +115,8 @@ def _progress_line(rank: int, world: int) -> Callable[[VectorAudit], None]:
 
     def show(audit: VectorAudit) -> None:
         best = f"best specific cos {audit.best.specific_cos:.2f}" if audit.best else "no natural-enough prompt"
-        print(f"{prefix}finished {audit.kind} {printable(audit.name, limit=200)}: {best} ({audit.seconds:.0f} s)", flush=True)
+        name = printable(audit.name, limit=200)
+        print(f"{prefix}finished {audit.kind} {name}: {best} ({audit.seconds:.0f} s)", flush=True)
 
     return show
 

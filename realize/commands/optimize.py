@@ -79,8 +79,6 @@ def _start(setup: OptimizeSetup) -> AttackResult | None:
     a = setup.args
     if a.init_from is None:
         return None
-    if a.init is not None:
-        raise UserInputError("--init and --init-from: pass one of them")
     return _retrieval(setup) if a.init_from == "retrieval" else _beam(setup)
 
 
@@ -207,6 +205,10 @@ def run_command(args: argparse.Namespace) -> int:
         raise UserInputError(f"--attack {args.attack}: expected one of {', '.join(ATTACKS)}")
     if args.length < 1:
         raise UserInputError(f"--length {args.length}: prompt length must be >= 1")
+    if args.init_from is not None and args.attack not in ("gcg", "fluent"):
+        raise UserInputError(f"--init-from: only gcg and fluent take a start prompt, not --attack {args.attack}")
+    if args.init_from is not None and args.init is not None:
+        raise UserInputError("--init and --init-from: pass one of them")
     if args.width is not None and args.width < 1:
         raise UserInputError(f"--width {args.width}: expected >= 1")
     lm = load_model_arg(args)
