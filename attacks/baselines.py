@@ -27,11 +27,11 @@ import torch
 from tqdm.auto import tqdm
 from transformers import PreTrainedTokenizerBase
 
-from attacks.base import AttackResult, Objective, Step
-from attacks.gcg import evaluate_in_batches
-from attacks.sampling import allowed_token_mask, dedupe, random_candidates, retokenization_filter
-from data.chat import ChatLayout, encode
-from data.errors import UserInputError
+from realize.attacks.base import AttackResult, Objective, Step
+from realize.attacks.gcg import evaluate_in_batches
+from realize.attacks.sampling import allowed_token_mask, dedupe, random_candidates, retokenization_filter
+from realize.data.chat import ChatLayout, encode
+from realize.data.errors import UserInputError
 
 __all__ = ["RandomSearchConfig", "natural_retrieval", "random_search"]
 

@@ -21,11 +21,11 @@ from dataclasses import asdict, dataclass
 import torch
 from tqdm.auto import tqdm
 
-from attacks.base import AttackResult, Objective, Step
-from attacks.fluency import encode_head, lm_head_ids, next_token_logprobs
-from attacks.sampling import allowed_token_mask, dedupe, retokenization_filter
-from data.chat import ChatLayout
-from data.models import LoadedModel
+from realize.attacks.base import AttackResult, Objective, Step
+from realize.attacks.fluency import encode_head, lm_head_ids, next_token_logprobs
+from realize.attacks.sampling import allowed_token_mask, dedupe, retokenization_filter
+from realize.data.chat import ChatLayout
+from realize.data.models import LoadedModel
 
 logger = logging.getLogger(__name__)
 

@@ -18,9 +18,9 @@ import torch
 from torch import nn
 from transformers import DynamicCache
 
-from attacks.objectives import one_hot_embeds
-from attacks.prompt_cache import expand_kv
-from data.chat import ChatLayout
+from realize.attacks.objectives import one_hot_embeds
+from realize.attacks.prompt_cache import expand_kv
+from realize.data.chat import ChatLayout
 
 
 @dataclass(frozen=True)

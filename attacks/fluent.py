@@ -32,13 +32,13 @@ from functools import partial
 import torch
 from tqdm.auto import tqdm
 
-from attacks.beam import BeamConfig
-from attacks.beam import run as beam_run
-from attacks.base import AttackResult, Objective, Step
-from attacks.fluency import encode_head, lm_head_ids, prompt_ce, prompt_ce_and_grad
-from attacks.sampling import allowed_token_mask, dedupe, retokenization_filter, sample_candidates
-from data.chat import ChatLayout
-from data.models import LoadedModel
+from realize.attacks.beam import BeamConfig
+from realize.attacks.beam import run as beam_run
+from realize.attacks.base import AttackResult, Objective, Step
+from realize.attacks.fluency import encode_head, lm_head_ids, prompt_ce, prompt_ce_and_grad
+from realize.attacks.sampling import allowed_token_mask, dedupe, retokenization_filter, sample_candidates
+from realize.data.chat import ChatLayout
+from realize.data.models import LoadedModel
 
 logger = logging.getLogger(__name__)
 

@@ -45,14 +45,14 @@ import torch
 from tqdm.auto import tqdm
 from transformers import PreTrainedTokenizerBase
 
-from attacks.base import AttackResult, Objective, Step
-from attacks.prompt_cache import is_out_of_memory
-from attacks.sampling import (
+from realize.attacks.base import AttackResult, Objective, Step
+from realize.attacks.prompt_cache import is_out_of_memory
+from realize.attacks.sampling import (
     allowed_token_mask, dedupe, delete_candidates, insert_candidates, random_candidates, retokenization_filter,
     sample_candidates,
 )
-from data.chat import ChatLayout, encode
-from data.errors import UserInputError
+from realize.data.chat import ChatLayout, encode
+from realize.data.errors import UserInputError
 
 logger = logging.getLogger(__name__)
 

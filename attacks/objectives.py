@@ -43,12 +43,12 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import PreTrainedTokenizerBase
 
-from attacks.prompt_cache import KV, expand_kv, is_out_of_memory, packed_mask, run_to_layer, segments
-from data.activations import block_output, check_layer
-from data.chat import ChatLayout, Placement, chat_layout, encode
-from data.errors import UserInputError
-from data.models import LoadedModel
-from data.shift import ShiftMetrics, aligned_activations, pad_right, project_out, shift_metrics
+from realize.attacks.prompt_cache import KV, expand_kv, is_out_of_memory, packed_mask, run_to_layer, segments
+from realize.data.activations import block_output, check_layer
+from realize.data.chat import ChatLayout, Placement, chat_layout, encode
+from realize.data.errors import UserInputError
+from realize.data.models import LoadedModel
+from realize.data.shift import ShiftMetrics, aligned_activations, pad_right, project_out, shift_metrics
 
 logger = logging.getLogger(__name__)
 
@@ -320,7 +320,7 @@ def estimate_generic(
     contexts — the quantity `data.shift.generic_direction` defines (equal to it within float error; a test checks),
     computed with this module's early-exit, KV-reusing forward, prompts batched by token length."""
     if prompts is None:
-        from data.corpora import load_corpus  # written in parallel; imported late
+        from realize.data.corpora import load_corpus  # written in parallel; imported late
 
         prompts = load_corpus("generic_prompts")
     tok = lm.tokenizer
@@ -341,4 +341,4 @@ def estimate_generic(
     return torch.cat(shifts).mean(dim=0).cpu()
 
 
-from attacks.text_objectives import OutputMatchObjective, TargetStringObjective  # noqa: E402  (re-export)
+from realize.attacks.text_objectives import OutputMatchObjective, TargetStringObjective  # noqa: E402  (re-export)

@@ -38,8 +38,8 @@ import torch
 from torch import nn
 from transformers import DynamicCache
 
-from data.activations import check_layer, decoder_layers, forward_hooks
-from data.chat import ChatLayout
+from realize.data.activations import check_layer, decoder_layers, forward_hooks
+from realize.data.chat import ChatLayout
 
 KV = tuple[tuple[torch.Tensor, torch.Tensor], ...]
 

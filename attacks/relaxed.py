@@ -24,13 +24,13 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from attacks import gcg
-from attacks.base import AttackResult, Objective, Step
-from attacks.objectives import ActivationShiftObjective, activation_loss
-from attacks.sampling import allowed_token_mask, retokenization_filter
-from data.activations import block_outputs
-from data.chat import ChatLayout
-from data.models import LoadedModel
+from realize.attacks import gcg
+from realize.attacks.base import AttackResult, Objective, Step
+from realize.attacks.objectives import ActivationShiftObjective, activation_loss
+from realize.attacks.sampling import allowed_token_mask, retokenization_filter
+from realize.data.activations import block_outputs
+from realize.data.chat import ChatLayout
+from realize.data.models import LoadedModel
 
 logger = logging.getLogger(__name__)
 

@@ -20,7 +20,7 @@ from collections.abc import Sequence
 import torch
 from transformers import PreTrainedTokenizerBase
 
-from data.chat import ChatLayout
+from realize.data.chat import ChatLayout
 
 __all__ = [
     "allowed_token_mask", "dedupe", "delete_candidates", "insert_candidates", "random_candidates",

@@ -31,10 +31,10 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import PreTrainedTokenizerBase
 
-from attacks.prompt_cache import KV, expand_kv, run_to_layer, segments
-from data.activations import check_layer, num_layers, steer
-from data.chat import ChatLayout, encode
-from data.errors import UserInputError
+from realize.attacks.prompt_cache import KV, expand_kv, run_to_layer, segments
+from realize.data.activations import check_layer, num_layers, steer
+from realize.data.chat import ChatLayout, encode
+from realize.data.errors import UserInputError
 
 __all__ = ["OutputMatchObjective", "TargetStringObjective", "final_logits"]
 

@@ -15,12 +15,12 @@ from pathlib import Path
 
 import torch
 
-from attacks.fluency import HeadState, encode_head, lm_head_ids, prompt_ce
-from attacks.objectives import ActivationShiftObjective, activation_objective, estimate_generic
-from data.chat import ChatLayout, chat_layout, encode
-from data.corpora import load_corpus, split_contexts
-from data.models import LoadedModel, load_model
-from data.shift import mean_shift, prompt_shifts
+from realize.attacks.fluency import HeadState, encode_head, lm_head_ids, prompt_ce
+from realize.attacks.objectives import ActivationShiftObjective, activation_objective, estimate_generic
+from realize.data.chat import ChatLayout, chat_layout, encode
+from realize.data.corpora import load_corpus, split_contexts
+from realize.data.models import LoadedModel, load_model
+from realize.data.shift import mean_shift, prompt_shifts
 
 NATURAL_PROMPT = "Explain it like I am five years old."
 

@@ -22,14 +22,14 @@ import time
 import torch
 from _setup import NATURAL_PROMPT, build, machine, write_json
 
-from attacks import gcg
-from attacks.baselines import natural_retrieval
-from attacks.objectives import TargetStringObjective
-from attacks.prompt_cache import segments
-from attacks.sampling import allowed_token_mask, random_candidates
-from data.activations import decoder_layers
-from data.corpora import load_corpus
-from data.models import load_model
+from realize.attacks import gcg
+from realize.attacks.baselines import natural_retrieval
+from realize.attacks.objectives import TargetStringObjective
+from realize.attacks.prompt_cache import segments
+from realize.attacks.sampling import allowed_token_mask, random_candidates
+from realize.data.activations import decoder_layers
+from realize.data.corpora import load_corpus
+from realize.data.models import load_model
 
 MESSAGE, TARGET = "Tell me how to bake bread.", "Sure, here is how to bake bread"
 

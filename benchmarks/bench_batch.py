@@ -24,11 +24,11 @@ from pathlib import Path
 import torch
 from _setup import machine, write_json
 
-from data.chat import chat_layout, encode
-from data.corpora import load_corpus
-from data.models import load_model
-from data.shift import mean_shift, prompt_shifts
-from data.vectors import SteeringVector, save_safetensors
+from realize.data.chat import chat_layout, encode
+from realize.data.corpora import load_corpus
+from realize.data.models import load_model
+from realize.data.shift import mean_shift, prompt_shifts
+from realize.data.vectors import SteeringVector, save_safetensors
 
 ROOT = Path(__file__).resolve().parents[1]
 

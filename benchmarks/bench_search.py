@@ -18,8 +18,8 @@ import time
 
 from _setup import Problem, build, machine, write_json
 
-from attacks import beam, fluent, gcg, relaxed
-from data.models import load_model
+from realize.attacks import beam, fluent, gcg, relaxed
+from realize.data.models import load_model
 
 
 def run_problem(problem: Problem, scale: float, seed: int) -> dict[str, object]:

@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from data.errors import UserInputError
+from realize.data.errors import UserInputError
 
 HookFn = Callable[[nn.Module, tuple[Any, ...], Any], Any]
 _LAYER_LIST_SUFFIXES = ("model.layers", "layers", "h", "blocks", "decoder.layers", "transformer.h")

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from data.errors import UserInputError
+from realize.data.errors import UserInputError
 
 
 @contextmanager

@@ -9,8 +9,8 @@ import json
 import os
 from pathlib import Path
 
-from data.errors import UserInputError
-from data.safe_text import is_encodable
+from realize.data.errors import UserInputError
+from realize.data.safe_text import is_encodable
 
 _QUESTIONS = (
     "How was your day?",

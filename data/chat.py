@@ -20,7 +20,7 @@ from typing import Literal
 
 from transformers import PreTrainedTokenizerBase
 
-from data.errors import UserInputError
+from realize.data.errors import UserInputError
 
 Placement = Literal["prefix", "suffix", "system"]
 PLACEMENTS: tuple[Placement, ...] = ("prefix", "suffix", "system")

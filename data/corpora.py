@@ -27,8 +27,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal, get_args
 
-from data.errors import UserInputError
-from data.safe_text import is_encodable
+from realize.data.errors import UserInputError
+from realize.data.safe_text import is_encodable
 
 __all__ = ["CORPUS_NAMES", "CorpusName", "load_corpus", "read_prompt_file", "split_contexts"]
 
@@ -40,7 +40,7 @@ def _corpus_text(name: str) -> str:
     """The packaged file's text: via importlib.resources when `data` is installed, else next to this module."""
     filename = f"{name}.txt"
     try:
-        resource = importlib.resources.files("data").joinpath("corpora", filename)
+        resource = importlib.resources.files("realize.data").joinpath("corpora", filename)
         if resource.is_file():
             return resource.read_text(encoding="utf-8")
     except (ModuleNotFoundError, FileNotFoundError, NotADirectoryError):

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 import torch
 
-from data.models import LoadedModel
+from realize.data.models import LoadedModel
 
 
 def chat_ids(lm: LoadedModel, user_message: str, system: str | None = None) -> list[int]:

@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
-from data.errors import UserInputError
+from realize.data.errors import UserInputError
 
 logger = logging.getLogger(__name__)
 

@@ -34,11 +34,11 @@ import torch
 from datasets import Dataset
 from transformers import LogitsProcessor, LogitsProcessorList
 
-from data.atomic import write_text_atomic
-from data.chat import chat_layout, encode
-from data.corpora import load_corpus
-from data.errors import UserInputError
-from data.models import LoadedModel
+from realize.data.atomic import write_text_atomic
+from realize.data.chat import chat_layout, encode
+from realize.data.corpora import load_corpus
+from realize.data.errors import UserInputError
+from realize.data.models import LoadedModel
 
 logger = logging.getLogger(__name__)
 

@@ -15,9 +15,9 @@ from typing import Any
 import datasets
 import pyarrow.parquet as pq
 
-from data.atomic import atomic_output, write_text_atomic
-from data.errors import UserInputError
-from data.safe_text import jsonl_line
+from realize.data.atomic import atomic_output, write_text_atomic
+from realize.data.errors import UserInputError
+from realize.data.safe_text import jsonl_line
 
 FEATURES = datasets.Features(
     {

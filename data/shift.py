@@ -20,8 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from data.activations import block_output
-from data.chat import ChatLayout
+from realize.data.activations import block_output
+from realize.data.chat import ChatLayout
 
 
 @dataclass(frozen=True)

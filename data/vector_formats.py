@@ -22,13 +22,13 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from data.atomic import atomic_output
-from data.errors import UserInputError
-from data.gguf_layout import GGUFLayoutError, check_layout
-from data.safe_text import is_encodable, printable
+from realize.data.atomic import atomic_output
+from realize.data.errors import UserInputError
+from realize.data.gguf_layout import GGUFLayoutError, check_layout
+from realize.data.safe_text import is_encodable, printable
 
 if TYPE_CHECKING:
-    from data.vectors import SteeringVector
+    from realize.data.vectors import SteeringVector
 
 logger = logging.getLogger(__name__)
 

@@ -26,9 +26,9 @@ from pathlib import Path
 
 import torch
 
-from data import vector_formats as _fmt
-from data.errors import UserInputError
-from data.safe_text import printable
+from realize.data import vector_formats as _fmt
+from realize.data.errors import UserInputError
+from realize.data.safe_text import printable
 
 logger = logging.getLogger(__name__)
 

@@ -24,15 +24,15 @@ from dataclasses import dataclass, field
 
 import torch
 
-from data.chat import Placement, encode
-from data.shift import mean_shift, prompt_shifts
-from data.vectors import SteeringVector, single_layer
+from realize.data.chat import Placement, encode
+from realize.data.shift import mean_shift, prompt_shifts
+from realize.data.vectors import SteeringVector, single_layer
 from realize.audit_search import BUDGETS, AuditSetting, judge, per_context_shifts, pick_best, search
 from realize.audit_store import item_id
 from realize.audit_types import Generation, VectorAudit
 from realize.verdict import VerdictThresholds, bootstrap_specific_cos
-from scorers.behavior import BehaviorConfig, behavior_recovery
-from scorers.manifold import manifold_share
+from realize.scorers.behavior import BehaviorConfig, behavior_recovery
+from realize.scorers.manifold import manifold_share
 
 logger = logging.getLogger(__name__)
 

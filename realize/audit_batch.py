@@ -27,9 +27,9 @@ from dataclasses import dataclass
 import torch
 from tqdm.auto import tqdm
 
-from data.corpora import load_corpus, split_contexts
-from data.models import LoadedModel
-from data.vectors import SteeringVector
+from realize.data.corpora import load_corpus, split_contexts
+from realize.data.models import LoadedModel
+from realize.data.vectors import SteeringVector
 from realize.audit import (
     AuditConfig,
     Target,
@@ -41,7 +41,7 @@ from realize.audit_search import AuditSetting, make_setting
 from realize.audit_store import ItemStore
 from realize.audit_types import VectorAudit
 from realize.verdict import VerdictThresholds, calibrate, decide
-from scorers.realism import RealismClassifier, load_classifier
+from realize.scorers.realism import RealismClassifier, load_classifier
 
 logger = logging.getLogger(__name__)
 NORM_RTOL = 1e-3  # target norms closer than this (relative) count as one norm: they share null controls

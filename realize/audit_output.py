@@ -14,10 +14,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from data.atomic import write_text_atomic
-from data.errors import UserInputError
-from data.results_dataset import export_dataset, write_rows
-from data.safe_text import printable
+from realize.data.atomic import write_text_atomic
+from realize.data.errors import UserInputError
+from realize.data.results_dataset import export_dataset, write_rows
+from realize.data.safe_text import printable
 from realize.audit import Target
 from realize.audit_batch import judge_all
 from realize.audit_store import ItemStore

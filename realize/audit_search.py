@@ -14,17 +14,17 @@ from dataclasses import dataclass
 
 import torch
 
-from attacks.baselines import natural_retrieval
-from attacks.beam import BeamConfig
-from attacks.fluent import FluentConfig
-from attacks.fluent import run as fluent_run
-from attacks.objectives import ActivationObjectiveConfig, ActivationShiftObjective, estimate_generic
-from data.chat import ChatLayout, Placement, chat_layout, encode
-from data.models import LoadedModel
-from data.shift import aligned_activations, prompt_shifts, shift_metrics
+from realize.attacks.baselines import natural_retrieval
+from realize.attacks.beam import BeamConfig
+from realize.attacks.fluent import FluentConfig
+from realize.attacks.fluent import run as fluent_run
+from realize.attacks.objectives import ActivationObjectiveConfig, ActivationShiftObjective, estimate_generic
+from realize.data.chat import ChatLayout, Placement, chat_layout, encode
+from realize.data.models import LoadedModel
+from realize.data.shift import aligned_activations, prompt_shifts, shift_metrics
 from realize.audit_types import PromptScore
-from scorers.perplexity import score_perplexity
-from scorers.realism import RealismClassifier, realism_scores
+from realize.scorers.perplexity import score_perplexity
+from realize.scorers.realism import RealismClassifier, realism_scores
 
 logger = logging.getLogger(__name__)
 

@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from data.atomic import write_text_atomic
+from realize.data.atomic import write_text_atomic
 from realize.audit_types import Generation, PromptScore, VectorAudit
 from realize.verdict import Calibration
 

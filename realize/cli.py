@@ -11,8 +11,8 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from data.errors import UserInputError
-from data.safe_text import printable
+from realize.data.errors import UserInputError
+from realize.data.safe_text import printable
 
 # Each module exposes `register(subparsers)`; its subparser sets `func(args) -> int`.
 COMMAND_MODULES = (

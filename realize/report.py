@@ -20,8 +20,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
-from data.atomic import write_text_atomic
-from data.safe_text import printable
+from realize.data.atomic import write_text_atomic
+from realize.data.safe_text import printable
 from realize.audit_types import PromptScore, VectorAudit
 
 _BADGE = {"realizable": "#1a7f37", "partially realizable": "#9a6700", "not realizable": "#cf222e"}

@@ -20,11 +20,11 @@ from dataclasses import dataclass
 import torch
 from tqdm.auto import tqdm
 
-from data.activations import block_output, block_outputs, check_layer, steer
-from data.generation import chat_ids
-from data.models import LoadedModel
-from data.shift import pad_right
-from data.vectors import SteeringVector
+from realize.data.activations import block_output, block_outputs, check_layer, steer
+from realize.data.generation import chat_ids
+from realize.data.models import LoadedModel
+from realize.data.shift import pad_right
+from realize.data.vectors import SteeringVector
 
 logger = logging.getLogger(__name__)
 

@@ -25,7 +25,7 @@ from typing import Literal
 
 import torch
 
-from data.shift import specific_cosine
+from realize.data.shift import specific_cosine
 
 Verdict = Literal["realizable", "partially realizable", "not realizable"]
 VERDICTS: tuple[Verdict, ...] = ("realizable", "partially realizable", "not realizable")

@@ -31,9 +31,9 @@ from dataclasses import dataclass
 
 import torch
 
-from data.activations import steer
-from data.chat import Placement, chat_layout, encode
-from data.models import LoadedModel
+from realize.data.activations import steer
+from realize.data.chat import Placement, chat_layout, encode
+from realize.data.models import LoadedModel
 
 logger = logging.getLogger(__name__)
 _MIN_KL = 1e-9

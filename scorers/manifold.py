@@ -32,11 +32,11 @@ import torch
 from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 
-from data.atomic import atomic_output
-from data.activations import block_output, check_layer
-from data.chat import chat_layout, encode
-from data.corpora import load_corpus
-from data.models import LoadedModel, cache_root
+from realize.data.atomic import atomic_output
+from realize.data.activations import block_output, check_layer
+from realize.data.chat import chat_layout, encode
+from realize.data.corpora import load_corpus
+from realize.data.models import LoadedModel, cache_root
 
 logger = logging.getLogger(__name__)
 DEFAULT_CORPORA = ("contexts", "natural_prompts", "sentences")

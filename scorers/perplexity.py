@@ -28,9 +28,9 @@ from dataclasses import dataclass
 import torch
 from tqdm import tqdm
 
-from data.chat import chat_layout, encode
-from data.errors import UserInputError
-from data.models import LoadedModel
+from realize.data.chat import chat_layout, encode
+from realize.data.errors import UserInputError
+from realize.data.models import LoadedModel
 
 logger = logging.getLogger(__name__)
 

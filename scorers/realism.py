@@ -24,10 +24,10 @@ from typing import Any
 
 import torch
 
-from data.atomic import write_text_atomic
-from data.errors import UserInputError
-from data.models import LoadedModel
-from scorers.realism_features import FEATURE_NAMES, FEATURE_VERSION, extract_features
+from realize.data.atomic import write_text_atomic
+from realize.data.errors import UserInputError
+from realize.data.models import LoadedModel
+from realize.scorers.realism_features import FEATURE_NAMES, FEATURE_VERSION, extract_features
 
 logger = logging.getLogger(__name__)
 

@@ -22,10 +22,10 @@ from pathlib import Path
 
 import torch
 
-from data.atomic import write_text_atomic
-from data.chat import encode
-from data.models import LoadedModel, cache_root
-from scorers.perplexity import TokenStats, token_statistics
+from realize.data.atomic import write_text_atomic
+from realize.data.chat import encode
+from realize.data.models import LoadedModel, cache_root
+from realize.scorers.perplexity import TokenStats, token_statistics
 
 logger = logging.getLogger(__name__)
 

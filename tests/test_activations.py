@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from data.activations import block_output, block_outputs, decoder_layers, forward_hooks, steer
-from data.errors import UserInputError
+from realize.data.activations import block_output, block_outputs, decoder_layers, forward_hooks, steer
+from realize.data.errors import UserInputError
 
 
 def _ids(tiny, text="What is the capital of France?"):

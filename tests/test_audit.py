@@ -8,15 +8,15 @@ import pytest
 import torch
 
 import realize.audit_batch as batch_module
-from data.results_dataset import read_rows
-from data.vectors import SteeringVector
+from realize.data.results_dataset import read_rows
+from realize.data.vectors import SteeringVector
 from realize.audit import AuditConfig
 from realize.audit_batch import run_audit
 from realize.audit_output import write_outputs
 from realize.audit_store import ItemStore
 from realize.verdict import VERDICTS
-from scorers.realism import RealismClassifier
-from scorers.realism_features import FEATURE_NAMES
+from realize.scorers.realism import RealismClassifier
+from realize.scorers.realism_features import FEATURE_NAMES
 
 
 @pytest.fixture()

@@ -9,13 +9,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from attacks.baselines import RandomSearchConfig, natural_retrieval, random_search
-from attacks.objectives import ActivationShiftObjective, OutputMatchObjective, TargetStringObjective
-from data.activations import steer
-from data.chat import chat_layout, encode
-from data.errors import UserInputError
-from data.shift import mean_shift, prompt_shifts
-from data.vectors import SteeringVector, save_safetensors
+from realize.attacks.baselines import RandomSearchConfig, natural_retrieval, random_search
+from realize.attacks.objectives import ActivationShiftObjective, OutputMatchObjective, TargetStringObjective
+from realize.data.activations import steer
+from realize.data.chat import chat_layout, encode
+from realize.data.errors import UserInputError
+from realize.data.shift import mean_shift, prompt_shifts
+from realize.data.vectors import SteeringVector, save_safetensors
 
 CONTEXTS = ["What is the capital of France?", "How do I bake bread?"]
 TRUE_PROMPT = "Explain it like I am five years old."

@@ -16,7 +16,7 @@ import pytest
 import torch
 
 import realize.audit_batch as batch_module
-from data.vectors import SteeringVector, save_safetensors
+from realize.data.vectors import SteeringVector, save_safetensors
 from realize.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -153,7 +153,7 @@ def test_disk_full_while_merging_leaves_no_partial_file(reference, tmp_path, mon
     def full(*_args, **_kwargs):
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
-    monkeypatch.setattr("data.results_dataset.pq.write_table", full)
+    monkeypatch.setattr("realize.data.results_dataset.pq.write_table", full)
     assert main(["merge", str(out)]) == 2
     err = capsys.readouterr().err
     assert "results.parquet: cannot write (No space left on device)" in err and err.count("\n") == 1
@@ -165,7 +165,7 @@ def test_read_only_output_dir_is_one_clear_error(setup, tmp_path, monkeypatch, c
     def read_only(*_args, **_kwargs):
         raise OSError(errno.EROFS, os.strerror(errno.EROFS))
 
-    monkeypatch.setattr("data.atomic.tempfile.mkstemp", read_only)  # root ignores chmod: simulate the file system
+    monkeypatch.setattr("realize.data.atomic.tempfile.mkstemp", read_only)  # root ignores chmod: simulate the file system
     out = tmp_path / "ro"
     assert main(_args(setup, out)) == 2
     err = capsys.readouterr().err

@@ -5,12 +5,12 @@ from __future__ import annotations
 import pytest
 import torch
 
-from attacks.beam import BeamConfig, nucleus_sample, run, stop_token_ids
-from attacks.objectives import activation_objective
-from attacks.sampling import allowed_token_mask, random_candidates
-from data.chat import chat_layout, encode
-from data.models import LoadedModel
-from data.shift import mean_shift, prompt_shifts
+from realize.attacks.beam import BeamConfig, nucleus_sample, run, stop_token_ids
+from realize.attacks.objectives import activation_objective
+from realize.attacks.sampling import allowed_token_mask, random_candidates
+from realize.data.chat import chat_layout, encode
+from realize.data.models import LoadedModel
+from realize.data.shift import mean_shift, prompt_shifts
 
 CONTEXTS = ["What is the capital of France?", "How do I bake bread at home?", "Write a short poem about the sea."]
 LAYER = 2

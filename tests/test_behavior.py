@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from scorers.behavior import (
+from realize.scorers.behavior import (
     BehaviorConfig,
     behavior_recovery,
     bootstrap_interval,
@@ -121,8 +121,8 @@ def test_config_validation() -> None:
 import argparse  # noqa: E402
 import json  # noqa: E402
 
-from data.errors import UserInputError  # noqa: E402
-from data.vectors import SteeringVector  # noqa: E402
+from realize.data.errors import UserInputError  # noqa: E402
+from realize.data.vectors import SteeringVector  # noqa: E402
 
 
 def _run_cli(argv: list[str]) -> int:
@@ -179,7 +179,7 @@ def test_tiny_vector_flagged_inert(tiny) -> None:
 def test_real_model_default_system_prompt_recovers_nothing() -> None:
     # SmolLM2's template inserts this system message when none is given: as the system prompt it rebuilds the
     # base input exactly, so whatever the vector does, recovery is 0.
-    from data.models import load_model
+    from realize.data.models import load_model
 
     lm = load_model()
     system = "You are a helpful AI assistant named SmolLM, trained by Hugging Face"

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from data.chat import chat_layout, encode
-from data.errors import UserInputError
-from data.shift import aligned_activations, generic_direction, mean_shift, project_out, prompt_shifts, shift_metrics
+from realize.data.chat import chat_layout, encode
+from realize.data.errors import UserInputError
+from realize.data.shift import aligned_activations, generic_direction, mean_shift, project_out, prompt_shifts, shift_metrics
 
 CONTEXT = "What is the capital of France?"
 PROMPT = "Explain it like I am five years old."

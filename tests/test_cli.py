@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from data.vectors import SteeringVector, save_safetensors
+from realize.data.vectors import SteeringVector, save_safetensors
 from realize.cli import main
 
 
@@ -65,7 +65,7 @@ def test_export_filters_verdicts(tmp_path, capsys):
     import datasets
 
     import test_results_dataset as trd
-    from data.results_dataset import write_rows
+    from realize.data.results_dataset import write_rows
 
     write_rows([trd._row(0, "realizable"), trd._row(1, "not realizable")], tmp_path / "audit")
     assert main(["export", str(tmp_path / "audit"), "--out", str(tmp_path / "ds"), "--verdict", "not realizable"]) == 0

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from data.corpora import CORPUS_NAMES, load_corpus, read_prompt_file, split_contexts
-from data.errors import UserInputError
+from realize.data.corpora import CORPUS_NAMES, load_corpus, read_prompt_file, split_contexts
+from realize.data.errors import UserInputError
 
 CORPUS_DIR = Path(__file__).resolve().parents[1] / "data" / "corpora"
 EXPECTED_COUNTS = {  # name -> (min, max) number of items

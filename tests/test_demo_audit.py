@@ -5,7 +5,7 @@ from __future__ import annotations
 import datasets
 import pytest
 
-from data.results_dataset import read_rows
+from realize.data.results_dataset import read_rows
 from realize.cli import main
 
 pytestmark = pytest.mark.slow

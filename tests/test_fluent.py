@@ -8,11 +8,11 @@ import pytest
 import torch
 from test_beam import objective  # noqa: F401  (module fixture: shift objective on the tiny model)
 
-from attacks.beam import BeamConfig
-from attacks.fluency import encode_head, lm_head_ids, prompt_ce, prompt_ce_and_grad
-from attacks.fluent import FluentConfig, lm_restricted, pareto_front, run
-from data.chat import chat_layout, encode
-from data.models import LoadedModel
+from realize.attacks.beam import BeamConfig
+from realize.attacks.fluency import encode_head, lm_head_ids, prompt_ce, prompt_ce_and_grad
+from realize.attacks.fluent import FluentConfig, lm_restricted, pareto_front, run
+from realize.data.chat import chat_layout, encode
+from realize.data.models import LoadedModel
 
 PROMPTS = ["You are a pirate.", "Explain it like I am five.", "zq xv kk"]
 

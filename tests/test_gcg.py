@@ -8,11 +8,11 @@ from collections.abc import Mapping
 import pytest
 import torch
 
-from attacks import gcg
-from attacks.gcg import GCGConfig, evaluate_in_batches
-from attacks.objectives import ActivationShiftObjective
-from data.chat import chat_layout, encode
-from data.shift import mean_shift, prompt_shifts
+from realize.attacks import gcg
+from realize.attacks.gcg import GCGConfig, evaluate_in_batches
+from realize.attacks.objectives import ActivationShiftObjective
+from realize.data.chat import chat_layout, encode
+from realize.data.shift import mean_shift, prompt_shifts
 
 CONTEXTS = ["What is the capital of France?", "How do I bake bread?"]
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from scorers.manifold import (
+from realize.scorers.manifold import (
     ManifoldBasis,
     ManifoldConfig,
     manifold_basis,

@@ -5,12 +5,12 @@ from __future__ import annotations
 import pytest
 import torch
 
-from attacks.objectives import (
+from realize.attacks.objectives import (
     ActivationObjectiveConfig, ActivationShiftObjective, activation_loss, activation_objective, estimate_generic,
 )
-from data.chat import chat_layout, encode
-from data.errors import UserInputError
-from data.shift import generic_direction, prompt_shifts, shift_metrics
+from realize.data.chat import chat_layout, encode
+from realize.data.errors import UserInputError
+from realize.data.shift import generic_direction, prompt_shifts, shift_metrics
 
 CONTEXTS = ["What is the capital of France?", "How do I bake bread?", "Write a poem."]
 LAYER = 2
@@ -171,7 +171,7 @@ def test_bad_input(tiny):
 @pytest.mark.slow
 def test_smollm2_packed_kv_reuse_matches_reference():
     """On the real model (sdpa attention, GQA), the packed KV-reuse path equals full early-exit forwards."""
-    from data.models import load_model
+    from realize.data.models import load_model
 
     lm = load_model()
     ctxs = ["What is the capital of France?", "How do I reverse a list in Python?", "Tell me a joke."]

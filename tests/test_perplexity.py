@@ -7,8 +7,8 @@ import math
 import pytest
 import torch
 
-from data.chat import chat_layout, encode
-from scorers.perplexity import (
+from realize.data.chat import chat_layout, encode
+from realize.scorers.perplexity import (
     PerplexityConfig,
     mean_perplexity,
     score_perplexity,
@@ -80,7 +80,7 @@ def test_empty_prompt_and_config_errors(tiny) -> None:
 def test_no_chat_template_scores_alone_only(tiny) -> None:
     import copy
 
-    from data.models import LoadedModel
+    from realize.data.models import LoadedModel
 
     tok = copy.deepcopy(tiny.tokenizer)
     tok.chat_template = None
@@ -93,7 +93,7 @@ def test_no_chat_template_scores_alone_only(tiny) -> None:
 
 @pytest.mark.slow
 def test_real_model_separates_natural_from_gibberish() -> None:
-    from data.models import load_model
+    from realize.data.models import load_model
 
     lm = load_model()
     natural, gibberish = score_perplexity(
@@ -108,7 +108,7 @@ def test_real_model_separates_natural_from_gibberish() -> None:
 import argparse  # noqa: E402
 import json  # noqa: E402
 
-from data.errors import UserInputError  # noqa: E402
+from realize.data.errors import UserInputError  # noqa: E402
 
 
 def _run_cli(argv: list[str]) -> int:
@@ -130,8 +130,8 @@ def tiny_dir(tmp_path_factory, tiny) -> str:
 
 @pytest.fixture(scope="module")
 def weights(tmp_path_factory) -> str:
-    from scorers.realism import RealismTrainConfig, fit_classifier, save_classifier
-    from scorers.realism_features import FEATURE_NAMES
+    from realize.scorers.realism import RealismTrainConfig, fit_classifier, save_classifier
+    from realize.scorers.realism_features import FEATURE_NAMES
 
     g = torch.Generator().manual_seed(0)
     x = torch.randn(50, len(FEATURE_NAMES), generator=g)

@@ -7,9 +7,9 @@ import time
 import pytest
 import torch
 
-from data.activations import block_output, steer
-from data.generation import chat_ids, generate_ids
-from data.models import DEFAULT_MODEL, load_model
+from realize.data.activations import block_output, steer
+from realize.data.generation import chat_ids, generate_ids
+from realize.data.models import DEFAULT_MODEL, load_model
 from realize.vector_training import MelboConfig, train_melbo
 
 pytestmark = pytest.mark.slow

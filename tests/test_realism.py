@@ -8,9 +8,9 @@ import math
 import pytest
 import torch
 
-from data.errors import UserInputError
-from data.realism_dataset import HELD_OUT_SOURCES, RealismDatasetConfig, build_realism_dataset
-from scorers.realism import (
+from realize.data.errors import UserInputError
+from realize.data.realism_dataset import HELD_OUT_SOURCES, RealismDatasetConfig, build_realism_dataset
+from realize.scorers.realism import (
     DEFAULT_WEIGHTS,
     RealismTrainConfig,
     auc,
@@ -20,7 +20,7 @@ from scorers.realism import (
     realism_scores,
     save_classifier,
 )
-from scorers.realism_features import FEATURE_NAMES, extract_features, shape_features
+from realize.scorers.realism_features import FEATURE_NAMES, extract_features, shape_features
 
 
 def test_features_shape_and_finite(tiny) -> None:
@@ -148,7 +148,7 @@ def test_train_and_evaluate_on_tiny(tiny, tmp_path, capsys) -> None:
 
 @pytest.mark.slow
 def test_shipped_classifier_on_real_model() -> None:
-    from data.models import load_model
+    from realize.data.models import load_model
 
     lm = load_model()
     natural = ["Explain it like I am five years old.", "You are a pirate.", "Answer in French, please."]

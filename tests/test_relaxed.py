@@ -6,10 +6,10 @@ import pytest
 import torch
 from test_beam import objective  # noqa: F401  (module fixture: shift objective on the tiny model)
 
-from attacks.gcg import GCGConfig
-from attacks.relaxed import RelaxedConfig, project, run, shift_loss_from_embeds
-from attacks.sampling import allowed_token_mask
-from data.models import LoadedModel
+from realize.attacks.gcg import GCGConfig
+from realize.attacks.relaxed import RelaxedConfig, project, run, shift_loss_from_embeds
+from realize.attacks.sampling import allowed_token_mask
+from realize.data.models import LoadedModel
 
 
 def test_project_is_the_nearest_allowed_token() -> None:

@@ -7,8 +7,8 @@ import math
 import datasets
 import pytest
 
-from data.errors import UserInputError
-from data.results_dataset import COLUMNS, export_dataset, read_rows, write_rows
+from realize.data.errors import UserInputError
+from realize.data.results_dataset import COLUMNS, export_dataset, read_rows, write_rows
 
 
 def _row(i: int, verdict: str, kind: str = "vector") -> dict:
@@ -66,7 +66,7 @@ def test_read_rows_errors(tmp_path):
 def test_atomic_output_permissions_and_failure(tmp_path):
     import os
 
-    from data.atomic import atomic_output, write_text_atomic
+    from realize.data.atomic import atomic_output, write_text_atomic
 
     write_text_atomic(tmp_path / "a.txt", "hello")
     umask = os.umask(0)

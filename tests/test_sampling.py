@@ -5,11 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from attacks.sampling import (
+from realize.attacks.sampling import (
     allowed_token_mask, dedupe, delete_candidates, insert_candidates, random_candidates, retokenization_filter,
     sample_candidates,
 )
-from data.chat import chat_layout, encode
+from realize.data.chat import chat_layout, encode
 
 
 def _gen(seed: int = 0) -> torch.Generator:
@@ -89,7 +89,7 @@ def test_retokenization_filter_in_context_catches_boundary_merges():
     """On SmolLM2, a prompt starting with a newline round-trips alone, but in context that newline merges with
     the template's newline before the user content ("\\n\\n" is one token), so the placed ids are not what the
     joined text tokenizes to."""
-    from data.models import load_model
+    from realize.data.models import load_model
 
     tok = load_model().tokenizer
     row = encode(tok, "\n Explain it")

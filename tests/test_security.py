@@ -37,11 +37,11 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from data.caa_examples import read_pairs
-from data.errors import UserInputError
-from data.models import LoadedModel
-from data.results_dataset import read_rows, write_rows
-from data.vectors import (
+from realize.data.caa_examples import read_pairs
+from realize.data.errors import UserInputError
+from realize.data.models import LoadedModel
+from realize.data.results_dataset import read_rows, write_rows
+from realize.data.vectors import (
     SteeringVector,
     load_vectors,
     save_control_vector_gguf,

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from data.activations import block_output
-from data.generation import chat_ids
+from realize.data.activations import block_output
+from realize.data.generation import chat_ids
 from realize.vector_training import CaaConfig, MelboConfig, train_caa, train_melbo
 
 
@@ -29,7 +29,7 @@ def test_melbo_objective_grows_with_training(tiny):
     def change(steps: int) -> float:
         config = MelboConfig(source_layer=0, target_layer=3, n_vectors=1, radius=2.0, steps=steps, lr=0.05, show_progress=False)
         v = train_melbo(tiny, prompts, config)[0].vector
-        from data.activations import steer
+        from realize.data.activations import steer
 
         with torch.no_grad():
             clean = block_output(tiny.model, 3, ids)

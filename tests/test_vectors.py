@@ -14,8 +14,8 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from data.errors import UserInputError
-from data.vectors import (SteeringVector, check_compatible, describe, load_vectors, save_control_vector_gguf,
+from realize.data.errors import UserInputError
+from realize.data.vectors import (SteeringVector, check_compatible, describe, load_vectors, save_control_vector_gguf,
                           save_safetensors, single_layer)
 
 D = 16
@@ -320,7 +320,7 @@ def test_pt_trusted_custom_object(tmp_path: Path, caplog: pytest.LogCaptureFixtu
     torch.save(FakeSteeringVectorsObject({2: rand(D, seed=9)}), path)
     with pytest.raises(UserInputError, match="needs arbitrary code"):
         load_vectors(path)
-    with caplog.at_level(logging.WARNING, logger="data.vector_formats"):
+    with caplog.at_level(logging.WARNING, logger="realize.data.vector_formats"):
         (v,) = load_vectors(path, trust_pickle=True)
     assert v.layer == 2 and torch.equal(v.vector, rand(D, seed=9))
     assert any(r.levelno == logging.WARNING and "trust-pickle" in r.getMessage() for r in caplog.records)
@@ -379,7 +379,7 @@ def test_check_compatible(caplog: pytest.LogCaptureFixture) -> None:
         check_compatible(v, hidden_size=D, num_layers=6)
     with pytest.raises(UserInputError, match="made for model 'smollm2-135m-instruct'.*--force"):
         check_compatible(v, hidden_size=D, num_layers=30, model_name="google/gemma-3-270m")
-    with caplog.at_level(logging.WARNING, logger="data.vectors"):
+    with caplog.at_level(logging.WARNING, logger="realize.data.vectors"):
         check_compatible(v, hidden_size=D, num_layers=30, model_name="google/gemma-3-270m", force=True)
     assert any("gemma" in r.getMessage() for r in caplog.records)
     repeng_style = sv(model_hint="llama")

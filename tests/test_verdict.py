@@ -48,7 +48,7 @@ def test_bootstrap_interval_brackets_point_estimate():
     target, g = torch.randn(16), torch.randn(16)
     per_context = target + 0.5 * torch.randn(12, 16)
     lo, hi = bootstrap_specific_cos(per_context, target, g, n_resamples=300)
-    from data.shift import specific_cosine
+    from realize.data.shift import specific_cosine
 
     point = specific_cosine(per_context.mean(0), target, g)
     assert lo < point and lo < hi  # resampling adds noise, so the point estimate sits near the top

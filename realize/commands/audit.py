@@ -13,11 +13,11 @@ import shutil
 from collections.abc import Callable
 from pathlib import Path
 
-from data.atomic import write_text_atomic
-from data.errors import UserInputError
-from data.models import cache_root
-from data.safe_text import printable
-from data.vectors import SteeringVector, save_safetensors
+from realize.data.atomic import write_text_atomic
+from realize.data.errors import UserInputError
+from realize.data.models import cache_root
+from realize.data.safe_text import printable
+from realize.data.vectors import SteeringVector, save_safetensors
 from realize.audit import AuditConfig
 from realize.audit_batch import audit_shard, balanced, lookup, plan_audit
 from realize.audit_output import (

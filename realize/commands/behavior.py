@@ -12,10 +12,10 @@ import argparse
 import dataclasses
 import math
 
-from data.chat import PLACEMENTS
-from data.corpora import load_corpus, split_contexts
-from data.errors import UserInputError
-from data.safe_text import printable
+from realize.data.chat import PLACEMENTS
+from realize.data.corpora import load_corpus, split_contexts
+from realize.data.errors import UserInputError
+from realize.data.safe_text import printable
 from realize.commands.common import (
     add_model_argument,
     add_vector_arguments,
@@ -25,7 +25,7 @@ from realize.commands.common import (
     require_scale,
     write_json_atomic,
 )
-from scorers.behavior import BehaviorConfig, behavior_recovery
+from realize.scorers.behavior import BehaviorConfig, behavior_recovery
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

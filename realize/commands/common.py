@@ -8,10 +8,10 @@ import os
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from data.atomic import write_text_atomic
-from data.errors import UserInputError
-from data.models import DEFAULT_MODEL, LoadedModel, load_model
-from data.vectors import SteeringVector, check_compatible, load_vectors
+from realize.data.atomic import write_text_atomic
+from realize.data.errors import UserInputError
+from realize.data.models import DEFAULT_MODEL, LoadedModel, load_model
+from realize.data.vectors import SteeringVector, check_compatible, load_vectors
 
 T = TypeVar("T")
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from data.errors import UserInputError
-from data.results_dataset import export_dataset, read_rows
+from realize.data.errors import UserInputError
+from realize.data.results_dataset import export_dataset, read_rows
 from realize.verdict import VERDICTS
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from data.vectors import describe, load_vectors
+from realize.data.vectors import describe, load_vectors
 from realize.commands.common import add_vector_arguments
 
 

@@ -19,22 +19,22 @@ from typing import Any
 
 import torch
 
-from attacks.base import AttackResult
-from attacks.baselines import RandomSearchConfig, natural_retrieval, random_search
-from attacks.beam import BeamConfig
-from attacks.beam import run as beam_run
-from attacks.fluent import FluentConfig
-from attacks.fluent import run as fluent_run
-from attacks.gcg import GCGConfig
-from attacks.gcg import run as gcg_run
-from attacks.objectives import ActivationObjectiveConfig, ActivationShiftObjective, estimate_generic
-from attacks.relaxed import RelaxedConfig
-from attacks.relaxed import run as relaxed_run
-from data.chat import PLACEMENTS, ChatLayout, chat_layout, encode
-from data.errors import UserInputError
-from data.models import LoadedModel
-from data.shift import prompt_shifts, shift_metrics
-from data.vectors import single_layer
+from realize.attacks.base import AttackResult
+from realize.attacks.baselines import RandomSearchConfig, natural_retrieval, random_search
+from realize.attacks.beam import BeamConfig
+from realize.attacks.beam import run as beam_run
+from realize.attacks.fluent import FluentConfig
+from realize.attacks.fluent import run as fluent_run
+from realize.attacks.gcg import GCGConfig
+from realize.attacks.gcg import run as gcg_run
+from realize.attacks.objectives import ActivationObjectiveConfig, ActivationShiftObjective, estimate_generic
+from realize.attacks.relaxed import RelaxedConfig
+from realize.attacks.relaxed import run as relaxed_run
+from realize.data.chat import PLACEMENTS, ChatLayout, chat_layout, encode
+from realize.data.errors import UserInputError
+from realize.data.models import LoadedModel
+from realize.data.shift import prompt_shifts, shift_metrics
+from realize.data.vectors import single_layer
 from realize.commands.common import (
     add_model_argument, add_vector_arguments, build_config, load_model_arg, load_vectors_arg, require_scale,
     write_json_atomic,
@@ -104,7 +104,7 @@ def _random(setup: OptimizeSetup) -> AttackResult:
 
 
 def _retrieval(setup: OptimizeSetup) -> AttackResult:
-    from data.corpora import load_corpus, read_prompt_file
+    from realize.data.corpora import load_corpus, read_prompt_file
 
     prompts = read_prompt_file(setup.args.prompts) if setup.args.prompts else load_corpus("natural_prompts")
     return natural_retrieval(setup.objective, prompts, setup.lm.tokenizer, show_progress=not setup.args.quiet)
@@ -177,7 +177,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _contexts(args: argparse.Namespace) -> tuple[list[str], list[str]]:
-    from data.corpora import load_corpus, read_prompt_file, split_contexts
+    from realize.data.corpora import load_corpus, read_prompt_file, split_contexts
 
     contexts = read_prompt_file(args.contexts_file) if args.contexts_file else load_corpus("contexts")
     if not contexts:

@@ -17,14 +17,14 @@ import math
 import sys
 from pathlib import Path
 
-from data.atomic import write_text_atomic
-from data.chat import encode
-from data.corpora import read_prompt_file
-from data.models import load_model
-from data.safe_text import jsonl_line
+from realize.data.atomic import write_text_atomic
+from realize.data.chat import encode
+from realize.data.corpora import read_prompt_file
+from realize.data.models import load_model
+from realize.data.safe_text import jsonl_line
 from realize.commands.common import add_model_argument, build_config, load_model_arg
-from scorers.perplexity import PerplexityConfig, score_perplexity
-from scorers.realism import load_classifier, realism_scores
+from realize.scorers.perplexity import PerplexityConfig, score_perplexity
+from realize.scorers.realism import load_classifier, realism_scores
 
 logger = logging.getLogger(__name__)
 

@@ -6,9 +6,9 @@ import argparse
 
 import torch
 
-from data.activations import steer
-from data.generation import generate
-from data.safe_text import printable
+from realize.data.activations import steer
+from realize.data.generation import generate
+from realize.data.safe_text import printable
 from realize.commands.common import (
     add_model_argument,
     add_vector_arguments,

@@ -19,8 +19,8 @@ from typing import Any
 
 import torch
 
-from data.models import load_model
-from data.realism_dataset import (
+from realize.data.models import load_model
+from realize.data.realism_dataset import (
     HARD_SOURCES,
     HELD_OUT_SOURCES,
     RealismDatasetConfig,
@@ -28,7 +28,7 @@ from data.realism_dataset import (
     save_dataset_jsonl,
 )
 from realize.commands.common import add_model_argument, build_config
-from scorers.realism import (
+from realize.scorers.realism import (
     BASELINE_FEATURES,
     DEFAULT_WEIGHTS,
     RealismClassifier,
@@ -37,7 +37,7 @@ from scorers.realism import (
     fit_classifier,
     save_classifier,
 )
-from scorers.realism_features import FEATURE_NAMES, extract_features
+from realize.scorers.realism_features import FEATURE_NAMES, extract_features
 
 logger = logging.getLogger(__name__)
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import argparse
 
-from data.caa_examples import builtin_pairs, read_pairs
-from data.errors import UserInputError
-from data.vectors import save_safetensors
+from realize.data.caa_examples import builtin_pairs, read_pairs
+from realize.data.errors import UserInputError
+from realize.data.vectors import save_safetensors
 from realize.commands.common import add_model_argument, build_config, load_model_arg
 from realize.vector_training import CaaConfig, MelboConfig, train_caa, train_melbo
 
