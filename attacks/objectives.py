@@ -271,6 +271,11 @@ class ActivationShiftObjective:
         return float(loss.item()), grad.detach()
 
     @torch.no_grad()
+    def per_context_shifts(self, prompts: torch.Tensor) -> torch.Tensor:
+        """prompts (B, L) long -> per-context mean deltas D (B, K, d) float, in the objective's context order."""
+        return self._reduce(self._check(prompts), None)[0]
+
+    @torch.no_grad()
     def shift_metrics(self, prompt: torch.Tensor) -> ShiftMetrics:
         """Full `data.shift.ShiftMetrics` of one prompt (L,) on this objective's contexts."""
         prompt = self._check(prompt.unsqueeze(0))
@@ -336,8 +341,7 @@ def estimate_generic(
     shifts = []
     with torch.no_grad():
         for rows in by_length.values():
-            per_context, _ = probe._reduce(torch.tensor(rows, device=probe.device), None)  # (B, K, d)
-            shifts.append(per_context.mean(dim=1))
+            shifts.append(probe.per_context_shifts(torch.tensor(rows)).mean(dim=1))  # (B, d)
     return torch.cat(shifts).mean(dim=0).cpu()
 
 

@@ -24,28 +24,37 @@ FEATURES = datasets.Features(
         "vector_id": datasets.Value("string"),  # stable id: hash of the vector bytes and the audit config
         "vector_name": datasets.Value("string"),
         "source_file": datasets.Value("string"),
-        "kind": datasets.Value("string"),  # "vector" | "null" (random direction) | "positive" (natural prompt)
+        "kind": datasets.Value("string"),  # "vector" | "null" | "null-isotropic" (random directions) | "positive"
+        "axis": datasets.Value("string"),  # "activation": the prompt matches the shift at the layer
         "model": datasets.Value("string"),
         "layer": datasets.Value("int32"),
         "scale": datasets.Value("float32"),
+        "target_norm": datasets.Value("float32"),  # |scale * v|
         "method": datasets.Value("string"),
         "attack": datasets.Value("string"),
         "prompt": datasets.Value("string"),
         "prompt_ids": datasets.Sequence(datasets.Value("int32")),
-        "is_best": datasets.Value("bool"),  # the prompt the verdict rests on
-        "cos_heldout": datasets.Value("float32"),
-        "specific_cos_heldout": datasets.Value("float32"),
+        "is_best": datasets.Value("bool"),  # the prompt the vector's verdict rests on (chosen on selection contexts)
+        "prompt_verdict": datasets.Value("string"),  # this prompt's verdict on its own selection and test numbers
+        "selection_specific_cos": datasets.Value("float32"),  # selection contexts: it chose, it is not a result
+        "cos_test": datasets.Value("float32"),  # test contexts from here on
+        "specific_cos_test": datasets.Value("float32"),
         "per_position_cos": datasets.Value("float32"),
         "norm_ratio": datasets.Value("float32"),
+        "fve": datasets.Value("float32"),  # 1 - |s - t|^2 / |t|^2
         "perplexity": datasets.Value("float32"),
         "worst_window_perplexity": datasets.Value("float32"),
         "realism": datasets.Value("float32"),
         "behavior_recovery": datasets.Value("float32"),  # NaN where not measured
+        "verdict": datasets.Value("string"),  # the vector's verdict
+        "direction_verdict": datasets.Value("string"),  # the vector's verdict on direction alone
+        "verdict_stability": datasets.Value("float32"),  # share of joint test-context resamples with that verdict
         "null_percentile": datasets.Value("float32"),
         "realizability_score": datasets.Value("float32"),
         "score_low": datasets.Value("float32"),
         "score_high": datasets.Value("float32"),
-        "verdict": datasets.Value("string"),
+        "magnitude_factor": datasets.Value("float32"),  # |scale * v| / p99 of natural shift norms at the layer
+        "realizable_scale": datasets.Value("float32"),  # a*: the largest coefficient natural prompts reach in norm
         "seed": datasets.Value("int64"),
         "budget": datasets.Value("string"),
         "seconds": datasets.Value("float32"),
@@ -149,14 +158,17 @@ dataset_info:
 Steering vectors paired with ordinary-language prompts that reproduce their activation shift, found and judged by
 [realize](https://pypi.org/project/realize/) (`realize audit`, then `realize export`).
 
-- Rows: {n_rows} (one per vector x frontier prompt), verdicts kept: {verdict_list}.
+- Rows: {n_rows} (one per vector x prompt that passes on its own numbers), prompt verdicts kept: {verdict_list}.
 - Models: {models}.
 - How it was made: for each vector, a fluency-constrained token search looked for a prompt whose mean activation
-  shift on optimization contexts matches `scale * v` at the vector's layer; every frontier prompt was re-measured on
-  held-out contexts (`cos_heldout`, `specific_cos_heldout`: cosine after removing the generic prompt-presence
-  direction), scored for naturalness (`perplexity`, `worst_window_perplexity`, `realism`), and the vector's best
-  prompt was calibrated against random directions and natural-prompt controls (`realizability_score`,
-  `null_percentile`, `verdict`).
+  shift on optimization contexts matches `scale * v` at the vector's layer; every candidate was re-measured on
+  selection contexts (which chose the vector's best prompt, `is_best`) and on test contexts (`cos_test`,
+  `specific_cos_test`: cosine after removing the generic prompt-presence direction, `fve`), scored for naturalness
+  (`perplexity`, `worst_window_perplexity`, `realism`), and calibrated against random directions from the natural
+  shift distribution and held-out natural-prompt controls (`realizability_score`, `null_percentile`). A row is here
+  only when the prompt itself passes (`prompt_verdict`, on both its selection and its test numbers, realism at or
+  above the threshold); `verdict` is its vector's verdict, with `verdict_stability` under resampled test contexts
+  and the magnitude facts (`magnitude_factor`, `realizable_scale`).
 - Layer convention: `layer` i is the output of decoder block i (transformers `hidden_states[i+1]`).
 """
 
@@ -168,10 +180,11 @@ def export_dataset(
     verdicts: Sequence[str] = ("realizable", "partially realizable"),
     kinds: Sequence[str] = ("vector", "positive"),
 ) -> int:
-    """Write the rows whose verdict is in `verdicts` and kind in `kinds` as an HF dataset directory; returns the row
-    count. Realizable positive controls (natural-prompt shifts with the prompt found for them) are realizable steers
-    too and are kept by default; the `kind` column tells them apart. With zero rows only the card is written."""
-    kept = [r for r in _check_rows(rows) if r["verdict"] in verdicts and r["kind"] in kinds]
+    """Write the rows whose *prompt* verdict (the prompt's own selection and test numbers, not its vector's best) is
+    in `verdicts` and kind in `kinds` as an HF dataset directory; returns the row count. Realizable positive controls
+    (natural-prompt shifts with the prompt found for them) are realizable steers too and are kept by default; the
+    `kind` column tells them apart. With zero rows only the card is written."""
+    kept = [r for r in _check_rows(rows) if r["prompt_verdict"] in verdicts and r["kind"] in kinds]
     out = Path(out_dir)
     shard = out / "data" / "train-00000-of-00001.parquet"
     if kept:
@@ -182,6 +195,6 @@ def export_dataset(
         # `datasets` cannot load a parquet file with zero rows: leave no data file, only the card saying so.
         shard.unlink(missing_ok=True)
     n_bytes = shard.stat().st_size if kept else 0
-    card = _card(len(kept), n_bytes, (r["verdict"] for r in kept), (r["model"] for r in kept))
+    card = _card(len(kept), n_bytes, (r["prompt_verdict"] for r in kept), (r["model"] for r in kept))
     write_text_atomic(out / "README.md", card)
     return len(kept)

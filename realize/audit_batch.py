@@ -1,50 +1,45 @@
 """Batch audits: plan the work items, audit any shard of them, judge them all together.
 
-A work item is one `Target` (a vector's layer, or a calibration control) under one `AuditConfig`; its id hashes
-the direction bytes, layer, scale, model fingerprint and config (`realize.audit_store.item_id`), so every process
-derives the same plan and the same ids without talking to the others. Items are independent: controls and vectors
-can be audited in any order, by any process; only the verdicts need them all (`judge_all`).
+A work item is one `Target` (a vector's layer, or a calibration control) under one `AuditConfig`; its id hashes the
+direction bytes, layer, scale and everything its result depends on (model fingerprint, the corpora, the realism
+weights, `CALIBRATION_VERSION`, the item-relevant configuration), so every process derives the same plan and ids
+without talking to the others. Items are independent; only the verdicts need them all (`realize.judging`).
 
     plan_audit(lm, vectors, config, classifier) -> AuditPlan       # settings per layer + targets, controls first
     audit_shard(plan, targets, config, store, *, control_cache, on_item) -> list[VectorAudit]   # one shard
-    judge_all(audits, thresholds) -> list[VectorAudit]             # verdicts from same-layer controls
-    run_audit(lm, vectors, config, store, ...) -> list[VectorAudit]  # all of it in one process
+    run_audit(lm, vectors, config, store, ...) -> list[JudgedAudit]  # all of it in one process
     balanced(targets, n) -> list[Target]                           # order so contiguous n-way splits balance
 
-Calibration controls are cached on disk across runs (`control_cache`, keyed by the item id: model fingerprint,
-layer, norm, full config); a run finds them there before computing them.
+Calibration controls are cached on disk across runs (`control_cache`, keyed by the item id); a run finds them there
+before computing them.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import logging
-import math
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from tqdm.auto import tqdm
 
-from realize.data.corpora import load_corpus, split_contexts
-from realize.data.models import LoadedModel
-from realize.data.vectors import SteeringVector
-from realize.audit import (
-    AuditConfig,
-    Target,
-    audit_target,
-    control_targets,
-    vector_targets,
-)
-from realize.audit_search import AuditSetting, make_setting
+from realize.audit_item import audit_target
+from realize.audit_search import AuditSetting, ContextSplit, make_setting
 from realize.audit_store import ItemStore
-from realize.audit_types import VectorAudit
-from realize.verdict import VerdictThresholds, calibrate, decide
+from realize.audit_types import JudgedAudit, VectorAudit
+from realize.config import AuditConfig
+from realize.corpus_shifts import corpora_digest
+from realize.data.corpora import load_corpus
+from realize.data.models import LoadedModel, cache_root
+from realize.data.vectors import SteeringVector
+from realize.judging import judge_all
 from realize.scorers.realism import RealismClassifier, load_classifier
+from realize.targets import Target, norm_bin, null_targets, positive_targets, vector_targets
 
 logger = logging.getLogger(__name__)
-NORM_RTOL = 1e-3  # target norms closer than this (relative) count as one norm: they share null controls
+CALIBRATION_VERSION = "2"  # bump when the search, the controls or what an item stores changes
 
 
 def model_fingerprint(lm: LoadedModel) -> str:
@@ -56,48 +51,46 @@ def model_fingerprint(lm: LoadedModel) -> str:
     return digest.hexdigest()[:16]
 
 
+def classifier_digest(classifier: RealismClassifier) -> str:
+    """Hash of the realism classifier's parameters (the shipped weights or a user's)."""
+    digest = hashlib.sha256(repr((classifier.feature_names, classifier.threshold)).encode())
+    for tensor in (classifier.mean, classifier.std, *[t for layer in classifier.layers for t in layer]):
+        digest.update(tensor.detach().float().contiguous().numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
 @dataclass(frozen=True)
 class AuditPlan:
-    settings: Mapping[int, AuditSetting]  # layer -> shared contexts, generic directions, prompt pools
+    settings: Mapping[int, AuditSetting]  # layer -> shared contexts, generic directions, corpus shifts
     targets: tuple[Target, ...]  # per layer: controls first, then that layer's vectors
 
 
 def plan_audit(lm: LoadedModel, vectors: Sequence[SteeringVector], config: AuditConfig,
-               classifier: RealismClassifier | None = None) -> AuditPlan:
-    """Every work item of an audit of `vectors` (deterministic: every process gets the same plan).
-    `classifier` defaults to the shipped realism classifier."""
+               classifier: RealismClassifier | None = None, *, cache_dir: Path | None = None) -> AuditPlan:
+    """Every work item of an audit of `vectors` (deterministic: every process gets the same plan). `classifier`
+    defaults to the shipped realism classifier; `cache_dir` holds the corpus-shift cache (default
+    `$REALIZE_CACHE/corpus_shifts`)."""
     classifier = classifier or load_classifier()
-    contexts = load_corpus("contexts")
-    if config.n_opt_contexts + config.n_heldout > len(contexts):
-        raise ValueError(f"n_opt_contexts + n_heldout: at most {len(contexts)} contexts are shipped")
-    opt, heldout = split_contexts(contexts, config.n_heldout, seed=config.seed)
-    opt = opt[: config.n_opt_contexts]
-    natural = load_corpus("natural_prompts")
+    contexts = ContextSplit.of(load_corpus("contexts"), config.n_opt_contexts, config.n_selection, config.n_test,
+                               config.seed)
     fingerprint = model_fingerprint(lm)
-    vector_items = vector_targets(vectors, lm.name, config, fingerprint=fingerprint)
+    key = {"model": lm.name, "fingerprint": fingerprint, "corpora": corpora_digest(),
+           "realism": classifier_digest(classifier), "calibration_version": CALIBRATION_VERSION,
+           **config.item_key()}
+    vector_items = vector_targets(vectors, key)
     settings: dict[int, AuditSetting] = {}
-    targets = []
+    targets: list[Target] = []
+    shifts_dir = cache_dir if cache_dir is not None else cache_root() / "corpus_shifts"
     for layer in sorted({t.layer for t in vector_items}):
-        setting = make_setting(lm, layer, config.placement, opt, heldout, natural, classifier)
+        setting = make_setting(lm, layer, config.placement, contexts, classifier, config.thresholds.min_realism,
+                               fingerprint=fingerprint, cache_dir=shifts_dir, show_progress=config.show_progress)
         settings[layer] = setting
         layer_items = [t for t in vector_items if t.layer == layer]
-        norms = distinct_norms(float((t.scale * t.direction).norm()) for t in layer_items)
-        controls = [c for c in control_targets(setting, norms[0], config, fingerprint=fingerprint)
-                    if c.kind == "positive"]
-        for norm in norms:
-            controls += control_targets(setting, norm, config, positive=False, fingerprint=fingerprint)
+        controls = positive_targets(setting.corpus, layer, config, key)
+        for bin_index in sorted({norm_bin(float(t.goal.norm())) for t in layer_items}):
+            controls += null_targets(setting.corpus, layer, bin_index, config, key)
         targets += controls + layer_items
     return AuditPlan(settings, tuple(targets))
-
-
-def distinct_norms(norms: Iterable[float]) -> list[float]:
-    """Sorted norms with near-equal ones (within NORM_RTOL, as `judge_all` matches them) merged: vectors whose
-    targets differ only by float rounding share one set of null controls."""
-    out: list[float] = []
-    for norm in sorted(norms):
-        if not out or not math.isclose(norm, out[-1], rel_tol=NORM_RTOL):
-            out.append(norm)
-    return out
 
 
 def balanced(targets: Sequence[Target], n: int) -> list[Target]:
@@ -127,7 +120,7 @@ def audit_shard(
     on_item: Callable[[VectorAudit], None] | None = None,
 ) -> list[VectorAudit]:
     """Audit `targets` (a shard of `plan.targets`), skipping finished ones; each item is stored (atomically) as
-    soon as it is done. Returns the shard's audits, unjudged, in order."""
+    soon as it is done. Returns the shard's evidence, in order."""
     out = []
     for target in tqdm(targets, desc="items", disable=not config.show_progress):
         audit = lookup(target, store, control_cache)
@@ -144,56 +137,6 @@ def audit_shard(
     return out
 
 
-def best_value(audit: VectorAudit) -> float:
-    """The number the verdict rests on: best held-out specific cos among natural-enough prompts (0 if none)."""
-    return audit.best.specific_cos if audit.best is not None else 0.0
-
-
-def with_verdict(audit: VectorAudit, null: Sequence[float], positive: Sequence[float],
-                 thresholds: VerdictThresholds) -> VectorAudit:
-    """Attach calibration, score interval and verdict."""
-    cal = calibrate(best_value(audit), null, positive)
-    interval = None
-    if audit.specific_interval is not None:
-        lo, hi = audit.specific_interval
-        interval = (calibrate(lo, null, positive).score, calibrate(hi, null, positive).score)
-    return dataclasses.replace(audit, calibration=cal, interval=interval, verdict=decide(cal, thresholds))
-
-
-def _values(pool: Sequence[VectorAudit], kind: str, *, norm: float | None = None,
-            exclude: str | None = None) -> list[float]:
-    """Best values of `kind` controls (nulls: of the given norm when any has it), leaving out `exclude` unless it
-    is the only one."""
-    same = [a for a in pool if a.kind == kind]
-    if norm is not None:
-        same = [a for a in same if math.isclose(a.target_norm, norm, rel_tol=NORM_RTOL)] or same
-    rest = [best_value(a) for a in same if a.vector_id != exclude]
-    return rest or [best_value(a) for a in same]
-
-
-def judge_all(audits: Sequence[VectorAudit], thresholds: VerdictThresholds) -> list[VectorAudit]:
-    """Verdicts for every item, calibrated against the controls of its layer: vectors against the nulls of their
-    norm and all positives; controls leave-one-out (positives against the nulls of the layer's smallest norm).
-    Order is preserved."""
-    by_layer: dict[int, list[VectorAudit]] = {}
-    for audit in audits:
-        by_layer.setdefault(audit.layer, []).append(audit)
-    judged = []
-    for audit in audits:
-        pool = by_layer[audit.layer]
-        norms = sorted(a.target_norm for a in pool if a.kind == "null")
-        if not norms or not any(a.kind == "positive" for a in pool):
-            raise ValueError(f"layer {audit.layer}: no null or positive controls to calibrate {audit.name!r}")
-        if audit.kind == "vector":
-            null, pos = _values(pool, "null", norm=audit.target_norm), _values(pool, "positive")
-        else:
-            norm = audit.target_norm if audit.kind == "null" else norms[0]
-            null = _values(pool, "null", norm=norm, exclude=audit.vector_id)
-            pos = _values(pool, "positive", exclude=audit.vector_id)
-        judged.append(with_verdict(audit, null, pos, thresholds))
-    return judged
-
-
 def run_audit(
     lm: LoadedModel,
     vectors: Sequence[SteeringVector],
@@ -202,9 +145,11 @@ def run_audit(
     *,
     classifier: RealismClassifier | None = None,
     control_cache: ItemStore | None = None,
+    cache_dir: Path | None = None,
     on_item: Callable[[VectorAudit], None] | None = None,
-) -> list[VectorAudit]:
+) -> list[JudgedAudit]:
     """The whole audit in this process: every item (controls first, per layer), then every verdict."""
-    plan = plan_audit(lm, vectors, config, classifier)
+    plan = plan_audit(lm, vectors, config, classifier, cache_dir=cache_dir)
     audits = audit_shard(plan, plan.targets, config, store, control_cache=control_cache, on_item=on_item)
-    return judge_all(audits, config.thresholds)
+    return judge_all(audits, config.thresholds, seed=config.seed)
+

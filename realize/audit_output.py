@@ -14,74 +14,80 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from realize.audit_store import ItemStore
+from realize.audit_types import JudgedAudit
 from realize.data.atomic import write_text_atomic
 from realize.data.errors import UserInputError
 from realize.data.results_dataset import export_dataset, write_rows
 from realize.data.safe_text import printable
-from realize.audit import Target
-from realize.audit_batch import judge_all
-from realize.audit_store import ItemStore
-from realize.audit_types import VectorAudit
+from realize.judging import judge_all
 from realize.report import render_report, write_report
+from realize.targets import Target
 from realize.verdict import VerdictThresholds
 
 NAN = float("nan")
 
 
-def audit_rows(audit: VectorAudit, *, model: str, seed: int, budget: str) -> list[dict[str, Any]]:
-    """One row per frontier prompt of one audit (the verdict's prompt flagged `is_best`)."""
-    cal = audit.calibration
+def _num(x: float | None) -> float:
+    return NAN if x is None else float(x)
+
+
+def audit_rows(judged: JudgedAudit, *, model: str, seed: int, budget: str) -> list[dict[str, Any]]:
+    """One row per evaluated prompt of one audit (the verdict's prompt flagged `is_best`)."""
+    audit, judgement = judged.audit, judged.judgement
+    cal = judgement.calibration
+    interval = judgement.score_interval
     rows = []
-    for score in audit.frontier:
+    for i, score in enumerate(audit.frontier):
         is_best = audit.best is not None and score.ids == audit.best.ids
+        behavior = audit.behavior.recovery if is_best and audit.behavior is not None else None
         rows.append({
             "vector_id": audit.vector_id, "vector_name": audit.name, "source_file": audit.source,
-            "kind": audit.kind, "model": model, "layer": audit.layer, "scale": audit.scale,
-            "method": audit.method, "attack": score.attack, "prompt": score.prompt,
-            "prompt_ids": list(score.ids), "is_best": is_best, "cos_heldout": score.cos,
-            "specific_cos_heldout": score.specific_cos, "per_position_cos": score.per_position_cos,
-            "norm_ratio": score.norm_ratio, "perplexity": score.perplexity,
+            "kind": audit.kind, "axis": "activation", "model": model, "layer": audit.layer, "scale": audit.scale,
+            "target_norm": audit.target_norm, "method": audit.method, "attack": score.attack, "prompt": score.prompt,
+            "prompt_ids": list(score.ids), "is_best": is_best,
+            "prompt_verdict": judgement.prompt_verdicts[i] if i < len(judgement.prompt_verdicts) else "",
+            "selection_specific_cos": score.selection_specific_cos, "cos_test": score.cos,
+            "specific_cos_test": score.specific_cos, "per_position_cos": score.per_position_cos,
+            "norm_ratio": score.norm_ratio, "fve": score.fve, "perplexity": score.perplexity,
             "worst_window_perplexity": score.worst_window_perplexity, "realism": score.realism,
-            "behavior_recovery": (audit.behavior_recovery if is_best and audit.behavior_recovery is not None
-                                  else NAN),
+            "behavior_recovery": _num(behavior), "verdict": judgement.verdict,
+            "direction_verdict": judgement.direction, "verdict_stability": judgement.stability,
             "null_percentile": cal.null_percentile if cal else NAN,
             "realizability_score": cal.score if cal else NAN,
-            "score_low": audit.interval[0] if audit.interval else NAN,
-            "score_high": audit.interval[1] if audit.interval else NAN,
-            "verdict": audit.verdict or "", "seed": seed, "budget": budget, "seconds": audit.seconds,
+            "score_low": interval[0] if interval else NAN, "score_high": interval[1] if interval else NAN,
+            "magnitude_factor": audit.magnitude.factor, "realizable_scale": audit.magnitude.realizable_scale,
+            "seed": seed, "budget": budget, "seconds": audit.seconds,
         })
     return rows
 
 
 def write_outputs(
-    audits: Sequence[VectorAudit], out_dir: str | os.PathLike[str], *, model: str, seed: int, budget: str,
+    judged: Sequence[JudgedAudit], out_dir: str | os.PathLike[str], *, model: str, seed: int, budget: str,
     settings: str,
 ) -> dict[str, Path]:
     """Write results, the dataset of realizable steers and the report; returns their paths."""
     out = Path(out_dir)
-    rows = [r for a in audits for r in audit_rows(a, model=model, seed=seed, budget=budget)]
+    rows = [r for j in judged for r in audit_rows(j, model=model, seed=seed, budget=budget)]
     parquet = write_rows(rows, out)
     dataset = out / "dataset"
     export_dataset(rows, dataset)
-    null = [a.best.specific_cos if a.best else 0.0 for a in audits if a.kind == "null"]
-    positive = [a.best.specific_cos if a.best else 0.0 for a in audits if a.kind == "positive"]
-    ordered = [a for a in audits if a.kind == "vector"] + [a for a in audits if a.kind != "vector"]
-    page = render_report(ordered, null=null, positive=positive, title="realize audit", settings=settings)
+    ordered = [j for j in judged if j.audit.kind == "vector"] + [j for j in judged if j.audit.kind != "vector"]
     report = out / "report.html"
-    write_report(report, page)
+    write_report(report, render_report(ordered, title="realize audit", settings=settings))
     return {"results": parquet, "dataset": dataset, "report": report}
 
 
-def summary_line(audit: VectorAudit) -> str:
-    """One line per finished vector for the terminal."""
-    cal = audit.calibration
-    score = f"{cal.score:.2f}" if cal else "–"
+def summary_line(judged: JudgedAudit) -> str:
+    """One line per finished vector for the terminal: verdict, why, and the prompt it rests on."""
+    audit, judgement = judged.audit, judged.judgement
     best = audit.best
-    prompt = (f'"{printable(best.prompt, limit=200)}" (specific cos {best.specific_cos:.2f}, '
-              f'realism {best.realism:.2f})' if best else "none")
-    behavior = (f", behavior {audit.behavior_recovery:.2f}" if audit.behavior_recovery is not None
-                and math.isfinite(audit.behavior_recovery) else "")
-    return f"{printable(audit.name, limit=200)}: {audit.verdict} (score {score}{behavior}); best prompt {prompt}"
+    prompt = (f'"{printable(best.prompt, limit=200)}" (test specific cos {best.specific_cos:.2f}, realism '
+              f"{best.realism:.2f})" if best else "none")
+    behavior = (f"; behavior recovery {audit.behavior.recovery:.2f}" if audit.behavior is not None
+                and math.isfinite(audit.behavior.recovery) else "")
+    return (f"{printable(audit.name, limit=200)}: {judgement.verdict} (stability {judgement.stability:.2f}) - "
+            f"{judgement.reason}; best prompt {prompt}{behavior}")
 
 
 IDENTITY, PLAN, ITEMS = "audit.json", "plan.json", "items"
@@ -102,7 +108,7 @@ def _read_json(path: Path) -> Any:
         raise UserInputError(f"{path}: unreadable ({err})") from None
 
 
-def merge_directory(out_dir: str | os.PathLike[str]) -> tuple[list[VectorAudit], dict[str, Path]]:
+def merge_directory(out_dir: str | os.PathLike[str]) -> tuple[list[JudgedAudit], dict[str, Path]]:
     """Judge every planned item of an audit directory and write results, dataset and report. Raises a
     UserInputError naming the missing items when some are not finished (or unreadable)."""
     out = Path(out_dir)
@@ -121,7 +127,7 @@ def merge_directory(out_dir: str | os.PathLike[str]) -> tuple[list[VectorAudit],
         names = ", ".join(str(m["name"]) for m in missing[:3])
         raise UserInputError(f"{out}: {len(missing)} of {len(planned)} planned items are not finished ({names}"
                              f"{', ...' if len(missing) > 3 else ''}); rerun the same `realize audit` command")
-    judged = judge_all(audits, thresholds)
+    judged = judge_all(audits, thresholds, seed=int(config["seed"]))
     settings = (f"model {model} · budget {config['budget']} · placement {config['placement']} · "
                 f"seed {config['seed']}")
     paths = write_outputs(judged, out, model=model, seed=config["seed"], budget=config["budget"], settings=settings)

@@ -1,140 +1,135 @@
-"""One audit target (a vector or a control): search for prompts, then judge every candidate on held-out contexts.
+"""One audit target: search for prompts on optimization contexts, choose on selection contexts, measure on test.
 
-The search runs on optimization contexts only (fluent Pareto search + natural-prompt retrieval); every frontier
-prompt is then re-measured on held-out contexts (raw and specific cosine, per-position cosine, norm ratio) and
-scored for naturalness (perplexity, worst-window perplexity, realism classifier).
+- `search`: the best corpus prompts by the activation objective on the optimization contexts (retrieval, one matrix
+  product over the cached corpus shifts), plus the fluent Pareto search's frontier.
+- `judge`: every candidate re-measured on selection contexts (specific cosine only: it chooses) and on test
+  contexts (raw and specific cosine, per-position cosine, norm ratio, FVE), and scored for naturalness.
+- `pick`: the highest *selection* specific cosine among prompts at or above the realism threshold. Its test numbers
+  are what is reported; the contexts that chose it never report it.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import random
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
-from realize.attacks.baselines import natural_retrieval
 from realize.attacks.beam import BeamConfig
 from realize.attacks.fluent import FluentConfig
 from realize.attacks.fluent import run as fluent_run
 from realize.attacks.objectives import ActivationObjectiveConfig, ActivationShiftObjective, estimate_generic
+from realize.audit_types import PromptScore
+from realize.config import SearchBudget
+from realize.corpus_shifts import CorpusShifts, corpus_shifts, retrieval_losses
 from realize.data.chat import ChatLayout, Placement, chat_layout, encode
 from realize.data.models import LoadedModel
 from realize.data.shift import aligned_activations, prompt_shifts, shift_metrics
-from realize.audit_types import PromptScore
 from realize.scorers.perplexity import score_perplexity
 from realize.scorers.realism import RealismClassifier, realism_scores
 
 logger = logging.getLogger(__name__)
 
-
-@dataclass(frozen=True, kw_only=True)
-class SearchBudget:
-    """Search effort per target (see `BUDGETS`)."""
-
-    fluent_steps: int  # fluent search swap steps
-    fluent_width: int  # candidates per fluency weight per step
-    lambdas: tuple[float, ...]  # fluency weights of the population
-    beam_width: int  # beam initializer: prompts kept
-    beam_samples: int  # beam initializer: samples per kept prompt
-    beam_length: int  # beam initializer: max prompt tokens
-    retrieval_prompts: int  # natural prompts scored by retrieval (0 = all)
-    keep_retrieval: int  # retrieval prompts carried to held-out evaluation
-    max_frontier: int  # fluent frontier points carried to held-out evaluation
+Candidate = tuple[tuple[int, ...], str]  # (prompt ids, attack that found it)
 
 
-BUDGETS: dict[str, SearchBudget] = {
-    "quick": SearchBudget(fluent_steps=4, fluent_width=12, lambdas=(0.0, 0.1), beam_width=4, beam_samples=8,
-                          beam_length=8, retrieval_prompts=120, keep_retrieval=4, max_frontier=8),
-    # default: one vector plus its 6 controls in about 5 minutes on 2 CPU cores (a batch shares the controls)
-    "default": SearchBudget(fluent_steps=6, fluent_width=12, lambdas=(0.0, 0.1), beam_width=5, beam_samples=8,
-                            beam_length=10, retrieval_prompts=160, keep_retrieval=5, max_frontier=10),
-    "thorough": SearchBudget(fluent_steps=40, fluent_width=24, lambdas=(0.0, 0.01, 0.03, 0.1, 0.3),
-                             beam_width=8, beam_samples=16, beam_length=12, retrieval_prompts=0, keep_retrieval=10,
-                             max_frontier=24),
-}
+@dataclass(frozen=True)
+class ContextSplit:
+    """Three disjoint sets of base contexts."""
+
+    optimization: tuple[str, ...]  # the search sees only these
+    selection: tuple[str, ...]  # choose the best prompt
+    test: tuple[str, ...]  # every reported or deciding number
+
+    @classmethod
+    def of(cls, contexts: Sequence[str], n_opt: int, n_selection: int, n_test: int, seed: int) -> ContextSplit:
+        """A seeded shuffle cut into test, selection and optimization sets (in that order)."""
+        unique = list(dict.fromkeys(contexts))
+        if n_opt + n_selection + n_test > len(unique):
+            raise ValueError(f"n_opt_contexts + n_selection + n_test: at most {len(unique)} distinct contexts "
+                             f"are available, asked for {n_opt + n_selection + n_test}")
+        random.Random(seed).shuffle(unique)
+        test, rest = unique[:n_test], unique[n_test:]
+        return cls(tuple(rest[n_selection : n_selection + n_opt]), tuple(rest[:n_selection]), tuple(test))
 
 
 @dataclass(frozen=True)
 class AuditSetting:
-    """What every target at one (model, layer, placement) shares: contexts, generic directions, prompt pools."""
+    """What every target at one (model, layer, placement) shares."""
 
     lm: LoadedModel
     layer: int
     placement: Placement
     layout: ChatLayout
-    opt_contexts: tuple[str, ...]
-    heldout_contexts: tuple[str, ...]
-    generic_opt: torch.Tensor  # g on optimization contexts (d,)
-    generic_heldout: torch.Tensor  # g on held-out contexts (d,)
-    natural_prompts: tuple[str, ...]  # retrieval corpus
+    contexts: ContextSplit
+    generic_opt: torch.Tensor  # g on each context set, (d,)
+    generic_selection: torch.Tensor
+    generic_test: torch.Tensor
+    corpus: CorpusShifts  # every shipped prompt's mean shift on the optimization contexts
     classifier: RealismClassifier
-    heldout_base: tuple[torch.Tensor, ...]  # prompt-free aligned activations on held-out contexts, (n_k, d) each
+    min_realism: float  # realism a prompt needs to count as natural
+    base_selection: tuple[torch.Tensor, ...]  # prompt-free aligned activations, (n_k, d) per context
+    base_test: tuple[torch.Tensor, ...]
 
 
-def make_setting(
-    lm: LoadedModel,
-    layer: int,
-    placement: Placement,
-    opt_contexts: Sequence[str],
-    heldout_contexts: Sequence[str],
-    natural_prompts: Sequence[str],
-    classifier: RealismClassifier,
-) -> AuditSetting:
+def make_setting(lm: LoadedModel, layer: int, placement: Placement, contexts: ContextSplit,
+                 classifier: RealismClassifier, min_realism: float | None, *, fingerprint: str,
+                 cache_dir: Path | None, show_progress: bool = False) -> AuditSetting:
     layout = chat_layout(lm.tokenizer, placement)
-    heldout_ids = [encode(lm.tokenizer, c) for c in heldout_contexts]
-    base = aligned_activations(lm.model, layout, None, heldout_ids, layer, pad_id=_pad(lm))
+    pad = pad_id(lm)
+
+    def base(texts: Sequence[str]) -> tuple[torch.Tensor, ...]:
+        ids = [encode(lm.tokenizer, c) for c in texts]
+        return tuple(aligned_activations(lm.model, layout, None, ids, layer, pad_id=pad))
+
     return AuditSetting(
-        lm=lm,
-        layer=layer,
-        placement=placement,
-        layout=layout,
-        opt_contexts=tuple(opt_contexts),
-        heldout_contexts=tuple(heldout_contexts),
-        generic_opt=estimate_generic(lm, layout, layer, opt_contexts),
-        generic_heldout=estimate_generic(lm, layout, layer, heldout_contexts),
-        natural_prompts=tuple(natural_prompts),
+        lm=lm, layer=layer, placement=placement, layout=layout, contexts=contexts,
+        generic_opt=estimate_generic(lm, layout, layer, contexts.optimization),
+        generic_selection=estimate_generic(lm, layout, layer, contexts.selection),
+        generic_test=estimate_generic(lm, layout, layer, contexts.test),
+        corpus=corpus_shifts(lm, layout, layer, contexts.optimization, fingerprint=fingerprint, cache_dir=cache_dir,
+                             show_progress=show_progress),
         classifier=classifier,
-        heldout_base=tuple(base),
+        min_realism=classifier.threshold if min_realism is None else min_realism,
+        base_selection=base(contexts.selection), base_test=base(contexts.test),
     )
 
 
-def _pad(lm: LoadedModel) -> int:
+def pad_id(lm: LoadedModel) -> int:
     return int(lm.tokenizer.pad_token_id if lm.tokenizer.pad_token_id is not None else 0)
 
 
-def search(
-    setting: AuditSetting,
-    target: torch.Tensor,
-    budget: SearchBudget,
-    *,
-    seed: int,
-    exclude: Sequence[str] = (),
-) -> list[tuple[tuple[int, ...], str]]:
-    """Candidate prompts (ids, attack) for `target` = a*v (d,): the fluent frontier and the best natural prompts."""
+def retrieve(setting: AuditSetting, target: torch.Tensor, keep: int,
+             exclude_clusters: Sequence[str] = ()) -> list[Candidate]:
+    """The `keep` natural prompts (retrieval corpus, excluded clusters removed) with the lowest objective loss on the
+    optimization contexts, from the cached shifts."""
+    corpus = setting.corpus
+    rows = [i for i, (c, k) in enumerate(zip(corpus.corpora, corpus.clusters, strict=True))
+            if c == "natural_prompts" and k not in set(exclude_clusters)]
+    if not rows or keep < 1:
+        return []
+    losses = retrieval_losses(corpus.shifts[rows], target, setting.generic_opt)
+    order = losses.argsort()[:keep].tolist()
+    return [(tuple(encode(setting.lm.tokenizer, corpus.prompts[rows[i]])), "retrieval") for i in order]
+
+
+def search(setting: AuditSetting, target: torch.Tensor, budget: SearchBudget, *, seed: int,
+           exclude_clusters: Sequence[str] = ()) -> list[Candidate]:
+    """Candidate prompts for `target` = a*v (d,): the best corpus prompts and the fluent frontier (unique ids)."""
     lm = setting.lm
+    candidates = retrieve(setting, target, budget.keep_retrieval, exclude_clusters)
     objective = ActivationShiftObjective(
         lm.model, lm.tokenizer, setting.layout, target, setting.layer,
-        [encode(lm.tokenizer, c) for c in setting.opt_contexts], generic=setting.generic_opt,
+        [encode(lm.tokenizer, c) for c in setting.contexts.optimization], generic=setting.generic_opt,
         config=ActivationObjectiveConfig(),
     )
-    pool = [p for p in setting.natural_prompts if p not in set(exclude)]
-    if budget.retrieval_prompts:
-        rng = torch.Generator().manual_seed(seed)
-        pick = torch.randperm(len(pool), generator=rng)[: budget.retrieval_prompts].tolist()
-        pool = [pool[i] for i in sorted(pick)]
-    retrieved = natural_retrieval(objective, pool, lm.tokenizer, keep=budget.keep_retrieval)
-    candidates: list[tuple[tuple[int, ...], str]] = [
-        (tuple(int(t) for t in point["ids"]), "retrieval") for point in retrieved.frontier
-    ]
     config = FluentConfig(
-        lambdas=budget.lambdas,
-        steps=budget.fluent_steps,
-        width=budget.fluent_width,
-        max_frontier=budget.max_frontier,
-        seed=seed,
-        restart_every=max(budget.fluent_steps // 3, 1),
+        lambdas=budget.lambdas, steps=budget.fluent_steps, width=budget.fluent_width,
+        max_frontier=budget.max_frontier, seed=seed, restart_every=max(budget.fluent_steps // 3, 1),
         init_beam=BeamConfig(beam_width=budget.beam_width, samples_per_beam=budget.beam_samples,
                              length=budget.beam_length, seed=seed),
     )
@@ -149,41 +144,53 @@ def search(
     return unique
 
 
-def judge(
-    setting: AuditSetting, target: torch.Tensor, candidates: Sequence[tuple[tuple[int, ...], str]]
-) -> list[PromptScore]:
-    """Held-out shift metrics and naturalness scores for each candidate."""
-    if not candidates:
-        return []
-    lm = setting.lm
-    heldout_ids = [encode(lm.tokenizer, c) for c in setting.heldout_contexts]
-    deltas = prompt_shifts(lm.model, setting.layout, [list(ids) for ids, _ in candidates], heldout_ids,
-                           setting.layer, base=setting.heldout_base, pad_id=_pad(lm))
-    texts = [lm.tokenizer.decode(list(ids)) for ids, _ in candidates]
-    ppl = score_perplexity(lm, texts)
-    realism = realism_scores(lm, texts, setting.classifier)
-    scores = []
-    for (ids, attack), text, d, p, r in zip(candidates, texts, deltas, ppl, realism, strict=True):
-        m = shift_metrics(d, target, setting.generic_heldout)
-        scores.append(PromptScore(
-            prompt=text, ids=ids, attack=attack, cos=m.cos, specific_cos=float(m.specific_cos),
-            per_position_cos=m.per_position_cos, norm_ratio=m.norm_ratio, perplexity=p.perplexity,
-            worst_window_perplexity=p.worst_window_perplexity, realism=float(r),
-            per_context_cos=m.per_context_cos,
-        ))
-    return scores
-
-
-def per_context_shifts(setting: AuditSetting, ids: Sequence[int]) -> torch.Tensor:
-    """(K, d) per-context mean shifts of one prompt on held-out contexts (for the bootstrap)."""
-    lm = setting.lm
-    heldout_ids = [encode(lm.tokenizer, c) for c in setting.heldout_contexts]
-    deltas = prompt_shifts(lm.model, setting.layout, [list(ids)], heldout_ids, setting.layer,
-                           base=setting.heldout_base, pad_id=_pad(lm))[0]
+def _per_context(deltas: Sequence[torch.Tensor]) -> torch.Tensor:
     return torch.stack([d.mean(dim=0) for d in deltas])
 
 
-def pick_best(scores: Sequence[PromptScore], min_realism: float) -> PromptScore | None:
-    """Highest held-out specific cosine among prompts judged natural enough."""
-    natural = [s for s in scores if s.realism >= min_realism and math.isfinite(s.specific_cos)]
-    return max(natural, key=lambda s: s.specific_cos) if natural else None
+def judge(setting: AuditSetting, target: torch.Tensor,
+          candidates: Sequence[Candidate]) -> tuple[list[PromptScore], list[torch.Tensor]]:
+    """Selection and test metrics and naturalness of each candidate; also each candidate's per-test-context mean
+    shifts (K, d) (for the bootstrap evidence of whichever is picked)."""
+    if not candidates:
+        return [], []
+    lm, split = setting.lm, setting.contexts
+    contexts = [encode(lm.tokenizer, c) for c in (*split.selection, *split.test)]
+    deltas = prompt_shifts(lm.model, setting.layout, [list(ids) for ids, _ in candidates], contexts, setting.layer,
+                           base=[*setting.base_selection, *setting.base_test], pad_id=pad_id(lm))
+    n_sel = len(split.selection)
+    texts = [lm.tokenizer.decode(list(ids)) for ids, _ in candidates]
+    ppl = score_perplexity(lm, texts)
+    realism = realism_scores(lm, texts, setting.classifier)
+    scores, per_context = [], []
+    t = target.float()
+    for (ids, attack), text, d, p, r in zip(candidates, texts, deltas, ppl, realism, strict=True):
+        selection = shift_metrics(d[:n_sel], t, setting.generic_selection)
+        test = shift_metrics(d[n_sel:], t, setting.generic_test)
+        test_shifts = _per_context(d[n_sel:])
+        mean = test_shifts.mean(dim=0)
+        fve = 1.0 - float((mean - t).pow(2).sum() / t.pow(2).sum().clamp_min(1e-12))
+        scores.append(PromptScore(
+            prompt=text, ids=ids, attack=attack, selection_specific_cos=float(selection.specific_cos),
+            cos=test.cos, specific_cos=float(test.specific_cos), per_position_cos=test.per_position_cos,
+            norm_ratio=test.norm_ratio, fve=fve, perplexity=p.perplexity,
+            worst_window_perplexity=p.worst_window_perplexity, realism=float(r), per_context_cos=test.per_context_cos,
+        ))
+        per_context.append(test_shifts)
+    return scores, per_context
+
+
+def pick(scores: Sequence[PromptScore], min_realism: float, *, attacks: Sequence[str] | None = None,
+         exclude_attacks: Sequence[str] = ()) -> int | None:
+    """Index of the highest selection-context specific cosine among prompts with realism >= `min_realism` (and,
+    if given, found by one of `attacks` / none of `exclude_attacks`); None when no prompt qualifies."""
+    best, index = -math.inf, None
+    for i, s in enumerate(scores):
+        if s.realism < min_realism or not math.isfinite(s.selection_specific_cos):
+            continue
+        if (attacks is not None and s.attack not in attacks) or s.attack in exclude_attacks:
+            continue
+        if s.selection_specific_cos > best:
+            best, index = s.selection_specific_cos, i
+    return index
+

@@ -7,7 +7,6 @@ back (a crash of an older version, a disk error) is reported and its item recomp
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import logging
 import os
@@ -15,22 +14,12 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import torch
-
+from realize.audit_types import Behavior, Generation, PromptScore, VectorAudit
 from realize.data.atomic import write_text_atomic
-from realize.audit_types import Generation, PromptScore, VectorAudit
-from realize.verdict import Calibration
+from realize.verdict import Magnitude, ContextEvidence
 
 logger = logging.getLogger(__name__)
-STORE_VERSION = 1
-
-
-def item_id(kind: str, direction: torch.Tensor, layer: int, scale: float, key: Mapping[str, Any]) -> str:
-    """Stable id of a work item: hash of the vector bytes, its layer/scale, and the audit configuration."""
-    digest = hashlib.sha256()
-    digest.update(direction.detach().to(torch.float32).contiguous().numpy().tobytes())
-    digest.update(json.dumps({"kind": kind, "layer": layer, "scale": scale, **key}, sort_keys=True).encode())
-    return digest.hexdigest()[:16]
+STORE_VERSION = 2
 
 
 def _score(raw: Mapping[str, Any] | None) -> PromptScore | None:
@@ -43,6 +32,10 @@ def _pair(raw: Any) -> tuple[float, float] | None:
     return None if raw is None else (float(raw[0]), float(raw[1]))
 
 
+def _behavior(raw: Mapping[str, Any] | None) -> Behavior | None:
+    return None if raw is None else Behavior(**{**raw, "interval": _pair(raw["interval"])})
+
+
 def to_dict(audit: VectorAudit) -> dict[str, Any]:
     return {"store_version": STORE_VERSION, **dataclasses.asdict(audit)}
 
@@ -51,16 +44,19 @@ def from_dict(raw: Mapping[str, Any]) -> VectorAudit:
     if raw.get("store_version") != STORE_VERSION:
         raise ValueError(f"store_version {raw.get('store_version')!r}, expected {STORE_VERSION}")
     fields = {k: v for k, v in raw.items() if k != "store_version"}
+    evidence = fields["evidence"]
     return VectorAudit(
         **{
             **fields,
             "frontier": tuple(_score(s) for s in fields["frontier"]),
             "best": _score(fields["best"]),
             "best_unrelated": _score(fields["best_unrelated"]),
-            "calibration": Calibration(**fields["calibration"]) if fields["calibration"] else None,
-            "interval": _pair(fields["interval"]),
-            "specific_interval": _pair(fields["specific_interval"]),
-            "behavior_interval": _pair(fields["behavior_interval"]),
+            "best_no_retrieval": _score(fields["best_no_retrieval"]),
+            "evidence": None if evidence is None else ContextEvidence(
+                tuple(evidence["dots"]), tuple(tuple(r) for r in evidence["gram"])),
+            "magnitude": Magnitude(**fields["magnitude"]),
+            "behavior": _behavior(fields["behavior"]),
+            "behavior_unrelated": _behavior(fields["behavior_unrelated"]),
             "generations": tuple(Generation(**g) for g in fields["generations"]),
         }
     )

@@ -20,11 +20,13 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
+from realize.audit_types import JudgedAudit, PromptScore, VectorAudit
 from realize.data.atomic import write_text_atomic
 from realize.data.safe_text import printable
-from realize.audit_types import PromptScore, VectorAudit
 
-_BADGE = {"realizable": "#1a7f37", "partially realizable": "#9a6700", "not realizable": "#cf222e"}
+_BADGE = {"realizable": "#1a7f37", "partially realizable": "#9a6700", "direction realizable": "#8250df",
+          "direction partially realizable": "#8250df", "not realizable": "#cf222e", "inconclusive": "#656d76",
+          "no natural candidate": "#57606a"}
 _CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2em auto;max-width:1100px;color:#1f2328}
 table{border-collapse:collapse;margin:1em 0;width:100%}th,td{border:1px solid #d0d7de;padding:4px 8px;
@@ -53,53 +55,49 @@ def _title(name: str, what: str) -> str:
     return f"{printable(name, limit=60)}: {what}"
 
 
-def _badge(verdict: str | None) -> str:
-    if verdict is None:
-        return '<span class="badge" style="background:#656d76">control</span>'
-    return f'<span class="badge" style="background:{_BADGE[verdict]}">{html.escape(verdict)}</span>'
+def _badge(verdict: str) -> str:
+    return f'<span class="badge" style="background:{_BADGE.get(verdict, "#656d76")}">{html.escape(verdict)}</span>'
 
 
 def _fmt(x: float | None, digits: int = 2) -> str:
-    return "–" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.{digits}f}"
+    return "–" if x is None or (isinstance(x, float) and not math.isfinite(x)) else f"{x:.{digits}f}"
 
 
-def _band(values: Sequence[float]) -> tuple[float, float]:
-    mean = sum(values) / len(values)
-    sd = math.sqrt(sum((v - mean) ** 2 for v in values) / max(len(values) - 1, 1))
-    return mean - 2 * sd, mean + 2 * sd
+def _pair(pair: tuple[float, float] | None) -> str:
+    return f" [{_fmt(pair[0])}, {_fmt(pair[1])}]" if pair else ""
+
+
+def _values(audits: Sequence[VectorAudit]) -> list[float]:
+    return [a.value for a in audits if a.value is not None]
+
+
+def _mean(values: Sequence[float]) -> float | None:
+    return sum(values) / len(values) if values else None
 
 
 def frontier_plot(audit: VectorAudit, null: Sequence[float], positive: Sequence[float]) -> str:
-    """Specific cos vs perplexity for every frontier prompt, with null and positive bands."""
+    """Test specific cos vs perplexity for every evaluated prompt, with the null and positive ranges."""
     fig, ax = plt.subplots(figsize=(6.2, 3.8))
     if null:
-        lo, hi = _band(null)
-        ax.axhspan(lo, hi, color="#cf222e", alpha=0.12, label="null (random dirs) ±2sd")
+        ax.axhspan(min(null), max(null), color="#cf222e", alpha=0.12, label="nulls (natural-shift directions)")
     if positive:
         ax.axhspan(min(positive), max(positive), color="#1a7f37", alpha=0.12, label="positive controls")
-    points = [p for p in audit.frontier if p.perplexity > 0 and not math.isnan(p.perplexity)]
+    points = [p for p in audit.frontier if p.perplexity > 0 and math.isfinite(p.perplexity)]
     if points:
-        scatter = ax.scatter(
-            [p.perplexity for p in points],
-            [p.specific_cos for p in points],
-            c=[p.realism for p in points],
-            cmap="viridis",
-            vmin=0,
-            vmax=1,
-            s=28,
-            edgecolors="k",
-            linewidths=0.3,
-        )
+        scatter = ax.scatter([p.perplexity for p in points], [p.specific_cos for p in points],
+                             c=[p.realism for p in points], cmap="viridis", vmin=0, vmax=1, s=28, edgecolors="k",
+                             linewidths=0.3)
         fig.colorbar(scatter, ax=ax, label="realism P(natural)")
         ax.set_xscale("log")
-    for score, marker, label in ((audit.best, "*", "best (realism ≥ threshold)"),
-                                 (audit.best_unrelated, "D", "best natural prompt (corpus)")):
+    for score, marker, label in ((audit.best, "*", "best (chosen on selection contexts)"),
+                                 (audit.best_unrelated, "D", "best corpus prompt")):
         if score is not None and score.perplexity > 0:
             ax.scatter([score.perplexity], [score.specific_cos], marker=marker, s=150, c="#d1242f", label=label)
     ax.set_xlabel("prompt perplexity (log)")
-    ax.set_ylabel("held-out specific cosine")
+    ax.set_ylabel("test-context specific cosine")
     ax.set_title(_title(audit.name, "frontier"), parse_math=False)
-    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(0.0, -0.18), ncol=2, frameon=False)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(0.0, -0.18), ncol=2, frameon=False)
     return _png(fig)
 
 
@@ -109,7 +107,7 @@ def per_context_plot(score: PromptScore, name: str) -> str:
     ax.bar(range(len(values)), values, color="#0969da")
     ax.set_xticks(range(len(values)))
     ax.axhline(score.cos, color="k", lw=1, ls="--", label=f"mean-shift cos {score.cos:.2f}")
-    ax.set_xlabel("held-out context")
+    ax.set_xlabel("test context")
     ax.set_ylabel("cos(D_k, a·v)")
     ax.set_title(_title(name, "per-context cosine"), parse_math=False)
     ax.legend(fontsize=7)
@@ -120,44 +118,65 @@ def _prompt_cell(score: PromptScore | None) -> str:
     if score is None:
         return "–"
     return (
-        f"<code>{_h(score.prompt, multiline=True)}</code><br><span class='muted'>cos {score.cos:.2f} · specific "
-        f"{score.specific_cos:.2f} · ppl {score.perplexity:.0f} · realism {score.realism:.2f}</span>"
+        f"<code>{_h(score.prompt, multiline=True)}</code><br><span class='muted'>test cos {score.cos:.2f} · "
+        f"specific {score.specific_cos:.2f} · FVE {_fmt(score.fve)} · ppl {score.perplexity:.0f} · realism "
+        f"{score.realism:.2f}</span>"
     )
 
 
-def _vector_section(audit: VectorAudit, null: Sequence[float], positive: Sequence[float]) -> str:
-    parts = [f'<div class="vec" id="{_h(audit.vector_id)}"><h2>{_h(audit.name)} {_badge(audit.verdict)}</h2>']
-    cal = audit.calibration
-    parts.append(
-        f"<p class='muted'>source {_h(audit.source)} · layer {audit.layer} · scale {audit.scale:g} · "
-        f"method {_h(audit.method)} · {audit.seconds:.0f} s</p>"
-    )
+def _behavior_cell(audit: VectorAudit) -> str:
+    if audit.behavior is None:
+        return "–"
+    b = audit.behavior
+    text = f"{_fmt(b.recovery)}{_pair(b.interval)}<br><span class='muted'>effect {b.effect_kl:.3f} nats/token"
+    if b.inert:
+        text += " · <b>inert</b>: the vector barely changes the outputs, recovery is not meaningful"
+    if audit.behavior_unrelated is not None:
+        text += f" · best corpus prompt: {_fmt(audit.behavior_unrelated.recovery)}"
+    return text + "</span>"
+
+
+def _vector_section(judged: JudgedAudit, null: Sequence[float], positive: Sequence[float]) -> str:
+    audit, judgement = judged.audit, judged.judgement
+    parts = [f'<div class="vec" id="{_h(audit.vector_id)}"><h2>{_h(audit.name)} {_badge(judgement.verdict)}</h2>',
+             f"<p class='muted'>source {_h(audit.source)} · layer {audit.layer} · scale {audit.scale:g} · "
+             f"method {_h(audit.method)} · {audit.seconds:.0f} s</p>",
+             f"<p><b>Why:</b> {_h(judgement.reason)}. Verdict stability under resampled test contexts: "
+             f"<b>{judgement.stability:.2f}</b>.</p>"]
+    cal = judgement.calibration
     if cal is not None:
-        interval = f" [{_fmt(audit.interval[0])}, {_fmt(audit.interval[1])}]" if audit.interval else ""
         parts.append(
-            f"<p>Realizability score <b>{cal.score:.2f}</b>{interval} (0 = random directions, 1 = natural-prompt "
-            f"controls); best specific cos {cal.value:.2f}, {cal.z_null:.1f} sd above the null, beats "
-            f"{100 * cal.null_percentile:.0f}% of null runs and {100 * cal.positive_percentile:.0f}% of positive controls.</p>"
-        )
-    parts.append("<table><tr><th>best prompt (realism ≥ threshold)</th><th>best natural prompt from the corpus</th>"
-                 "<th>behavior recovery</th><th>on-manifold share</th></tr><tr>")
-    behavior = _fmt(audit.behavior_recovery)
-    if audit.behavior_interval:
-        behavior += f" [{_fmt(audit.behavior_interval[0])}, {_fmt(audit.behavior_interval[1])}]"
+            f"<p>Realizability score <b>{cal.score:.2f}</b>{_pair(judgement.score_interval)} (0 = null mean "
+            f"{cal.null_mean:.2f}, n={cal.n_null}; 1 = positive mean {cal.positive_mean:.2f}, n={cal.n_positive}); "
+            f"null prediction bounds: {cal.partial_bound:.2f} (partial), {cal.realizable_bound:.2f} (realizable); "
+            f"beats {100 * cal.null_percentile:.0f}% of nulls and {100 * cal.positive_percentile:.0f}% of "
+            f"positives.</p>")
+    mag = audit.magnitude
+    parts.append(
+        f"<p>Magnitude: |a·v| = {mag.target_norm:.2f} against natural shift norms at this layer (median "
+        f"{mag.natural_p50:.2f}, p99 {mag.natural_p99:.2f}): <b>{mag.factor:.2f}x</b> the p99; realizable scale "
+        f"a* = {mag.realizable_scale:.3g} (file scale {mag.scale:g}); FVE of the best prompt {_fmt(mag.fve)}.</p>")
+    parts.append("<table><tr><th>best prompt (chosen on selection contexts)</th><th>best corpus prompt</th>"
+                 "<th>best prompt the search wrote</th><th>behavior recovery</th><th>on-manifold share</th></tr><tr>")
     manifold = " · ".join(f"{_h(k)} {v:.2f}" for k, v in audit.manifold.items()) or "–"
     parts.append(f"<td>{_prompt_cell(audit.best)}</td><td>{_prompt_cell(audit.best_unrelated)}</td>"
-                 f"<td>{behavior}</td><td>{manifold}</td></tr></table>")
+                 f"<td>{_prompt_cell(audit.best_no_retrieval)}</td><td>{_behavior_cell(audit)}</td>"
+                 f"<td>{manifold}</td></tr></table>")
     images = [frontier_plot(audit, null, positive)]
     if audit.best is not None and audit.best.per_context_cos:
         images.append(per_context_plot(audit.best, audit.name))
     parts.append('<div class="plots">' + "".join(f'<img alt="plot" src="{src}">' for src in images) + "</div>")
     if audit.frontier:
-        parts.append("<details><summary>frontier prompts</summary><table><tr><th>prompt</th><th>attack</th>"
-                     "<th>cos</th><th>specific cos</th><th>ppl</th><th>realism</th></tr>")
-        for p in sorted(audit.frontier, key=lambda x: -x.specific_cos):
+        verdicts = dict(zip(range(len(audit.frontier)), judgement.prompt_verdicts, strict=False))
+        parts.append("<details><summary>every evaluated prompt</summary><table><tr><th>prompt</th><th>attack</th>"
+                     "<th>selection specific cos</th><th>test cos</th><th>test specific cos</th><th>FVE</th>"
+                     "<th>ppl</th><th>realism</th><th>its own verdict</th></tr>")
+        for i in sorted(range(len(audit.frontier)), key=lambda k: -audit.frontier[k].selection_specific_cos):
+            p = audit.frontier[i]
             parts.append(f"<tr><td><code>{_h(p.prompt, multiline=True)}</code></td><td>{_h(p.attack)}</td>"
-                         f"<td>{p.cos:.2f}</td><td>{p.specific_cos:.2f}</td><td>{p.perplexity:.0f}</td>"
-                         f"<td>{p.realism:.2f}</td></tr>")
+                         f"<td>{p.selection_specific_cos:.2f}</td><td>{p.cos:.2f}</td><td>{p.specific_cos:.2f}</td>"
+                         f"<td>{_fmt(p.fve)}</td><td>{p.perplexity:.0f}</td><td>{p.realism:.2f}</td>"
+                         f"<td>{_h(verdicts.get(i, ''))}</td></tr>")
         parts.append("</table></details>")
     if audit.generations:
         parts.append("<table><tr><th>context</th><th>steered</th><th>prompted</th><th>base</th></tr>")
@@ -169,35 +188,62 @@ def _vector_section(audit: VectorAudit, null: Sequence[float], positive: Sequenc
     return "\n".join(parts)
 
 
-def render_report(
-    audits: Sequence[VectorAudit],
-    *,
-    null: Sequence[float],
-    positive: Sequence[float],
-    title: str = "realize audit",
-    settings: str = "",
-) -> str:
-    """The whole HTML page as a string."""
+def _controls_table(audits: Sequence[VectorAudit]) -> str:
+    """Per layer: the controls' test values (what every verdict of the layer is placed between)."""
     rows = []
-    for a in audits:
-        score = _fmt(a.calibration.score if a.calibration else None)
+    for layer in sorted({a.layer for a in audits}):
+        pool = [a for a in audits if a.layer == layer]
+        for kind, label in (("null", "nulls: natural-shift directions (decide)"),
+                            ("null-isotropic", "isotropic random directions (reference)"),
+                            ("positive", "positives: held-out natural prompts")):
+            items = [a for a in pool if a.kind == kind]
+            if not items:
+                continue
+            values = _values(items)
+            extra = ""
+            if kind == "positive":
+                no_retrieval = [a.best_no_retrieval.specific_cos for a in items if a.best_no_retrieval]
+                only = [a.best_unrelated.specific_cos for a in items if a.best_unrelated]
+                extra = (f"search alone (retrieval off) {_fmt(_mean(no_retrieval))}; retrieval alone "
+                         f"{_fmt(_mean(only))}")
+            norms = sorted({round(a.target_norm, 2) for a in items})
+            rows.append(f"<tr><td>{layer}</td><td>{label}</td><td>{len(items)} ({len(values)} usable)</td>"
+                        f"<td>{_fmt(_mean(values))}</td><td>{_fmt(min(values) if values else None)} – "
+                        f"{_fmt(max(values) if values else None)}</td><td>{_h(', '.join(map(str, norms)))}</td>"
+                        f"<td>{extra}</td></tr>")
+    return ("<table><tr><th>layer</th><th>controls</th><th>n</th><th>mean test specific cos</th><th>range</th>"
+            "<th>norms</th><th>note</th></tr>" + "".join(rows) + "</table>")
+
+
+def render_report(judged: Sequence[JudgedAudit], *, title: str = "realize audit", settings: str = "") -> str:
+    """The whole HTML page as a string."""
+    audits = [j.audit for j in judged]
+    rows = []
+    for j in judged:
+        a, cal = j.audit, j.judgement.calibration
         best = _h(a.best.prompt, multiline=True) if a.best else "–"
         rows.append(
             f"<tr><td><a href='#{_h(a.vector_id)}'>{_h(a.name)}</a></td><td>{_h(a.kind)}</td>"
-            f"<td>{a.layer}</td><td>{_badge(a.verdict)}</td><td>{score}</td>"
-            f"<td>{_fmt(a.best.specific_cos if a.best else None)}</td><td><code>{best}</code></td></tr>"
+            f"<td>{a.layer}</td><td>{_badge(j.judgement.verdict)}</td><td>{j.judgement.stability:.2f}</td>"
+            f"<td>{_fmt(cal.score if cal else None)}</td><td>{_fmt(a.value)}</td><td>{a.magnitude.factor:.2f}x</td>"
+            f"<td><code>{best}</code></td></tr>"
         )
-    null_text = f"null best specific cos {sum(null) / len(null):.2f} (n={len(null)})" if null else "no null runs"
-    pos_text = f"positive controls {sum(positive) / len(positive):.2f} (n={len(positive)})" if positive else "no positive controls"
-    body = "\n".join(_vector_section(a, null, positive) for a in audits)
+    sections = []
+    for j in judged:
+        pool = [a for a in audits if a.layer == j.audit.layer]
+        null = _values([a for a in pool if a.kind == "null"])
+        positive = _values([a for a in pool if a.kind == "positive"])
+        sections.append(_vector_section(j, null, positive))
     return f"""<!doctype html><html><head><meta charset="utf-8"><title>{_h(title)}</title>
 <style>{_CSS}</style></head><body><h1>{_h(title)}</h1>
-<p class="muted">{_h(settings)} · {null_text} · {pos_text}</p>
-<table><tr><th>vector</th><th>kind</th><th>layer</th><th>verdict</th><th>score</th><th>specific cos</th>
-<th>best prompt</th></tr>{''.join(rows)}</table>
-{body}
-<p class="muted">Specific cosine: both the prompt's mean activation shift and the target a·v are projected orthogonal to
-the generic "a prompt is present" direction before the cosine; measured on held-out contexts.</p>
+<p class="muted">{_h(settings)}</p>
+<table><tr><th>vector</th><th>kind</th><th>layer</th><th>verdict</th><th>stability</th><th>score</th>
+<th>test specific cos</th><th>magnitude / natural p99</th><th>best prompt</th></tr>{''.join(rows)}</table>
+<h3>Controls</h3>{_controls_table(audits)}
+{''.join(sections)}
+<p class="muted">Specific cosine: the prompt's mean activation shift and the target a·v, both projected orthogonal to
+the generic "a prompt is present" direction. Every number is measured on test contexts; the best prompt was chosen on
+separate selection contexts, and the search saw only its optimization contexts.</p>
 </body></html>"""
 
 

@@ -39,7 +39,7 @@ def setup(tiny, tmp_path_factory) -> dict[str, Path]:
 def _args(setup: dict[str, Path], out: Path) -> list[str]:
     return ["audit", str(setup["vectors"]), "--model", str(setup["model"]), "--budget", "quick", "--out", str(out),
             "--quiet", "--no-control-cache", "--no-manifold", "--behavior-tokens", "4", "--n-null", "1",
-            "--n-positive", "2"]
+            "--n-isotropic", "0", "--n-positive", "2"]
 
 
 def _rows(out: Path) -> list[dict]:
@@ -68,7 +68,7 @@ def reference(setup) -> Path:
 
 def test_run_writes_plan_items_and_outputs(reference):
     plan = json.loads((reference / "plan.json").read_text())["items"]
-    assert sorted(i["kind"] for i in plan) == ["null", "null", "positive", "positive", "vector", "vector"]
+    assert sorted(i["kind"] for i in plan) == ["null", "positive", "positive", "vector", "vector"]
     assert sorted(p.stem for p in (reference / "items").glob("*.json")) == sorted(i["id"] for i in plan)
     rows = _rows(reference)
     assert {r["vector_id"] for r in rows} == {i["id"] for i in plan}
@@ -80,7 +80,7 @@ def test_merge_rebuilds_the_same_outputs(reference, capsys):
     (reference / "results.jsonl").unlink()
     (reference / "results.parquet").unlink()
     assert main(["merge", str(reference)]) == 0
-    assert "merged 6 items" in capsys.readouterr().out
+    assert "merged 5 items" in capsys.readouterr().out
     assert _rows(reference) == before
 
 
@@ -93,7 +93,7 @@ def test_merge_refuses_missing_or_corrupt_items_then_rerun_recomputes_only_those
     (out / "items" / f"{vector['id']}.json").write_text('{"store_version": 1, "trunc', encoding="utf-8")
     assert main(["merge", str(out)]) == 2
     err = capsys.readouterr().err
-    assert "1 of 6 planned items are not finished" in err and vector["name"] in err and err.count("\n") == 1
+    assert "1 of 5 planned items are not finished" in err and vector["name"] in err and err.count("\n") == 1
 
     computed = []
     real = batch_module.audit_target
@@ -173,9 +173,21 @@ def test_read_only_output_dir_is_one_clear_error(setup, tmp_path, monkeypatch, c
     assert not (out / "results.parquet").exists() and not list(out.rglob("*.tmp"))
 
 
-def test_near_equal_norms_share_nulls():
-    from realize.audit_batch import distinct_norms
+def test_norm_bins_share_nulls_across_rounding_only():
+    from realize.targets import bin_norm, norm_bin
 
-    merged = distinct_norms([12.0000001, 3.0, 12.0, 11.9999999])
-    assert len(merged) == 2 and merged == pytest.approx([3.0, 12.0], rel=1e-6)
-    assert distinct_norms([1.0, 1.01]) == [1.0, 1.01]
+    assert norm_bin(12.0000001) == norm_bin(12.0) == norm_bin(11.9999999) != norm_bin(3.0)
+    assert norm_bin(4.0) == norm_bin(4.5) and norm_bin(4.0) != norm_bin(4.0 * 2 ** 0.5)
+    for norm in (0.3, 3.0, 48.0, 500.0, 4.0 * 2 ** 0.2499):  # nulls are drawn within 2^(1/4) of the vector's norm
+        ratio = bin_norm(norm_bin(norm)) / norm
+        assert 2 ** -0.25 - 1e-9 <= ratio <= 2 ** 0.25 + 1e-9
+
+
+def test_audit_without_scale_is_one_error(setup, tmp_path, capsys):
+    """A file without a scale stops the audit with the same one-line error as steer/behavior/optimize."""
+    path = tmp_path / "noscale.safetensors"
+    save_safetensors([SteeringVector(directions={2: torch.ones(32)}, name="noscale")], path)
+    assert main(["audit", str(path), "--model", str(setup["model"]), "--out", str(tmp_path / "o"), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "no scale" in err and "--scale" in err and err.count("\n") == 1
+    assert not (tmp_path / "o").exists()

@@ -70,6 +70,6 @@ def test_export_filters_verdicts(tmp_path, capsys):
     write_rows([trd._row(0, "realizable"), trd._row(1, "not realizable")], tmp_path / "audit")
     assert main(["export", str(tmp_path / "audit"), "--out", str(tmp_path / "ds"), "--verdict", "not realizable"]) == 0
     loaded = datasets.load_dataset(str(tmp_path / "ds"), split="train")
-    assert loaded["verdict"] == ["not realizable"]
+    assert loaded["prompt_verdict"] == ["not realizable"]
     assert main(["export", str(tmp_path / "missing"), "--out", str(tmp_path / "ds2")]) == 2
     assert "results.parquet" in capsys.readouterr().err

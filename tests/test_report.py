@@ -1,36 +1,84 @@
-"""HTML report: self-contained, escaped, one section per vector."""
+"""HTML report: self-contained, escaped, one section per item, verdict reasons and controls shown."""
 
 from __future__ import annotations
 
-from realize.audit_types import Generation, PromptScore, VectorAudit
+import dataclasses
+
+from realize.audit_types import Behavior, Generation, JudgedAudit, PromptScore, VectorAudit
+from realize.judging import judge_one
 from realize.report import render_report, write_report
-from realize.verdict import VerdictThresholds, calibrate, decide
+from realize.verdict import VerdictThresholds, magnitude
+
+NATURAL_NORMS = [4.0 + 0.02 * i for i in range(50)]
 
 
-def _score(prompt: str, cos: float) -> PromptScore:
-    return PromptScore(prompt, (1, 2), "fluent", cos, cos - 0.2, cos - 0.3, 1.0, 40.0, 90.0, 0.8, (cos, cos - 0.1))
+def _score(prompt: str, cos: float, attack: str = "fluent") -> PromptScore:
+    return PromptScore(prompt, (1, 2), attack, cos, cos, cos - 0.2, cos - 0.3, 1.0, 0.5, 40.0, 90.0, 0.8,
+                       (cos, cos - 0.1))
 
 
-def _audit(name: str, value: float) -> VectorAudit:
-    cal = calibrate(value, [0.05, 0.1, 0.0], [0.8, 0.9])
+def plain_audit(name: str, value: float | None, *, kind: str = "vector", norm: float = 5.0,
+                vector_id: str | None = None) -> VectorAudit:
+    best = None if value is None else _score("Explain simply.", value)
     return VectorAudit(
-        vector_id=f"id-{name}", name=name, source="v.safetensors", kind="vector", layer=12, scale=2.0,
-        method="melbo", target_norm=48.0, frontier=(_score("<script>alert(1)</script>", 0.7), _score("Explain simply.", 0.9)),
-        best=_score("Explain simply.", 0.9), calibration=cal, interval=(0.6, 0.9), specific_interval=(0.6, 0.8),
-        verdict=decide(cal, VerdictThresholds()), best_unrelated=_score("You are a pirate.", 0.5),
-        behavior_recovery=0.6, behavior_interval=(0.4, 0.7),
+        vector_id=vector_id or f"id-{name}", name=name, source="v.safetensors", kind=kind, layer=12, scale=1.0,
+        method="melbo", target_norm=norm,
+        frontier=(_score("<script>alert(1)</script>", 0.7), *(() if best is None else (best,)),
+                  _score("You are a pirate.", 0.5, "retrieval")),
+        best=best, best_unrelated=_score("You are a pirate.", 0.5, "retrieval"), best_no_retrieval=best,
+        evidence=None, magnitude=magnitude(norm, 1.0, NATURAL_NORMS, None if value is None else 0.5),
+        min_realism=0.6, behavior=Behavior("Explain simply.", 0.6, (0.4, 0.7), 0.5, False),
+        behavior_unrelated=Behavior("You are a pirate.", 0.1, (0.0, 0.2), 0.5, False),
         generations=(Generation("Hi?", "steered <b>text</b>", "prompted", "base"),),
         manifold={"share90": 0.4, "random_share90": 0.1}, seconds=12.0,
     )
 
 
+def controls(norm: float = 5.0) -> list[VectorAudit]:
+    nulls = [plain_audit(f"null{i}", v, kind="null", norm=norm) for i, v in enumerate((0.05, 0.1, 0.0, 0.07))]
+    positives = [plain_audit(f"pos{i}", v, kind="positive") for i, v in enumerate((0.8, 0.9, 0.85))]
+    return nulls + positives
+
+
+def judged(name: str, value: float | None, norm: float = 5.0) -> JudgedAudit:
+    pool = controls(norm)
+    audit = plain_audit(name, value, norm=norm)
+    nulls = [a for a in pool if a.kind == "null"]
+    positives = [a for a in pool if a.kind == "positive"]
+    return JudgedAudit(audit, judge_one(audit, nulls, positives, VerdictThresholds()))
+
+
+def test_judgement_of_synthetic_items():
+    assert judged("a", 0.85).verdict == "realizable"
+    assert judged("b", 0.02).verdict == "not realizable"
+    assert judged("c", None).verdict == "no natural candidate"
+    big = judged("d", 0.85, norm=50.0)
+    assert big.verdict == "direction realizable" and "beyond natural" in big.judgement.reason
+    verdicts = judged("a", 0.85).judgement.prompt_verdicts
+    assert len(verdicts) == 3 and verdicts[1] == "realizable" and verdicts[2] in ("partially realizable",
+                                                                                  "not realizable")
+
+
+def test_prompt_verdict_needs_realism_and_both_context_sets():
+    j = judged("a", 0.85)
+    low = dataclasses.replace(j.audit, frontier=(dataclasses.replace(j.audit.frontier[1], realism=0.1),
+                                                 dataclasses.replace(j.audit.frontier[1],
+                                                                     selection_specific_cos=0.02)))
+    pool = controls()
+    again = judge_one(low, [a for a in pool if a.kind == "null"], [a for a in pool if a.kind == "positive"],
+                      VerdictThresholds())
+    assert again.prompt_verdicts == ("not natural", "not realizable")
+
+
 def test_report_is_self_contained_and_escaped(tmp_path):
-    audits = [_audit("melbo.0", 0.85), _audit("melbo.1", 0.05)]
-    page = render_report(audits, null=[0.05, 0.1, 0.0], positive=[0.8, 0.9], settings="budget quick")
-    assert page.count('class="vec"') == 2
-    assert "realizable" in page and "not realizable" in page
+    items = [judged("melbo.0", 0.85), judged("melbo.1", 0.05),
+             *[JudgedAudit(c, judge_one(c, [], [], VerdictThresholds())) for c in controls()]]
+    page = render_report(items, settings="budget quick")
+    assert page.count('class="vec"') == len(items)
+    assert "realizable" in page and "not realizable" in page and "inconclusive" in page
     assert "<script>alert" not in page and "&lt;script&gt;" in page and "steered &lt;b&gt;" in page
-    assert page.count("data:image/png;base64,") == 4  # frontier + per-context per vector
+    assert "Why:" in page and "Controls" in page and "search alone (retrieval off)" in page
+    assert page.count("data:image/png;base64,") == 2 * len(items)  # frontier + per-context per item
     assert "http://" not in page and "https://" not in page  # no network fetches
     write_report(tmp_path / "report.html", page)
     assert (tmp_path / "report.html").read_text(encoding="utf-8") == page

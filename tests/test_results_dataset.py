@@ -11,15 +11,18 @@ from realize.data.errors import UserInputError
 from realize.data.results_dataset import COLUMNS, export_dataset, read_rows, write_rows
 
 
-def _row(i: int, verdict: str, kind: str = "vector") -> dict:
+def _row(i: int, verdict: str, kind: str = "vector", vector_verdict: str = "realizable") -> dict:
+    """A results row whose *prompt* earns `verdict`; its vector's verdict is `vector_verdict`."""
     return {
         "vector_id": f"id{i}", "vector_name": f"v{i}", "source_file": "f.safetensors", "kind": kind,
-        "model": "smollm2-135m-instruct", "layer": 12, "scale": 1.5, "method": "melbo", "attack": "fluent",
-        "prompt": f"Explain it simply {i}.", "prompt_ids": [1, 2, i], "is_best": True, "cos_heldout": 0.9,
-        "specific_cos_heldout": 0.7, "per_position_cos": 0.5, "norm_ratio": 1.1, "perplexity": 30.0,
+        "axis": "activation", "model": "smollm2-135m-instruct", "layer": 12, "scale": 1.5, "target_norm": 5.0,
+        "method": "melbo", "attack": "fluent", "prompt": f"Explain it simply {i}.", "prompt_ids": [1, 2, i],
+        "is_best": True, "prompt_verdict": verdict, "selection_specific_cos": 0.75, "cos_test": 0.9,
+        "specific_cos_test": 0.7, "per_position_cos": 0.5, "norm_ratio": 1.1, "fve": 0.6, "perplexity": 30.0,
         "worst_window_perplexity": 80.0, "realism": 0.9, "behavior_recovery": float("nan"),
+        "verdict": vector_verdict, "direction_verdict": vector_verdict, "verdict_stability": 0.9,
         "null_percentile": 1.0, "realizability_score": 0.8, "score_low": 0.7, "score_high": 0.9,
-        "verdict": verdict, "seed": 0, "budget": "quick", "seconds": 12.5,
+        "magnitude_factor": 0.8, "realizable_scale": 2.0, "seed": 0, "budget": "quick", "seconds": 12.5,
     }
 
 
@@ -52,7 +55,7 @@ def test_export_dataset_round_trip_offline(tmp_path, monkeypatch):
     assert card.startswith("---\n") and "size_categories" in card and "license:" in card
     loaded = datasets.load_dataset(str(tmp_path / "ds"), split="train")
     assert loaded.num_rows == 2 and set(loaded.column_names) == set(COLUMNS)
-    assert sorted(loaded["verdict"]) == ["partially realizable", "realizable"]
+    assert sorted(loaded["prompt_verdict"]) == ["partially realizable", "realizable"]
     assert loaded.features["prompt_ids"].feature.dtype == "int32"
 
 
@@ -77,6 +80,13 @@ def test_atomic_output_permissions_and_failure(tmp_path):
             tmp.write_text("half")
             raise RuntimeError("crash")
     assert (tmp_path / "a.txt").read_text() == "hello" and len(list(tmp_path.iterdir())) == 1
+
+
+def test_export_keeps_prompts_on_their_own_numbers(tmp_path):
+    """A gibberish frontier row of a realizable vector is not a realizing prompt: it stays out."""
+    rows = [_row(0, "realizable"), _row(1, "not natural", vector_verdict="realizable"),
+            _row(2, "not realizable", vector_verdict="realizable")]
+    assert export_dataset(rows, tmp_path / "ds") == 1
 
 
 def test_export_with_no_matching_rows_writes_only_the_card(tmp_path):

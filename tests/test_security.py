@@ -275,22 +275,24 @@ def test_traversal_names_export_writes_only_into_out(tmp_path: Path, capsys: pyt
     capsys.readouterr()
 
 
-def _audit(name: str, prompt: str, generation: str):  # -> VectorAudit
+def _audit(name: str, prompt: str, generation: str):  # -> JudgedAudit
     import test_report as tr
 
-    base = tr._audit("x", 0.85)
-    best = dataclasses.replace(base.best, prompt=prompt)
-    return dataclasses.replace(
-        base, name=name, source=name, method=name, best=best, frontier=(best, base.frontier[0]),
+    base = tr.judged("x", 0.85)
+    best = dataclasses.replace(base.audit.best, prompt=prompt)
+    audit = dataclasses.replace(
+        base.audit, name=name, source=name, method=name, best=best, frontier=(best, base.audit.frontier[0]),
         generations=(Generation(generation, generation, generation, generation),),
     )
+    return dataclasses.replace(base, audit=audit)
 
 
 def test_traversal_names_item_store_uses_hashed_ids(tmp_path: Path) -> None:
     """The audit's per-item files are named by a hash of the vector, never by its name."""
-    from realize.audit_store import ItemStore, item_id
+    from realize.audit_store import ItemStore
+    from realize.targets import item_id
 
-    audit = _audit(EVIL, EVIL, EVIL)
+    audit = _audit(EVIL, EVIL, EVIL).audit
     key = item_id("vector", torch.ones(D), 3, 2.0, {"name": EVIL})
     audit = dataclasses.replace(audit, vector_id=key)
     store = ItemStore(tmp_path / "items")
@@ -308,7 +310,7 @@ def _pngs(page: str) -> list[bytes]:
 def test_report_hostile_names_and_prompts(tmp_path: Path, name: str) -> None:
     audit = _audit(name, HOSTILE + LONG, HOSTILE + "\n" + LONG)
     start = time.perf_counter()
-    page = render_report([audit], null=[0.05, 0.1, 0.0], positive=[0.8, 0.9], settings=HOSTILE)
+    page = render_report([audit], settings=HOSTILE)
     assert time.perf_counter() - start < 5
     assert not RAW_CONTROLS.search(page), "raw control or bidi character in the page"
     assert "<script>alert" not in page and "&lt;script&gt;alert(1)&lt;/script&gt;" in page

@@ -18,7 +18,6 @@ from realize.data.errors import UserInputError
 from realize.data.models import cache_root
 from realize.data.safe_text import printable
 from realize.data.vectors import SteeringVector, save_safetensors
-from realize.audit import AuditConfig
 from realize.audit_batch import audit_shard, balanced, lookup, plan_audit
 from realize.audit_output import (
     IDENTITY,
@@ -27,7 +26,7 @@ from realize.audit_output import (
     summary_line,
     write_plan,
 )
-from realize.audit_search import BUDGETS
+from realize.config import BUDGETS, PRESETS, AuditConfig
 from realize.audit_store import ItemStore
 from realize.audit_types import VectorAudit
 from realize.commands.common import (
@@ -36,6 +35,7 @@ from realize.commands.common import (
     build_config,
     load_model_arg,
     load_vectors_arg,
+    require_scale,
 )
 from realize.distributed import process_state
 from realize.vector_training import MelboConfig, train_melbo
@@ -52,11 +52,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--budget", choices=tuple(BUDGETS), default="default", help="search effort (default)")
     parser.add_argument("--placement", choices=("prefix", "suffix", "system"), default="prefix")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--n-null", type=int, help="random-direction controls (3)")
-    parser.add_argument("--n-positive", type=int, help="natural-prompt controls (3)")
-    parser.add_argument("--n-heldout", type=int, help="held-out contexts (8)")
-    parser.add_argument("--behavior-tokens", type=int, help="tokens for behavior recovery, 0 = skip (24)")
-    parser.add_argument("--min-realism", type=float, help="realism a prompt needs to count as natural (0.5)")
+    default = PRESETS["default"]
+    parser.add_argument("--n-null", type=int, help="nulls from the natural shift distribution per layer and norm "
+                        f"(default budget: {default['n_null']})")
+    parser.add_argument("--n-isotropic", type=int, help="isotropic random-direction nulls, reference only "
+                        f"(default budget: {default['n_isotropic']})")
+    parser.add_argument("--n-positive", type=int, help="held-out natural-prompt controls per layer "
+                        f"(default budget: {default['n_positive']})")
+    parser.add_argument("--n-selection", type=int, help="selection contexts, which choose the best prompt "
+                        f"(default budget: {default['n_selection']})")
+    parser.add_argument("--n-test", type=int, help="test contexts, which measure every reported number "
+                        f"(default budget: {default['n_test']})")
+    parser.add_argument("--behavior-tokens", type=int, help="tokens for behavior recovery, 0 = skip "
+                        f"(default budget: {default['behavior_tokens']})")
+    parser.add_argument("--min-realism", type=float, help="realism a prompt needs to count as natural (default: "
+                        "the realism classifier's fitted threshold)")
     parser.add_argument("--no-manifold", action="store_true", help="skip the on-manifold diagnostic")
     parser.add_argument("--overwrite", action="store_true", help="discard results of another configuration in --out")
     parser.add_argument("--no-control-cache", action="store_true",
@@ -68,20 +78,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _config(args: argparse.Namespace) -> AuditConfig:
+    """The budget's preset (`AuditConfig(budget=...)`, the same as the library's), with the flags given on top."""
     values: dict[str, object] = {"budget": args.budget, "placement": args.placement, "seed": args.seed,
                                  "manifold": not args.no_manifold, "show_progress": not args.quiet}
-    for flag in ("n_null", "n_positive", "n_heldout", "behavior_tokens"):
+    for flag in ("n_null", "n_isotropic", "n_positive", "n_selection", "n_test", "behavior_tokens"):
         if getattr(args, flag) is not None:
             values[flag] = getattr(args, flag)
     if args.min_realism is not None:
         values["thresholds"] = build_config(VerdictThresholds, {"min_realism": args.min_realism})
-    if args.budget == "quick":
-        values.setdefault("n_null", 2)
-        values.setdefault("n_positive", 2)
-        values.setdefault("n_heldout", 6)
-        values.setdefault("behavior_tokens", 16)
-        values.setdefault("behavior_contexts", 2)
-        values["n_opt_contexts"] = 6
     return build_config(AuditConfig, values)
 
 
@@ -114,7 +118,8 @@ def _progress_line(rank: int, world: int) -> Callable[[VectorAudit], None]:
     prefix = f"[process {rank}/{world}] " if world > 1 else ""
 
     def show(audit: VectorAudit) -> None:
-        best = f"best specific cos {audit.best.specific_cos:.2f}" if audit.best else "no natural-enough prompt"
+        best = (f"best prompt's test specific cos {audit.best.specific_cos:.2f}" if audit.best
+                else "no natural-enough prompt")
         name = printable(audit.name, limit=200)
         print(f"{prefix}finished {audit.kind} {name}: {best} ({audit.seconds:.0f} s)", flush=True)
 
@@ -132,7 +137,10 @@ def _run(args: argparse.Namespace) -> int:
     lm = load_model_arg(args)
     vectors: list[SteeringVector] = []
     for path in args.vectors:
-        vectors += load_vectors_arg(path, args, lm)
+        loaded = load_vectors_arg(path, args, lm)
+        for vector in loaded:
+            require_scale(vector, path)
+        vectors += loaded
     identity = {"model": lm.name, "config": json.loads(json.dumps(config.key(), default=str)),
                 "placement": args.placement}
     demo_file = out / "demo_vectors.safetensors"
@@ -161,8 +169,8 @@ def _run(args: argparse.Namespace) -> int:
     state.wait_for_everyone()
     if not state.is_main_process:
         return 0
-    audits, paths = merge_directory(out)
-    for audit in [a for a in audits if a.kind == "vector"] + [a for a in audits if a.kind != "vector"]:
-        print(("" if audit.kind == "vector" else "  control ") + summary_line(audit))
+    judged, paths = merge_directory(out)
+    for j in [j for j in judged if j.audit.kind == "vector"] + [j for j in judged if j.audit.kind != "vector"]:
+        print(("" if j.audit.kind == "vector" else "  control ") + summary_line(j))
     print(f"report: {paths['report']}\nresults: {paths['results']}\ndataset: {paths['dataset']}")
     return 0

@@ -14,10 +14,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    audits, paths = merge_directory(args.audit_dir)
-    for audit in audits:
-        if audit.kind == "vector":
-            print(summary_line(audit))
-    print(f"merged {len(audits)} items\nreport: {paths['report']}\nresults: {paths['results']}\n"
+    judged, paths = merge_directory(args.audit_dir)
+    for j in judged:
+        if j.audit.kind == "vector":
+            print(summary_line(j))
+    print(f"merged {len(judged)} items\nreport: {paths['report']}\nresults: {paths['results']}\n"
           f"dataset: {paths['dataset']}")
     return 0

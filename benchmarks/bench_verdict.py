@@ -1,0 +1,110 @@
+"""Does the calibrated verdict get the cases right whose answer we know, on targets the corpora lack?
+
+    python benchmarks/bench_verdict.py [--layer 7] [--budget quick] [--targets 4] [--out runs/bench-verdict]
+
+Vectors (all at `--layer`, written to OUT/vectors/*.safetensors and audited with `realize audit`):
+- `heldout.<cluster>`: the mean shift of a natural prompt from `benchmarks/heldout_targets.tsv` (themes and
+  paraphrases absent from every shipped corpus and from the positive controls), measured on base contexts that the
+  audit's three context sets never use. Expected: realizable.
+- `heldout-x10.<cluster>`: the first of those times 10. Expected: not "realizable" (magnitude beyond natural).
+- `random.natural` / `random.isotropic`: a random direction from the natural shift distribution / an isotropic
+  one, at the first target's norm. Expected: not realizable.
+
+Prints one line per vector (verdict, why, stability) and the controls; writes OUT/summary.json. The audit's own
+outputs (report.html, results.parquet) are in OUT/audit.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import torch
+from _setup import machine, write_json
+
+from realize.audit_search import ContextSplit
+from realize.cli import main as realize_main
+from realize.config import AuditConfig
+from realize.corpus_shifts import mean_shifts
+from realize.data.chat import chat_layout
+from realize.data.corpora import load_corpus, read_clustered_file
+from realize.data.models import load_model
+from realize.data.results_dataset import read_rows
+from realize.data.vectors import SteeringVector, save_safetensors
+from realize.targets import isotropic_nulls, natural_nulls
+
+HERE = Path(__file__).resolve().parent
+
+
+def unused_contexts(config: AuditConfig, n: int) -> list[str]:
+    """Base contexts outside the audit's optimization, selection and test sets."""
+    contexts = load_corpus("contexts")
+    split = ContextSplit.of(contexts, config.n_opt_contexts, config.n_selection, config.n_test, config.seed)
+    used = {*split.optimization, *split.selection, *split.test}
+    rest = [c for c in contexts if c not in used]
+    if len(rest) < n:
+        raise SystemExit(f"only {len(rest)} unused contexts for {n}")
+    return rest[:n]
+
+
+def build_vectors(layer: int, n_targets: int, config: AuditConfig, seed: int) -> list[SteeringVector]:
+    lm = load_model()
+    layout = chat_layout(lm.tokenizer, "prefix")
+    targets = read_clustered_file(HERE / "heldout_targets.tsv")[:n_targets]
+    contexts = unused_contexts(config, 8)
+    shifts = mean_shifts(lm, layout, layer, [t.prompt for t in targets], contexts)
+    natural = mean_shifts(lm, layout, layer, load_corpus("natural_prompts"), contexts[:4])
+    vectors = [SteeringVector(directions={layer: s}, scale=1.0, method="natural-prompt shift",
+                              name=f"heldout.{t.cluster}", notes=t.prompt) for t, s in zip(targets, shifts, strict=True)]
+    first = shifts[0]
+    vectors.append(SteeringVector(directions={layer: first}, scale=10.0, method="natural-prompt shift x10",
+                                  name=f"heldout-x10.{targets[0].cluster}", notes=targets[0].prompt))
+    gen = torch.Generator().manual_seed(seed + 12345)
+    norm = float(first.norm())
+    vectors.append(SteeringVector(directions={layer: natural_nulls(natural, 1, norm, gen)[0]}, scale=1.0,
+                                  method="random (natural-shift distribution)", name="random.natural"))
+    vectors.append(SteeringVector(directions={layer: isotropic_nulls(first.shape[0], 1, norm, gen)[0]}, scale=1.0,
+                                  method="random (isotropic)", name="random.isotropic"))
+    return vectors
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--layer", type=int, default=7)
+    parser.add_argument("--budget", default="quick")
+    parser.add_argument("--targets", type=int, default=4)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", default="runs/bench-verdict")
+    args = parser.parse_args()
+    out = Path(args.out)
+    config = AuditConfig(budget=args.budget, seed=args.seed)
+    folder = out / "vectors"
+    files = sorted(str(p) for p in folder.glob("*.safetensors"))
+    if not files:  # built once per OUT; delete OUT/vectors to rebuild
+        folder.mkdir(parents=True, exist_ok=True)
+        for vector in build_vectors(args.layer, args.targets, config, args.seed):
+            files.append(str(folder / f"{vector.name}.safetensors"))  # one file each: a file has one scale/notes
+            save_safetensors([vector], files[-1])
+    start = time.perf_counter()
+    code = realize_main(["audit", *files, "--budget", args.budget, "--seed",
+                         str(args.seed), "--out", str(out / "audit"), "--quiet", "--overwrite"])
+    seconds = time.perf_counter() - start
+    rows = [r for r in read_rows(out / "audit" / "results.parquet") if r["is_best"] or r["kind"] == "vector"]
+    best: dict[str, dict] = {}
+    for r in rows:
+        if r["is_best"] or r["vector_name"] not in best:
+            best[r["vector_name"]] = r
+    summary = {"machine": machine(), "args": vars(args), "exit_code": code, "seconds": seconds,
+               "items": {name: {k: r[k] for k in ("kind", "verdict", "direction_verdict", "verdict_stability",
+                                                   "specific_cos_test", "realizability_score", "magnitude_factor",
+                                                   "realizable_scale", "prompt", "realism", "is_best")}
+                         for name, r in best.items()}}
+    write_json(out / "summary.json", summary)
+    print(json.dumps({k: (v["verdict"], round(v["specific_cos_test"], 3), round(v["verdict_stability"], 2))
+                      for k, v in summary["items"].items()}, indent=1))
+
+
+if __name__ == "__main__":
+    main()

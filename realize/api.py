@@ -1,0 +1,171 @@
+"""The Python API: what the CLI does, callable from a notebook with the same presets.
+
+    import realize
+
+    report = realize.audit("vectors.safetensors", budget="quick")     # model: the embedded SmolLM2
+    report.verdicts                       # {"melbo.0": "not realizable", ...}
+    report.to_pandas()                    # one row per (item, evaluated prompt), the results schema
+    report.save("runs/audit")             # results.parquet/jsonl, dataset/, report.html
+
+`audit` takes vector files, `SteeringVector`s, or a mix; a model spec or a loaded model (`realize.load_model`);
+`budget` names an `AuditConfig` preset (exactly what `realize audit --budget` runs) and `config` overrides it.
+Errors name the argument (`vectors`, `model`, ...), never a CLI flag.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tempfile
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from realize.audit_batch import run_audit
+from realize.audit_output import audit_rows, write_outputs
+from realize.audit_store import ItemStore
+from realize.audit_types import JudgedAudit
+from realize.config import AuditConfig
+from realize.data.errors import UserInputError
+from realize.data.models import DEFAULT_MODEL, LoadedModel, cache_root
+from realize.data.models import load_model as _load_model
+from realize.data.vectors import SteeringVector, check_compatible
+from realize.data.vectors import load_vectors as _load_vectors
+from realize.scorers.realism import RealismClassifier
+
+if TYPE_CHECKING:
+    import pandas
+
+__all__ = ["AuditReport", "audit", "load_model", "load_vectors"]
+
+
+def load_model(spec: str | os.PathLike[str] = DEFAULT_MODEL) -> LoadedModel:
+    """A model by name (`"smollm2-135m-instruct"`, the default), `.gguf` file or HF directory, frozen, eval mode.
+
+    >>> lm = realize.load_model()            # doctest: +SKIP
+    """
+    return _load_model(str(spec))
+
+
+def load_vectors(path: str | os.PathLike[str], *, layer: int | None = None, scale: float | None = None,
+                 trust_pickle: bool = False, model: LoadedModel | None = None,
+                 force: bool = False) -> list[SteeringVector]:
+    """Every vector in `path` (.safetensors, .gguf control vector, .pt/.pth, .npy); `layer`/`scale` fill missing
+    metadata; with `model`, each vector is checked to fit it (hidden size, layer range, model hint unless `force`).
+
+    >>> vectors = realize.load_vectors("melbo.safetensors", scale=1.0)    # doctest: +SKIP
+    """
+    vectors = _load_vectors(path, layer=layer, scale=scale, trust_pickle=trust_pickle)
+    if model is not None:
+        for vector in vectors:
+            check_compatible(vector, hidden_size=model.hidden_size, num_layers=model.num_layers,
+                             model_name=model.name, model_type=getattr(model.model.config, "model_type", None),
+                             force=force)
+    return vectors
+
+
+@dataclass(frozen=True)
+class AuditReport:
+    """The judged audit: every vector and control with its evidence and verdict."""
+
+    items: tuple[JudgedAudit, ...]
+    model: str
+    config: AuditConfig
+
+    @property
+    def vectors(self) -> tuple[JudgedAudit, ...]:
+        """The audited vectors (controls excluded)."""
+        return tuple(j for j in self.items if j.audit.kind == "vector")
+
+    @property
+    def verdicts(self) -> dict[str, str]:
+        """Vector name -> verdict."""
+        return {j.audit.name: j.verdict for j in self.vectors}
+
+    def rows(self) -> list[dict[str, Any]]:
+        """One results row per (item, evaluated prompt) (`realize.data.results_dataset.FEATURES`)."""
+        return [r for j in self.items
+                for r in audit_rows(j, model=self.model, seed=self.config.seed, budget=self.config.budget)]
+
+    def to_pandas(self) -> pandas.DataFrame:
+        import pandas
+
+        from realize.data.results_dataset import COLUMNS
+
+        return pandas.DataFrame(self.rows(), columns=list(COLUMNS))
+
+    def save(self, directory: str | os.PathLike[str]) -> dict[str, Path]:
+        """Write results.parquet/jsonl, the dataset of realizable steers and report.html; returns their paths."""
+        settings = f"model {self.model} · budget {self.config.budget} · placement {self.config.placement} · " \
+                   f"seed {self.config.seed}"
+        return write_outputs(self.items, directory, model=self.model, seed=self.config.seed,
+                             budget=self.config.budget, settings=settings)
+
+
+def _as_vectors(vectors: Any, lm: LoadedModel, scale: float | None) -> list[SteeringVector]:
+    items: Iterable[Any]
+    if isinstance(vectors, (str, os.PathLike, SteeringVector)):
+        items = [vectors]
+    elif isinstance(vectors, Iterable):
+        items = list(vectors)
+    else:
+        raise UserInputError(f"vectors: expected a path, a SteeringVector or a list of them, got "
+                             f"{type(vectors).__name__}")
+    out: list[SteeringVector] = []
+    for item in items:
+        if isinstance(item, SteeringVector):
+            loaded = [item if item.scale is not None or scale is None else dataclasses.replace(item, scale=scale)]
+            check_compatible(loaded[0], hidden_size=lm.hidden_size, num_layers=lm.num_layers, model_name=lm.name,
+                             model_type=getattr(lm.model.config, "model_type", None))
+        elif isinstance(item, (str, os.PathLike)):
+            loaded = load_vectors(item, scale=scale, model=lm)
+        else:
+            raise UserInputError(f"vectors: expected paths or SteeringVectors, got {type(item).__name__}")
+        for vector in loaded:
+            if vector.scale is None:
+                raise UserInputError(f"vectors: {vector.name or vector.source or 'a vector'} has no scale; pass "
+                                     "scale= (steering adds scale * v)")
+        out += loaded
+    if not out:
+        raise UserInputError("vectors: nothing to audit")
+    return out
+
+
+def audit(
+    vectors: str | os.PathLike[str] | SteeringVector | Sequence[str | os.PathLike[str] | SteeringVector],
+    *,
+    model: str | LoadedModel = DEFAULT_MODEL,
+    budget: str = "default",
+    config: AuditConfig | None = None,
+    scale: float | None = None,
+    out: str | os.PathLike[str] | None = None,
+    classifier: RealismClassifier | None = None,
+    control_cache: bool = True,
+    show_progress: bool = True,
+) -> AuditReport:
+    """Audit vectors: search, calibrate against controls, judge. The same presets as `realize audit --budget`.
+
+    vectors: file path(s) and/or `SteeringVector`s; `scale` fills a missing coefficient. model: a spec for
+    `load_model` or a loaded model. config: an `AuditConfig` (overrides `budget`). out: a directory for the finished
+    items (a rerun resumes there) and, at the end, the outputs (`AuditReport.save`); None keeps items in a temporary
+    directory. control_cache: reuse calibration controls cached under $REALIZE_CACHE/controls.
+
+    >>> report = realize.audit("vectors.safetensors", budget="quick")   # doctest: +SKIP
+    >>> report.verdicts                                                  # doctest: +SKIP
+    {'melbo.0': 'not realizable', 'melbo.1': 'not realizable'}
+    """
+    if config is None:
+        if budget not in ("quick", "default", "thorough"):
+            raise UserInputError(f"budget: expected one of quick, default, thorough, got {budget!r}")
+        config = AuditConfig(budget=budget, show_progress=show_progress)
+    lm = model if isinstance(model, LoadedModel) else load_model(model)
+    items = _as_vectors(vectors, lm, scale)
+    cache = ItemStore(cache_root() / "controls") if control_cache else None
+    with tempfile.TemporaryDirectory(prefix="realize-items-") as scratch:
+        store = ItemStore(Path(out) / "items" if out is not None else Path(scratch))
+        judged = run_audit(lm, items, config, store, classifier=classifier, control_cache=cache)
+    report = AuditReport(tuple(judged), lm.name, config)
+    if out is not None:
+        report.save(out)
+    return report

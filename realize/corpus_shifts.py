@@ -1,0 +1,142 @@
+"""The shifts of every shipped prompt at one layer, computed once per (model, layer, placement, contexts) and cached.
+
+None of this depends on the target, so an audit computes it once and every target reuses it:
+
+- retrieval ranks all natural prompts for a target with one matrix product (`retrieval_losses`) instead of one
+  forward pass per prompt and target;
+- magnitude percentiles of the layer (`natural_norms`) come from the same numbers;
+- the natural-shift nulls draw from their covariance (`realize.controls`);
+- positive controls take their targets from the held-out `positive_prompts` rows.
+
+`CorpusShifts` holds, per prompt, its corpus name, its paraphrase cluster and its mean shift over the optimization
+contexts (the search's own contexts: these numbers choose candidates, so nothing reported comes from them).
+The cache file is a safetensors file under `$REALIZE_CACHE/corpus_shifts/`, keyed by the model fingerprint, layer,
+placement, the contexts, the corpora's contents and `VERSION`; it is written atomically.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+from tqdm.auto import tqdm
+
+from realize.attacks.objectives import ActivationObjectiveConfig, ActivationShiftObjective, activation_loss
+from realize.data.atomic import atomic_output
+from realize.data.chat import ChatLayout, encode
+from realize.data.corpora import load_clustered
+from realize.data.models import LoadedModel
+
+logger = logging.getLogger(__name__)
+VERSION = "1"  # bump when what is cached, or how, changes
+CORPORA = ("natural_prompts", "positive_prompts", "generic_prompts")  # what the cache holds
+
+
+@dataclass(frozen=True)
+class CorpusShifts:
+    """Mean shifts (over the optimization contexts) of every shipped prompt at one layer."""
+
+    prompts: tuple[str, ...]
+    clusters: tuple[str, ...]  # paraphrase cluster of each prompt ("" when the corpus has none)
+    corpora: tuple[str, ...]  # which corpus each prompt comes from
+    shifts: torch.Tensor  # (n, d) float32
+
+    def select(self, corpus: str) -> tuple[list[int], list[str]]:
+        """Row indices and prompts of one corpus."""
+        rows = [i for i, c in enumerate(self.corpora) if c == corpus]
+        return rows, [self.prompts[i] for i in rows]
+
+    def natural_norms(self) -> list[float]:
+        """Norms of the natural prompts' mean shifts (the layer's natural magnitude distribution)."""
+        rows, _ = self.select("natural_prompts")
+        return self.shifts[rows].norm(dim=1).tolist()
+
+
+def corpora_digest() -> str:
+    """Hash of the contents of every corpus the cache and the audit read (contexts included)."""
+    from realize.data.corpora import load_corpus
+
+    digest = hashlib.sha256()
+    for name in (*CORPORA, "contexts"):
+        digest.update(json.dumps([name, load_corpus(name)]).encode())  # type: ignore[arg-type]
+    return digest.hexdigest()[:16]
+
+
+def _rows() -> tuple[list[str], list[str], list[str]]:
+    from realize.data.corpora import load_corpus
+
+    prompts, clusters, corpora = [], [], []
+    for name in CORPORA:
+        if name == "generic_prompts":
+            items = [(p, "") for p in load_corpus(name)]
+        else:
+            items = [(c.prompt, c.cluster) for c in load_clustered(name)]  # type: ignore[arg-type]
+        for prompt, cluster in items:
+            prompts.append(prompt)
+            clusters.append(cluster)
+            corpora.append(name)
+    return prompts, clusters, corpora
+
+
+@torch.no_grad()
+def mean_shifts(lm: LoadedModel, layout: ChatLayout, layer: int, prompts: Sequence[str],
+                contexts: Sequence[str], *, batch_size: int = 64, show_progress: bool = False) -> torch.Tensor:
+    """(n, d) mean shift (over `contexts`, each context's aligned positions averaged first) of each prompt, computed
+    with the objective's early-exit, KV-reusing forward, prompts batched by token length."""
+    tok = lm.tokenizer
+    probe = ActivationShiftObjective(lm.model, tok, layout, torch.ones(lm.hidden_size), layer,
+                                     [encode(tok, c) for c in contexts], config=ActivationObjectiveConfig())
+    ids = [encode(tok, p) for p in prompts]
+    if any(not row for row in ids):
+        raise ValueError("prompts: every prompt must encode to at least one token")
+    by_length: dict[int, list[int]] = {}
+    for i, row in enumerate(ids):
+        by_length.setdefault(len(row), []).append(i)
+    out = torch.zeros(len(prompts), lm.hidden_size)
+    chunks = [rows[s : s + batch_size] for rows in by_length.values() for s in range(0, len(rows), batch_size)]
+    for chunk in tqdm(chunks, desc="corpus shifts", disable=not show_progress):
+        per_context = probe.per_context_shifts(torch.tensor([ids[i] for i in chunk]))  # (B, K, d)
+        out[chunk] = per_context.mean(dim=1).cpu()
+    return out
+
+
+def corpus_shifts(lm: LoadedModel, layout: ChatLayout, layer: int, contexts: Sequence[str], *, fingerprint: str,
+                  cache_dir: Path | None, show_progress: bool = False) -> CorpusShifts:
+    """The shifts of every shipped prompt on `contexts` at `layer`, from the cache when present."""
+    prompts, clusters, corpora = _rows()
+    key = json.dumps({"version": VERSION, "model": fingerprint, "layer": layer, "placement": layout.placement,
+                      "layout": [layout.head, layout.tail, layout.sep, layout.sys_head, layout.sys_tail],
+                      "contexts": list(contexts), "prompts": prompts}, sort_keys=True)
+    name = hashlib.sha256(key.encode()).hexdigest()[:24]
+    path = None if cache_dir is None else Path(cache_dir) / f"L{layer}-{name}.safetensors"
+    if path is not None and path.is_file():
+        try:
+            shifts = load_file(str(path))["shifts"]
+            if shifts.shape == (len(prompts), lm.hidden_size):
+                return CorpusShifts(tuple(prompts), tuple(clusters), tuple(corpora), shifts)
+        except (OSError, ValueError, KeyError, RuntimeError) as err:  # unreadable: recompute
+            logger.warning("%s: unreadable corpus-shift cache (%s); recomputing", path, err)
+    logger.info("computing the shifts of %d corpus prompts at layer %d (once per model, layer and contexts)",
+                len(prompts), layer)
+    shifts = mean_shifts(lm, layout, layer, prompts, contexts, show_progress=show_progress)
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_output(path) as tmp:
+            save_file({"shifts": shifts.contiguous()}, str(tmp), metadata={"key": key[:2000]})
+    return CorpusShifts(tuple(prompts), tuple(clusters), tuple(corpora), shifts)
+
+
+def retrieval_losses(shifts: torch.Tensor, target: torch.Tensor, generic: torch.Tensor | None,
+                     config: ActivationObjectiveConfig = ActivationObjectiveConfig()) -> torch.Tensor:
+    """The activation objective's loss (without the per-position term) of prompts whose mean shifts are `shifts`
+    (n, d), for `target` (d,): what `natural_retrieval` would compute, as one matrix product."""
+    if config.consistency > 0:
+        raise ValueError("config.consistency: retrieval from cached mean shifts has no per-position term")
+    return activation_loss(shifts.float(), torch.zeros(shifts.shape[0]), target.float(),
+                           None if generic is None else generic.float(), config)
