@@ -2,18 +2,21 @@
 
 Public API (stable):
 
-    RandomSearchConfig(*, steps=50, width=64|512, length=12, n_replace=2, seed=0, allow_non_ascii=False,
-                       batch_size=0, show_progress=False)
-    random_search(objective, tokenizer, config, *, layout=None, filter_context=()) -> AttackResult  (attack "random")
-    natural_retrieval(objective, prompts, tokenizer, *, batch_size=64, keep=20, show_progress=False)
-        -> AttackResult  (attack "retrieval"; `frontier` = the `keep` best prompts, ranked, with their losses)
+    RandomSearchConfig(*, steps=50, width=64|512, length=12, n_replace=2, seed=0, ascii_only=True, batch_size=0,
+                       show_progress=False)
+    random_search(objective, lm, layout, config, *, init=None) -> AttackResult  (attack "random")
+    RetrievalConfig(*, prompts=None, keep=20, batch_size=64, show_progress=False)
+    natural_retrieval(objective, lm, layout, config, *, init=None) -> AttackResult  (attack "retrieval";
+        `frontier` = the `keep` best prompts, ranked, with their losses; `layout` is unused, `init` refused)
 
-Random search is hill climbing without gradients (Andriushchenko-style): start from random allowed tokens; each step
-mutates `n_replace` random positions of the current best to random allowed tokens in `width` candidates, keeps
-those that survive the retokenization filter, and moves to the best if it improves. Same budget knobs as GCG.
+Random search is hill climbing without gradients (Andriushchenko-style): start from `init` or random allowed
+tokens; each step mutates `n_replace` random positions of the current best to random allowed tokens in `width`
+candidates, keeps those that survive the in-context retokenization filter, and moves to the best if it improves.
+Same budget knobs as GCG.
 
-Natural retrieval scores every prompt of a corpus (e.g. `load_corpus("natural_prompts")`): the objective takes
-equal-length batches, so prompts are grouped by token length and scored `batch_size` at a time.
+Natural retrieval scores every prompt of a corpus (`RetrievalConfig.prompts`; None = the shipped
+`natural_prompts` corpus): the objective takes equal-length batches, so prompts are grouped by token length and
+scored `batch_size` at a time (halved on out-of-memory).
 """
 
 from __future__ import annotations
@@ -25,15 +28,17 @@ from dataclasses import dataclass, field
 
 import torch
 from tqdm.auto import tqdm
-from transformers import PreTrainedTokenizerBase
 
-from realize.attacks.base import AttackResult, Objective, Step
-from realize.attacks.gcg import evaluate_in_batches
+from realize.attacks.base import (
+    AttackResult, FrontierPoint, Objective, Step, evaluate_in_batches, filter_context, start_ids,
+)
 from realize.attacks.sampling import allowed_token_mask, dedupe, random_candidates, retokenization_filter
 from realize.data.chat import ChatLayout, encode
+from realize.data.corpora import load_corpus
 from realize.data.errors import UserInputError
+from realize.data.models import LoadedModel
 
-__all__ = ["RandomSearchConfig", "natural_retrieval", "random_search"]
+__all__ = ["RandomSearchConfig", "RetrievalConfig", "natural_retrieval", "random_search"]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -43,7 +48,7 @@ class RandomSearchConfig:
     length: int = 12  # prompt length in tokens
     n_replace: int = 2  # positions mutated per candidate
     seed: int = 0  # seeds every random draw
-    allow_non_ascii: bool = False  # allow tokens outside printable ASCII
+    ascii_only: bool = True  # allowed tokens: printable ASCII only, no special tokens
     batch_size: int = 0  # candidates per objective call (0 = all); halved on out-of-memory
     show_progress: bool = False  # tqdm bar
 
@@ -58,19 +63,39 @@ class RandomSearchConfig:
                 raise ValueError(f"{name}: expected an int >= 0, got {value!r}")
 
 
+@dataclass(frozen=True, kw_only=True)
+class RetrievalConfig:
+    prompts: tuple[str, ...] | None = None  # the corpus to score; None = the shipped `natural_prompts` corpus
+    keep: int = 20  # best prompts returned as the ranked frontier
+    batch_size: int = 64  # prompts per objective call; halved on out-of-memory
+    show_progress: bool = False  # tqdm bar
+
+    def __post_init__(self) -> None:
+        for name in ("keep", "batch_size"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name}: expected an int >= 1, got {value!r}")
+        if self.prompts is not None and (isinstance(self.prompts, str) or not isinstance(self.prompts, tuple)):
+            raise ValueError("prompts: expected a tuple of prompt texts or None")
+
+
 def random_search(
     objective: Objective,
-    tokenizer: PreTrainedTokenizerBase,
+    lm: LoadedModel,
+    layout: ChatLayout | None,
     config: RandomSearchConfig,
     *,
-    layout: ChatLayout | None = None,
-    filter_context: Sequence[int] = (),
+    init: Sequence[int] | None = None,
 ) -> AttackResult:
-    """Gradient-free hill climbing over allowed tokens (see module docstring)."""
+    """Gradient-free hill climbing over allowed tokens (see module docstring); `init` (token ids) replaces the
+    random start, and its length the configured one."""
     t_start = time.perf_counter()
+    tokenizer, context = lm.tokenizer, filter_context(objective)
     gen = torch.Generator().manual_seed(config.seed)
-    mask = allowed_token_mask(tokenizer, ascii_only=not config.allow_non_ascii)
-    start = random_candidates(1, config.length, mask=mask, generator=gen)
+    mask = allowed_token_mask(tokenizer, ascii_only=config.ascii_only)
+    given = start_ids(init)
+    start = random_candidates(1, config.length, mask=mask, generator=gen) if given is None else torch.tensor([given])
+    length = start.shape[1]
     best_loss = float(objective.losses(start)[0])
     best = start[0]
     seen = {tuple(best.tolist())}
@@ -79,11 +104,11 @@ def random_search(
     bar = tqdm(range(config.steps), disable=not config.show_progress, desc="random", dynamic_ncols=True)
     for step in bar:
         t0 = time.perf_counter()
-        n = min(config.n_replace, config.length)
-        positions = torch.rand((config.width, config.length), generator=gen).argsort(dim=1)[:, :n]
+        n = min(config.n_replace, length)
+        positions = torch.rand((config.width, length), generator=gen).argsort(dim=1)[:, :n]
         values = random_candidates(config.width, n, mask=mask, generator=gen)
         cands = best.unsqueeze(0).repeat(config.width, 1).scatter_(1, positions, values)
-        cands = dedupe(cands[retokenization_filter(tokenizer, layout, cands, context=filter_context)], seen)
+        cands = dedupe(cands[retokenization_filter(tokenizer, layout, cands, context=context)], seen)
         step_loss = float("inf")
         if cands.shape[0]:
             losses, batch = evaluate_in_batches(objective, cands, batch)
@@ -106,17 +131,19 @@ def random_search(
 
 def natural_retrieval(
     objective: Objective,
-    prompts: Sequence[str],
-    tokenizer: PreTrainedTokenizerBase,
+    lm: LoadedModel,
+    layout: ChatLayout | None,
+    config: RetrievalConfig,
     *,
-    batch_size: int = 64,
-    keep: int = 20,
-    show_progress: bool = False,
+    init: Sequence[int] | None = None,
 ) -> AttackResult:
-    """Score every natural prompt and return the best; `frontier` lists the `keep` best (prompt, ids, loss)."""
+    """Score every natural prompt and return the best; `frontier` lists the `keep` best, ranked. Nothing is
+    searched, so `layout` plays no part and a start prompt is refused."""
     t_start = time.perf_counter()
-    if batch_size < 1 or keep < 1:
-        raise ValueError("batch_size and keep: expected ints >= 1")
+    if init is not None:
+        raise ValueError("init: natural retrieval takes no start prompt")
+    tokenizer = lm.tokenizer
+    prompts: Sequence[str] = config.prompts if config.prompts is not None else load_corpus("natural_prompts")
     by_length: dict[int, list[tuple[str, list[int]]]] = {}
     for text in dict.fromkeys(p.strip() for p in prompts):  # unique, in order
         ids = encode(tokenizer, text) if text else []
@@ -126,8 +153,8 @@ def natural_retrieval(
         raise UserInputError("natural prompts: expected at least one non-empty prompt")
     scored: list[tuple[float, str, tuple[int, ...]]] = []
     trajectory: list[Step] = []
-    batch = batch_size
-    bar = tqdm(sorted(by_length.items()), disable=not show_progress, desc="retrieval", dynamic_ncols=True)
+    batch = config.batch_size
+    bar = tqdm(sorted(by_length.items()), disable=not config.show_progress, desc="retrieval", dynamic_ncols=True)
     for step, (_, group) in enumerate(bar):
         t0 = time.perf_counter()
         losses, batch = evaluate_in_batches(objective, torch.tensor([ids for _, ids in group]), batch)
@@ -137,10 +164,11 @@ def natural_retrieval(
                                prompt=best[1], seconds=time.perf_counter() - t0, n_candidates=len(group)))
         bar.set_postfix(loss=f"{best[0]:.4f}", prompt=repr(best[1][:40]))
     scored.sort()
-    frontier = tuple({"rank": r, "prompt": t, "ids": list(i), "loss": l} for r, (l, t, i) in enumerate(scored[:keep]))
+    ranked = enumerate(scored[: config.keep])
+    frontier = tuple(FrontierPoint(prompt=t, ids=i, loss=l, rank=r) for r, (l, t, i) in ranked)
     loss, text, ids = scored[0]
     return AttackResult(
         attack="retrieval", best_ids=ids, best_prompt=text, best_loss=loss, trajectory=tuple(trajectory),
         seconds=time.perf_counter() - t_start, n_evaluations=len(scored),
-        config={"n_prompts": len(scored), "batch_size": batch_size, "keep": keep}, frontier=frontier,
+        config={"n_prompts": len(scored), "batch_size": config.batch_size, "keep": config.keep}, frontier=frontier,
     )

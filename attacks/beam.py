@@ -16,12 +16,13 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
 import torch
 from tqdm.auto import tqdm
 
-from realize.attacks.base import AttackResult, Objective, Step
+from realize.attacks.base import AttackResult, Objective, Step, filter_context
 from realize.attacks.fluency import encode_head, lm_head_ids, next_token_logprobs
 from realize.attacks.sampling import allowed_token_mask, dedupe, retokenization_filter
 from realize.data.chat import ChatLayout
@@ -92,9 +93,20 @@ def nucleus_sample(
     return torch.multinomial(nucleus, m, replacement=False, generator=generator)
 
 
-def run(objective: Objective, lm: LoadedModel, layout: ChatLayout, config: BeamConfig) -> AttackResult:
-    """Grow prompts token by token from the LM's own proposals; keep a beam by objective loss."""
+def run(
+    objective: Objective,
+    lm: LoadedModel,
+    layout: ChatLayout,
+    config: BeamConfig,
+    *,
+    init: Sequence[int] | None = None,
+) -> AttackResult:
+    """Grow prompts token by token from the LM's own proposals; keep a beam by objective loss. The search grows
+    from the empty prompt, so a start prompt (`init`) is refused."""
     started = time.perf_counter()
+    if init is not None:
+        raise ValueError("init: the beam search grows its prompts from nothing and takes no start prompt")
+    context = filter_context(objective)
     model, tokenizer = lm.model, lm.tokenizer
     generator = torch.Generator().manual_seed(config.seed)
     head = encode_head(model, lm_head_ids(layout))
@@ -126,7 +138,7 @@ def run(objective: Objective, lm: LoadedModel, layout: ChatLayout, config: BeamC
             )
             rows.append(torch.cat([prompt.unsqueeze(0).expand(tokens.shape[0], -1), tokens.unsqueeze(1)], dim=1))
         candidates = dedupe(torch.cat(rows, dim=0), set())
-        survives = retokenization_filter(tokenizer, layout, candidates)
+        survives = retokenization_filter(tokenizer, layout, candidates, context=context)
         if survives.any():  # never fail: fall back to the unfiltered set when nothing survives
             candidates = candidates[survives]
         losses = objective.losses(candidates)

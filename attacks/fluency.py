@@ -18,7 +18,7 @@ import torch
 from torch import nn
 from transformers import DynamicCache
 
-from realize.attacks.objectives import one_hot_embeds
+from realize.attacks.embeddings import one_hot_embeds
 from realize.attacks.prompt_cache import expand_kv
 from realize.data.chat import ChatLayout
 

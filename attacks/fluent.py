@@ -25,7 +25,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from functools import partial
 
@@ -34,7 +34,7 @@ from tqdm.auto import tqdm
 
 from realize.attacks.beam import BeamConfig
 from realize.attacks.beam import run as beam_run
-from realize.attacks.base import AttackResult, Objective, Step
+from realize.attacks.base import AttackResult, FrontierPoint, Objective, Step, filter_context, start_ids
 from realize.attacks.fluency import encode_head, lm_head_ids, prompt_ce, prompt_ce_and_grad
 from realize.attacks.sampling import allowed_token_mask, dedupe, retokenization_filter, sample_candidates
 from realize.data.chat import ChatLayout
@@ -106,28 +106,27 @@ def lm_restricted(grad_obj: torch.Tensor, next_logprobs: torch.Tensor, allowed: 
 def _archive_points(
     objective: Objective, lm: LoadedModel, ids: torch.Tensor, loss: torch.Tensor, ce: torch.Tensor,
     proposer: torch.Tensor, lambdas: Sequence[float], max_points: int,
-) -> list[Mapping[str, object]]:
+) -> list[FrontierPoint]:
     """The Pareto frontier of the archive over (loss, CE), then over (-cos, perplexity) with the objective's
     metrics (cos = -loss when the objective reports none)."""
     front = pareto_front(torch.stack([loss, ce], dim=1))
     if front.numel() > max_points:  # spread evenly over the CE range
         front = front[torch.linspace(0, front.numel() - 1, max_points).round().long().unique()]
-    points: list[Mapping[str, object]] = []
+    points: list[FrontierPoint] = []
     for i in front.tolist():
         metrics = dict(objective.metrics(ids[i]))
-        points.append(
-            {
-                "prompt": lm.tokenizer.decode(ids[i].tolist()),
-                "ids": tuple(int(t) for t in ids[i].tolist()),
-                "loss": float(loss[i]),
-                "cos": float(metrics.get("cos", -loss[i])),
-                "specific_cos": metrics.get("specific_cos"),
-                "ce": float(ce[i]),
-                "perplexity": float(math.exp(ce[i])),
-                "lambda": float(lambdas[int(proposer[i])]),
-            }
-        )
-    costs = torch.tensor([[-float(p["cos"]), float(p["ce"])] for p in points])
+        specific = metrics.get("specific_cos")
+        points.append(FrontierPoint(
+            prompt=lm.tokenizer.decode(ids[i].tolist()),
+            ids=tuple(int(t) for t in ids[i].tolist()),
+            loss=float(loss[i]),
+            cos=float(metrics.get("cos", -loss[i])),
+            specific_cos=None if specific is None else float(specific),
+            ce=float(ce[i]),
+            perplexity=float(math.exp(ce[i])),
+            fluency_weight=float(lambdas[int(proposer[i])]),
+        ))
+    costs = torch.tensor([[-float(p.cos), float(p.ce)] for p in points])  # type: ignore[arg-type]
     return [points[i] for i in pareto_front(costs).tolist()]
 
 
@@ -136,31 +135,32 @@ def run(
     lm: LoadedModel,
     layout: ChatLayout,
     config: FluentConfig,
+    *,
     init: Sequence[int] | None = None,
 ) -> AttackResult:
     """Population search over fluency weights; `init` (prompt ids) skips the beam-search initializer."""
     started = time.perf_counter()
     model, tokenizer = lm.model, lm.tokenizer
+    context = filter_context(objective)
     generator = torch.Generator().manual_seed(config.seed)
     n_evaluations = 0
-    if init is None:
+    start_prompt = start_ids(init)
+    if start_prompt is None:
         init_result = beam_run(objective, lm, layout, config.init_beam)
-        init, n_evaluations = init_result.best_ids, init_result.n_evaluations
-    if len(init) == 0:
-        raise ValueError("init: expected a prompt of at least one token")
+        start_prompt, n_evaluations = init_result.best_ids, init_result.n_evaluations
     head = encode_head(model, lm_head_ids(layout))
     vocab = int(model.get_input_embeddings().weight.shape[0])
     allowed = allowed_token_mask(tokenizer, ascii_only=config.ascii_only, vocab_size=vocab)
     lambdas = torch.tensor(config.lambdas, dtype=torch.float32)
     n_members = len(config.lambdas)
 
-    start = torch.tensor(list(init), dtype=torch.long).unsqueeze(0)
+    start = torch.tensor(list(start_prompt), dtype=torch.long).unsqueeze(0)
     arch_ids, arch_loss, arch_ce = start, objective.losses(start), prompt_ce(model, head, start)
     arch_from = torch.zeros(1, dtype=torch.long)
     seen = {tuple(start[0].tolist())}
     members = start.expand(n_members, -1).clone()  # (M, L)
     n_lm = round(config.width * config.lm_share)
-    sample = partial(sample_candidates, topk=config.top_k, n_replace=1, mask=allowed, generator=generator)
+    sample = partial(sample_candidates, top_k=config.top_k, n_replace=1, mask=allowed, generator=generator)
     trajectory: list[Step] = []
     for step in tqdm(range(config.steps), disable=not config.show_progress, desc="fluent"):
         step_start = time.perf_counter()
@@ -173,7 +173,7 @@ def run(
                 sample(prompt, lm_restricted(grad_obj, next_lp, allowed, config.lm_top_k), width=n_lm),
             ]
             fresh = dedupe(torch.cat(parts), seen)
-            fresh = fresh[retokenization_filter(tokenizer, layout, fresh)]
+            fresh = fresh[retokenization_filter(tokenizer, layout, fresh, context=context)]
             seen.update(tuple(row) for row in fresh.tolist())
             pools.append(fresh)
             owners.append(torch.full((fresh.shape[0],), m, dtype=torch.long))
@@ -213,13 +213,13 @@ def run(
         )
     frontier = _archive_points(objective, lm, arch_ids, arch_loss, arch_ce, arch_from, config.lambdas,
                                config.max_frontier)
-    readable = [p for p in frontier if float(p["perplexity"]) <= config.readable_perplexity]
-    best = min(readable, key=lambda p: float(p["loss"])) if readable else min(frontier, key=lambda p: p["ce"])
+    readable = [p for p in frontier if p.perplexity is not None and p.perplexity <= config.readable_perplexity]
+    best = min(readable, key=lambda p: p.loss) if readable else min(frontier, key=lambda p: math.inf if p.ce is None else p.ce)
     return AttackResult(
         attack="fluent",
-        best_ids=tuple(best["ids"]),
-        best_prompt=str(best["prompt"]),
-        best_loss=float(best["loss"]),
+        best_ids=best.ids,
+        best_prompt=best.prompt,
+        best_loss=best.loss,
         trajectory=tuple(trajectory),
         seconds=time.perf_counter() - started,
         n_evaluations=n_evaluations,

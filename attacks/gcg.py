@@ -2,13 +2,16 @@
 
 Public API (stable):
 
-    GCGConfig(*, steps=100, width=64|512, topk=64|256, n_replace=2, n_replace_min=1, patience=5, buffer_size=1,
-              early_stop_loss=None, seed=0, allow_non_ascii=False, init_prompt=None, init_length=12,
-              p_length_move=0.2, min_length=1, max_length=32, batch_size=0, metrics_every=5, max_resample=4,
-              show_progress=False)
-    run(objective, tokenizer, layout, config, *, filter_context=(), init_ids=None) -> AttackResult
-    evaluate_in_batches(objective, candidates (B, L), batch_size) -> (losses (B,), batch_size after halving)
-    initial_ids(tokenizer, layout, config, mask, generator, *, filter_context=()) -> list[int]
+    GCGConfig(*, steps=100, width=64|512, top_k=64|256, n_replace=2, n_replace_min=1, patience=5, buffer_size=1,
+              early_stop_loss=None, seed=0, ascii_only=True, init_length=12, p_length_move=0.2, min_length=1,
+              max_length=32, batch_size=0, metrics_every=5, max_resample=4, show_progress=False)
+    run(objective, lm, layout, config, *, init=None) -> AttackResult
+    initial_ids(tokenizer, layout, config, mask, generator, *, context=()) -> list[int]
+    evaluate_in_batches (re-exported from `attacks.base`)
+
+`layout` (None for objectives on the prompt's own text, e.g. the target-string objective) and the objective's
+first context (`attacks.base.filter_context`) define the in-context retokenization check; `init` (token ids, e.g.
+from a beam search or an encoded text) overrides the start prompt.
 
 Each step (the loop reads like the algorithm):
   1. gradient of the loss w.r.t. the one-hot current prompt (`objective.loss_and_grad`; reused while the current
@@ -45,14 +48,13 @@ import torch
 from tqdm.auto import tqdm
 from transformers import PreTrainedTokenizerBase
 
-from realize.attacks.base import AttackResult, Objective, Step
-from realize.attacks.prompt_cache import is_out_of_memory
+from realize.attacks.base import AttackResult, Objective, Step, evaluate_in_batches, filter_context, start_ids
 from realize.attacks.sampling import (
     allowed_token_mask, dedupe, delete_candidates, insert_candidates, random_candidates, retokenization_filter,
     sample_candidates,
 )
 from realize.data.chat import ChatLayout, encode
-from realize.data.errors import UserInputError
+from realize.data.models import LoadedModel
 
 logger = logging.getLogger(__name__)
 
@@ -67,16 +69,15 @@ def _cuda() -> bool:
 class GCGConfig:
     steps: int = 100  # optimization steps
     width: int = field(default_factory=lambda: 512 if _cuda() else 64)  # candidates per step (search width)
-    topk: int = field(default_factory=lambda: 256 if _cuda() else 64)  # top-k tokens per position from -grad
+    top_k: int = field(default_factory=lambda: 256 if _cuda() else 64)  # top-k tokens per position from -grad
     n_replace: int = 2  # tokens swapped per candidate at the start
     n_replace_min: int = 1  # floor of the adaptive n_replace
     patience: int = 5  # steps without a new best before n_replace shrinks
     buffer_size: int = 1  # attack buffer (1 = greedy)
     early_stop_loss: float | None = None  # stop once the best loss is <= this
     seed: int = 0  # seeds every random draw
-    allow_non_ascii: bool = False  # allow tokens outside printable ASCII
-    init_prompt: str | None = None  # start text; None = "x x x ..." of init_length tokens
-    init_length: int = 12  # start length when init_prompt is None
+    ascii_only: bool = True  # allowed tokens: printable ASCII only, no special tokens
+    init_length: int = 12  # start length ("x x x ...") when run gets no `init`
     p_length_move: float = 0.2  # probability that a step also proposes insertions and deletions
     min_length: int = 1  # shortest prompt a deletion may produce
     max_length: int = 32  # longest prompt an insertion may produce
@@ -86,7 +87,7 @@ class GCGConfig:
     show_progress: bool = False  # tqdm bar
 
     def __post_init__(self) -> None:
-        positive = ("steps", "width", "topk", "n_replace", "n_replace_min", "patience", "buffer_size",
+        positive = ("steps", "width", "top_k", "n_replace", "n_replace_min", "patience", "buffer_size",
                     "init_length", "min_length", "max_length", "metrics_every")
         for name in positive:
             value = getattr(self, name)
@@ -104,30 +105,6 @@ class GCGConfig:
             raise ValueError(f"p_length_move: expected a probability in [0, 1], got {self.p_length_move!r}")
         if self.early_stop_loss is not None and not math.isfinite(self.early_stop_loss):
             raise ValueError(f"early_stop_loss: expected a finite number or None, got {self.early_stop_loss!r}")
-        if self.init_prompt is not None and not self.init_prompt.strip():
-            raise ValueError("init_prompt: expected non-empty text or None")
-
-
-def evaluate_in_batches(objective: Objective, candidates: torch.Tensor, batch_size: int) -> tuple[torch.Tensor, int]:
-    """candidates (B, L) -> (losses (B,) float CPU, batch size to use next time). `batch_size` 0 means all at
-    once; on out-of-memory the batch halves and the failed chunk is retried (re-raised at 1)."""
-    n = batch_size if batch_size > 0 else max(1, candidates.shape[0])
-    out: list[torch.Tensor] = []
-    start = 0
-    while start < candidates.shape[0]:
-        try:
-            out.append(objective.losses(candidates[start : start + n]).detach().float().cpu())
-        except (torch.OutOfMemoryError, RuntimeError) as err:
-            if not is_out_of_memory(err) or n == 1:
-                raise
-            n = max(1, n // 2)
-            logger.warning("out of memory; candidate batch halved to %d", n)
-            if torch.cuda.is_available():
-                torch.cuda.empty_cache()
-            continue
-        start += n
-    losses = torch.cat(out) if out else torch.zeros(0)
-    return losses, (n if batch_size > 0 or n < candidates.shape[0] else batch_size)
 
 
 def initial_ids(
@@ -137,23 +114,18 @@ def initial_ids(
     mask: torch.Tensor,
     generator: torch.Generator,
     *,
-    filter_context: Sequence[int] = (),
+    context: Sequence[int] = (),
 ) -> list[int]:
-    """The start prompt: `init_prompt` encoded, else "x x x ..." of `init_length` tokens, else (if that does not
-    round-trip) random allowed tokens that do."""
-    if config.init_prompt is not None:
-        ids = encode(tokenizer, config.init_prompt)
-        if not ids:
-            raise UserInputError("init prompt: it encodes to no tokens (prompt length 0)")
-        return ids
+    """The default start prompt: "x x x ..." of `init_length` tokens, else (if that does not round-trip in
+    `context`) random allowed tokens that do."""
     ids = encode(tokenizer, "x" + " x" * (config.init_length - 1))[: config.init_length]
     if len(ids) == config.init_length and retokenization_filter(
-        tokenizer, layout, torch.tensor([ids]), context=filter_context
+        tokenizer, layout, torch.tensor([ids]), context=context
     ).all():
         return ids
     for _ in range(100):
         row = random_candidates(1, config.init_length, mask=mask, generator=generator)
-        if retokenization_filter(tokenizer, layout, row, context=filter_context).all():
+        if retokenization_filter(tokenizer, layout, row, context=context).all():
             return row[0].tolist()
     return row[0].tolist()
 
@@ -173,10 +145,10 @@ def _propose(
     if config.p_length_move > 0 and torch.rand(1, generator=gen).item() < config.p_length_move:
         n_len = max(1, config.width // 8)
     for attempt in range(config.max_resample + 1):
-        groups = [sample_candidates(current, grad, width=max(1, config.width - 2 * n_len), topk=config.topk,
+        groups = [sample_candidates(current, grad, width=max(1, config.width - 2 * n_len), top_k=config.top_k,
                                     n_replace=n_replace + attempt, mask=mask, generator=gen)]
         if n_len and length < config.max_length:
-            groups.append(insert_candidates(current, grad, n=n_len, topk=config.topk, mask=mask, generator=gen))
+            groups.append(insert_candidates(current, grad, n=n_len, top_k=config.top_k, mask=mask, generator=gen))
         if n_len and length > max(config.min_length, 1):
             groups.append(delete_candidates(current, n=n_len, generator=gen))
         kept = [g for g in (keep(g) for g in groups) if g.shape[0]]
@@ -191,25 +163,20 @@ def _propose(
 
 def run(
     objective: Objective,
-    tokenizer: PreTrainedTokenizerBase,
+    lm: LoadedModel,
     layout: ChatLayout | None,
     config: GCGConfig,
     *,
-    filter_context: Sequence[int] = (),
-    init_ids: Sequence[int] | None = None,
+    init: Sequence[int] | None = None,
 ) -> AttackResult:
-    """Run GCG on `objective` (see module docstring). `layout` and `filter_context` (one context's ids) define
-    the in-context retokenization check (layout None: the prompt's own round trip only); `init_ids` overrides
-    the start prompt (e.g. from a beam search)."""
+    """Run GCG on `objective` (see module docstring) from `init` (token ids) or the default start prompt."""
     t_start = time.perf_counter()
+    tokenizer = lm.tokenizer
+    context = filter_context(objective)
     gen = torch.Generator().manual_seed(config.seed)
-    mask = allowed_token_mask(tokenizer, ascii_only=not config.allow_non_ascii)
-    if init_ids is None:
-        start = initial_ids(tokenizer, layout, config, mask, gen, filter_context=filter_context)
-    else:
-        start = [int(i) for i in init_ids]
-    if not start:
-        raise UserInputError("init prompt: prompt length 0")
+    mask = allowed_token_mask(tokenizer, ascii_only=config.ascii_only)
+    given = start_ids(init)
+    start = list(given) if given is not None else initial_ids(tokenizer, layout, config, mask, gen, context=context)
     current_loss, grad = objective.loss_and_grad(torch.tensor(start, dtype=torch.long))
     if grad.shape[1] != mask.shape[0]:  # the model's embedding rows may exceed the tokenizer's vocabulary
         mask = torch.cat([mask, mask.new_zeros(max(0, grad.shape[1] - mask.shape[0]))])[: grad.shape[1]]
@@ -222,7 +189,7 @@ def run(
     last_metrics: dict[str, float] = {}
 
     def keep(group: torch.Tensor) -> torch.Tensor:
-        ok = retokenization_filter(tokenizer, layout, group, context=filter_context)
+        ok = retokenization_filter(tokenizer, layout, group, context=context)
         return dedupe(group[ok], seen)
 
     bar = tqdm(range(config.steps), disable=not config.show_progress, desc="gcg", dynamic_ncols=True)

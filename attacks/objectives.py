@@ -43,11 +43,13 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import PreTrainedTokenizerBase
 
-from realize.attacks.prompt_cache import KV, expand_kv, is_out_of_memory, packed_mask, run_to_layer, segments
+from realize.attacks.base import map_in_batches
+from realize.attacks.embeddings import one_hot_embeds, one_hot_grad
+from realize.attacks.prompt_cache import KV, expand_kv, packed_mask, run_to_layer, segments
 from realize.data.activations import block_output, check_layer
 from realize.data.chat import ChatLayout, Placement, chat_layout, encode
 from realize.data.errors import UserInputError
-from realize.data.models import LoadedModel
+from realize.data.models import LoadedModel, pad_id
 from realize.data.shift import ShiftMetrics, aligned_activations, pad_right, project_out, shift_metrics
 
 logger = logging.getLogger(__name__)
@@ -96,18 +98,6 @@ def activation_loss(
     return loss
 
 
-def one_hot_embeds(model: nn.Module, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """ids (L,) -> (one_hot (L, V) requiring grad, embeddings (1, L, d) = one_hot @ E, times the embedding
-    module's `embed_scale` where the model scales embeddings, e.g. Gemma)."""
-    embed = model.get_input_embeddings()
-    weight = embed.weight
-    one_hot = torch.zeros(ids.shape[0], weight.shape[0], dtype=weight.dtype, device=weight.device)
-    one_hot.scatter_(1, ids.to(weight.device).unsqueeze(1), 1.0)
-    one_hot.requires_grad_(True)
-    scale = getattr(embed, "embed_scale", 1.0)
-    return one_hot, ((one_hot @ weight) * scale).unsqueeze(0)
-
-
 @dataclass(frozen=True)
 class _Group:
     """Contexts sharing the tokens before the prompt slot; their `post` segments are packed into one row."""
@@ -152,7 +142,7 @@ class ActivationShiftObjective:
         self.target = target.detach().float().to(self.device)
         self.generic = None if generic is None else generic.detach().float().to(self.device)
         self.context_ids = tuple(tuple(c) for c in context_ids)
-        self.pad_id = int(tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0)
+        self.pad_id = pad_id(tokenizer)
         self.vocab_size = int(model.get_input_embeddings().weight.shape[0])
         self._batch = config.batch_size
         self.base = aligned_activations(model, layout, None, self.context_ids, layer, pad_id=self.pad_id)
@@ -240,35 +230,23 @@ class ActivationShiftObjective:
     # ---- Objective protocol ---------------------------------------------------------------------------------
     @torch.no_grad()
     def losses(self, prompts: torch.Tensor) -> torch.Tensor:
-        """prompts (B, L) long -> losses (B,) float32 on CPU."""
-        prompts = self._check(prompts)
-        out: list[torch.Tensor] = []
-        start = 0
-        while start < prompts.shape[0]:
-            n = self._batch
-            try:
-                d_all, pp = self._reduce(prompts[start : start + n], None)
-            except (torch.OutOfMemoryError, RuntimeError) as err:
-                if not is_out_of_memory(err) or n == 1:
-                    raise
-                self._batch = max(1, n // 2)
-                logger.warning("out of memory at %d candidates per batch; retrying with %d", n, self._batch)
-                if torch.cuda.is_available():
-                    torch.cuda.empty_cache()
-                continue
-            out.append(activation_loss(d_all.mean(dim=1), pp, self.target, self.generic, self.config).cpu())
-            start += n
-        return torch.cat(out)
+        """prompts (B, L) long -> losses (B,) float32 on CPU; the batch halves on out-of-memory and stays halved."""
+
+        def batch_losses(chunk: torch.Tensor) -> torch.Tensor:
+            d_all, pp = self._reduce(chunk, None)
+            return activation_loss(d_all.mean(dim=1), pp, self.target, self.generic, self.config).cpu()
+
+        out, self._batch = map_in_batches(batch_losses, self._check(prompts), self._batch)
+        return out
 
     def loss_and_grad(self, prompt: torch.Tensor) -> tuple[float, torch.Tensor]:
         """prompt (L,) -> (loss, d loss / d one-hot (L, V)) through the early-exit forward over all contexts."""
-        prompt = self._check(prompt.unsqueeze(0))[0]
-        with torch.enable_grad():
-            one_hot, embeds = one_hot_embeds(self.model, prompt)
+
+        def loss(embeds: torch.Tensor) -> torch.Tensor:
             d_all, pp = self._reduce(None, embeds)
-            loss = activation_loss(d_all.mean(dim=1), pp, self.target, self.generic, self.config)[0]
-            (grad,) = torch.autograd.grad(loss, one_hot)
-        return float(loss.item()), grad.detach()
+            return activation_loss(d_all.mean(dim=1), pp, self.target, self.generic, self.config)[0]
+
+        return one_hot_grad(self.model, self._check(prompt.unsqueeze(0))[0], loss)
 
     @torch.no_grad()
     def per_context_shifts(self, prompts: torch.Tensor) -> torch.Tensor:

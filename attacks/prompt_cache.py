@@ -10,7 +10,6 @@ Public API (stable):
     repeat_kv_rows(kv, times) -> KV                  # (B, ...) -> (B*times, ...), each row repeated `times` in a row
     Segments(pre, post, post_aligned, n_pre_aligned) # one context's input around the prompt slot
     segments(layout, context_ids) -> Segments
-    is_out_of_memory(err) -> bool
 
 How an input decomposes (see `data.chat`): every placement is `pre + prompt + post`, where
     prefix: pre = head,           post = sep + context + tail   (aligned = context + tail, all in post)
@@ -23,36 +22,25 @@ only `post` per (candidate, context). The K posts of one candidate are *packed* 
 of the prompt's KV per context): a 4D mask lets each segment see the shared past and itself only, and position
 ids restart after the prompt for every segment, so each segment computes exactly what its own input would.
 
-The forward runs the model's own modules (a hook on block `layer` raises, so later blocks, the final norm and the
-LM head never run) with a transformers `DynamicCache` rebuilt from plain tensors for every call; the caller's
-model is never modified (the hook is removed in `finally`).
+The forward is the project's one early-exit forward, `data.activations.block_outputs` (the model's own modules; a
+hook on block `layer` raises, so later blocks, the final norm and the LM head never run), with a transformers
+`DynamicCache` rebuilt from plain tensors for every call; the caller's model is never modified (the hook is
+removed in `finally`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 from torch import nn
 from transformers import DynamicCache
 
-from realize.data.activations import check_layer, decoder_layers, forward_hooks
+from realize.data.activations import block_outputs
 from realize.data.chat import ChatLayout
 
 KV = tuple[tuple[torch.Tensor, torch.Tensor], ...]
-
-
-def is_out_of_memory(err: BaseException) -> bool:
-    """True for CUDA/CPU out-of-memory errors (torch.OutOfMemoryError or a RuntimeError saying so)."""
-    if isinstance(err, torch.OutOfMemoryError):
-        return True
-    return isinstance(err, RuntimeError) and "out of memory" in str(err).lower()
-
-
-class _Stop(Exception):
-    """Raised by the hook on block `layer` to end the forward there."""
 
 
 def run_to_layer(
@@ -70,26 +58,15 @@ def run_to_layer(
     attention_mask is None (causal), (B, P + T) with 1 for real tokens (right padding), or a prepared 4D additive
     mask (B or 1, 1, T, P + T) that transformers passes through as is; position_ids (B or 1, T) default to
     P..P+T-1. Returns the raw output of block `layer` for the new tokens (B, T, d) and the KV of blocks 0..layer
-    for all P + T tokens. Gradients flow through inputs_embeds and through `past`. Later blocks, the final norm
-    and the LM head never run (a hook on block `layer` raises, as in `data.activations.block_outputs`).
+    for all P + T tokens. Gradients flow through inputs_embeds and through `past`. The forward is
+    `data.activations.block_outputs` (later blocks, the final norm and the LM head never run) with a fresh
+    `DynamicCache` holding `past`.
     """
-    check_layer(model, layer)
     cache = DynamicCache(ddp_cache_data=list(past)) if past else DynamicCache(config=model.config)
-    captured: list[torch.Tensor] = []
-
-    def stop(_m: nn.Module, _i: tuple[Any, ...], out: Any) -> None:
-        captured.append(out[0] if isinstance(out, tuple) else out)
-        raise _Stop
-
-    base = getattr(model, "model", model)  # the decoder without the LM head
-    with forward_hooks([(decoder_layers(model)[layer], stop)]):
-        try:
-            base(input_ids=input_ids, inputs_embeds=inputs_embeds, attention_mask=attention_mask,
-                 position_ids=position_ids, cache=cache, use_cache=True)
-        except _Stop:
-            pass
+    hidden = block_outputs(model, [layer], input_ids=input_ids, inputs_embeds=inputs_embeds,
+                           attention_mask=attention_mask, position_ids=position_ids, cache=cache)[layer]
     kv = tuple((cache.layers[i].keys, cache.layers[i].values) for i in range(layer + 1))
-    return captured[0], kv
+    return hidden, kv
 
 
 def packed_mask(past_len: int, lengths: Sequence[int], dtype: torch.dtype, device: torch.device) -> torch.Tensor:

@@ -25,7 +25,8 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from realize.attacks import gcg
-from realize.attacks.base import AttackResult, Objective, Step
+from realize.attacks.base import AttackResult, Objective, Step, filter_context, start_ids
+from realize.attacks.embeddings import as_input_embeds
 from realize.attacks.objectives import ActivationShiftObjective, activation_loss
 from realize.attacks.sampling import allowed_token_mask, retokenization_filter
 from realize.data.activations import block_outputs
@@ -77,8 +78,7 @@ def shift_loss_from_embeds(objective: ActivationShiftObjective) -> EmbeddingLoss
     Same loss as `objective.losses` (its `activation_loss`, base activations and contexts), computed with one
     plain early-exit forward per context (no KV reuse: one prompt at a time, the gradient path is what counts)."""
     model, layout, layer = objective.model, objective.layout, objective.layer
-    embed = model.get_input_embeddings()
-    scale = getattr(embed, "embed_scale", 1.0)
+    embed = model.get_input_embeddings()  # its output already carries `embed_scale`: not applied again below
     target = objective.target
 
     def loss(embeds: torch.Tensor) -> torch.Tensor:
@@ -87,7 +87,7 @@ def shift_loss_from_embeds(objective: ActivationShiftObjective) -> EmbeddingLoss
         for k, ctx in enumerate(objective.context_ids):
             placed = layout.place([0] * n, ctx)  # placeholder ids mark the prompt span
             ids = torch.tensor([placed.ids], device=embeds.device)
-            parts = embed(ids) * scale
+            parts = embed(ids)
             span = list(placed.prompt)
             full = torch.cat([parts[:, : span[0]], embeds.to(parts), parts[:, span[-1] + 1 :]], dim=1)
             hidden = block_outputs(model, [layer], inputs_embeds=full)[layer][0, list(placed.aligned)].float()
@@ -116,29 +116,27 @@ def _embedding_loss(objective: Objective) -> EmbeddingLoss:
 def run(
     objective: Objective,
     lm: LoadedModel,
-    layout: ChatLayout,
+    layout: ChatLayout | None,
     config: RelaxedConfig,
+    *,
     init: Sequence[int] | None = None,
 ) -> AttackResult:
     """Relax, project, polish. `init` (prompt ids) sets the starting embeddings; else a random allowed prompt."""
     started = time.perf_counter()
     model, tokenizer = lm.model, lm.tokenizer
     loss_fn = _embedding_loss(objective)
-    embed = model.get_input_embeddings()
-    weight = embed.weight.detach()
-    scale = getattr(embed, "embed_scale", 1.0)
+    weight = model.get_input_embeddings().weight.detach()
     allowed = allowed_token_mask(tokenizer, ascii_only=config.ascii_only, vocab_size=weight.shape[0])
     generator = torch.Generator().manual_seed(config.seed)
-    if init is None:
+    start = start_ids(init)
+    if start is None:
         pool = allowed.nonzero().squeeze(1)
-        init = pool[torch.randint(0, pool.numel(), (config.length,), generator=generator)].tolist()
-    if len(init) == 0:
-        raise ValueError("init: expected a prompt of at least one token")
-    soft = weight[torch.tensor(list(init))].clone().float().requires_grad_(True)
+        start = tuple(pool[torch.randint(0, pool.numel(), (config.length,), generator=generator)].tolist())
+    soft = weight[torch.tensor(start)].clone().float().requires_grad_(True)
     unit = weight.float().norm(dim=-1).mean().item()
     optimizer = torch.optim.Adam([soft], lr=config.lr * unit)
 
-    best_ids, best_loss = tuple(int(t) for t in init), math.inf
+    best_ids, best_loss = start, math.inf
     seen: dict[tuple[int, ...], float] = {}
     trajectory: list[Step] = []
     for step in tqdm(range(config.steps), disable=not config.show_progress, desc="relaxed"):
@@ -147,7 +145,7 @@ def run(
         nearest = weight[ids].float()
         straight = nearest + (soft - soft.detach())  # forward: the tokens; backward: into the soft rows
         with torch.enable_grad():
-            obj = loss_fn((straight * scale).unsqueeze(0))
+            obj = loss_fn(as_input_embeds(model, straight).unsqueeze(0))
             pull = ((soft - nearest) ** 2).sum(dim=-1).mean() / soft.shape[1]
             total = obj + config.nn_weight * pull
             optimizer.zero_grad()
@@ -164,14 +162,13 @@ def run(
     # the best projected prompt that survives the in-context retokenization check
     ranked = sorted(seen, key=seen.__getitem__)
     top = torch.tensor(ranked[:64])
-    survivors = top[retokenization_filter(tokenizer, layout, top)]
+    survivors = top[retokenization_filter(tokenizer, layout, top, context=filter_context(objective))]
     if survivors.shape[0] > 0:
         best_ids = tuple(int(t) for t in survivors[0].tolist())
         best_loss = seen[best_ids]
     n_evaluations = config.steps
     if config.polish_steps > 0:
-        polish = gcg.run(objective, tokenizer, layout, replace(config.polish, steps=config.polish_steps),
-                         init_ids=best_ids)
+        polish = gcg.run(objective, lm, layout, replace(config.polish, steps=config.polish_steps), init=best_ids)
         n_evaluations += polish.n_evaluations
         offset = len(trajectory)
         trajectory.extend(replace(s, step=s.step + offset) for s in polish.trajectory)

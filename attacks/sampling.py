@@ -3,8 +3,8 @@
 Public API (stable):
 
     allowed_token_mask(tokenizer, ascii_only=True, vocab_size=None) -> (V,) bool
-    sample_candidates(ids (L,), grad (L, V), *, width, topk, n_replace, mask (V,), generator) -> (width, L)
-    insert_candidates(ids (L,), grad (L, V), *, n, topk, mask, generator) -> (n, L + 1)
+    sample_candidates(ids (L,), grad (L, V), *, width, top_k, n_replace, mask (V,), generator) -> (width, L)
+    insert_candidates(ids (L,), grad (L, V), *, n, top_k, mask, generator) -> (n, L + 1)
     delete_candidates(ids (L,), *, n, generator) -> (n, L - 1)
     random_candidates(n, length, *, mask, generator) -> (n, length)
     retokenization_filter(tokenizer, layout | None, candidates (B, L), *, context=()) -> (B,) bool
@@ -48,9 +48,9 @@ def allowed_token_mask(
     return mask
 
 
-def _topk_ids(grad: torch.Tensor, topk: int, mask: torch.Tensor) -> torch.Tensor:
+def _top_k_ids(grad: torch.Tensor, top_k: int, mask: torch.Tensor) -> torch.Tensor:
     """grad (L, V) -> (L, k) ids of the k most negative gradient entries among allowed tokens, k <= #allowed."""
-    k = max(1, min(topk, int(mask.sum())))
+    k = max(1, min(top_k, int(mask.sum())))
     scores = (-grad.float()).masked_fill(~mask.to(grad.device).unsqueeze(0), float("-inf"))
     return scores.topk(k, dim=1).indices.cpu()
 
@@ -60,19 +60,19 @@ def sample_candidates(
     grad: torch.Tensor,
     *,
     width: int,
-    topk: int,
+    top_k: int,
     n_replace: int,
     mask: torch.Tensor,
     generator: torch.Generator,
 ) -> torch.Tensor:
     """nanoGCG-style swaps. ids (L,), grad (L, V) of the loss w.r.t. the one-hot prompt, mask (V,) bool ->
     candidates (width, L): each row replaces `n_replace` distinct random positions (clamped to L) by a token drawn
-    uniformly from that position's top-k of -grad among allowed tokens."""
+    uniformly from that position's `top_k` of -grad among allowed tokens."""
     if ids.dim() != 1 or grad.shape[0] != ids.shape[0]:
         raise ValueError(f"ids (L,) and grad (L, V) must agree, got {tuple(ids.shape)} and {tuple(grad.shape)}")
     length = ids.shape[0]
     n_replace = max(1, min(n_replace, length))
-    top = _topk_ids(grad, topk, mask)  # (L, k)
+    top = _top_k_ids(grad, top_k, mask)  # (L, k)
     positions = torch.rand((width, length), generator=generator).argsort(dim=1)[:, :n_replace]  # (W, n)
     choice = torch.randint(0, top.shape[1], (width, n_replace), generator=generator)
     values = top[positions, choice]  # (W, n)
@@ -80,13 +80,13 @@ def sample_candidates(
 
 
 def insert_candidates(
-    ids: torch.Tensor, grad: torch.Tensor, *, n: int, topk: int, mask: torch.Tensor, generator: torch.Generator
+    ids: torch.Tensor, grad: torch.Tensor, *, n: int, top_k: int, mask: torch.Tensor, generator: torch.Generator
 ) -> torch.Tensor:
     """ids (L,), grad (L, V) -> (n, L + 1): a token inserted at a random position i in 0..L. The token is drawn
     from the top-k of -grad at position min(i, L - 1) (the slot the new token pushes right), so the gradient still
     guides what is inserted."""
     length = ids.shape[0]
-    top = _topk_ids(grad, topk, mask)
+    top = _top_k_ids(grad, top_k, mask)
     where = torch.randint(0, length + 1, (n,), generator=generator)
     choice = torch.randint(0, top.shape[1], (n,), generator=generator)
     tokens = top[where.clamp(max=length - 1), choice]

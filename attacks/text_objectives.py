@@ -31,6 +31,7 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import PreTrainedTokenizerBase
 
+from realize.attacks.embeddings import one_hot_grad
 from realize.attacks.prompt_cache import KV, expand_kv, run_to_layer, segments
 from realize.data.activations import check_layer, num_layers, steer
 from realize.data.chat import ChatLayout, encode
@@ -48,12 +49,6 @@ def final_logits(model: nn.Module, hidden: torch.Tensor) -> torch.Tensor:
     logits = head(norm(hidden)).float()
     cap = getattr(model.config, "final_logit_softcapping", None)
     return torch.tanh(logits / cap) * cap if cap else logits
-
-
-def _embeds(model: nn.Module, one_hot: torch.Tensor, rest: torch.Tensor) -> torch.Tensor:
-    embed = model.get_input_embeddings()
-    scale = getattr(embed, "embed_scale", 1.0)
-    return torch.cat([(one_hot @ embed.weight) * scale, embed(rest)], dim=0).unsqueeze(0)
 
 
 def _check(prompts: torch.Tensor, vocab: int) -> torch.Tensor:
@@ -136,13 +131,9 @@ class TargetStringObjective:
 
     def loss_and_grad(self, prompt: torch.Tensor) -> tuple[float, torch.Tensor]:
         prompt = _check(prompt.unsqueeze(0), self.vocab_size)[0].to(self.device)
-        with torch.enable_grad():
-            weight = self.model.get_input_embeddings().weight
-            one_hot = F.one_hot(prompt, weight.shape[0]).to(weight.dtype).requires_grad_(True)
-            embeds = _embeds(self.model, one_hot, torch.cat([self.after, self.target_ids]))
-            loss = self._loss(1, prompt.shape[0], None, embeds)[0]
-            (grad,) = torch.autograd.grad(loss, one_hot)
-        return float(loss.item()), grad.detach()
+        rest = self.model.get_input_embeddings()(torch.cat([self.after, self.target_ids])).unsqueeze(0)
+        return one_hot_grad(self.model, prompt,
+                            lambda embeds: self._loss(1, prompt.shape[0], None, torch.cat([embeds, rest], dim=1))[0])
 
     def metrics(self, prompt: torch.Tensor) -> Mapping[str, float]:
         loss = float(self.losses(prompt.unsqueeze(0))[0])
@@ -206,13 +197,7 @@ class OutputMatchObjective:
 
     def loss_and_grad(self, prompt: torch.Tensor) -> tuple[float, torch.Tensor]:
         prompt = _check(prompt.unsqueeze(0), self.vocab_size)[0].to(self.device)
-        with torch.enable_grad():
-            weight = self.model.get_input_embeddings().weight
-            one_hot = F.one_hot(prompt, weight.shape[0]).to(weight.dtype).requires_grad_(True)
-            embeds = _embeds(self.model, one_hot, prompt[:0])
-            loss = self._total(1, None, embeds)[0]
-            (grad,) = torch.autograd.grad(loss, one_hot)
-        return float(loss.item()), grad.detach()
+        return one_hot_grad(self.model, prompt, lambda embeds: self._total(1, None, embeds)[0])
 
     def metrics(self, prompt: torch.Tensor) -> Mapping[str, float]:
         return {"kl": float(self.losses(prompt.unsqueeze(0))[0])}

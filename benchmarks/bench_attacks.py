@@ -23,11 +23,12 @@ import torch
 from _setup import NATURAL_PROMPT, build, machine, write_json
 
 from realize.attacks import gcg
-from realize.attacks.baselines import natural_retrieval
+from realize.attacks.baselines import RetrievalConfig, natural_retrieval
 from realize.attacks.objectives import TargetStringObjective
 from realize.attacks.prompt_cache import segments
 from realize.attacks.sampling import allowed_token_mask, random_candidates
 from realize.data.activations import decoder_layers
+from realize.data.chat import encode
 from realize.data.corpora import load_corpus
 from realize.data.models import load_model
 
@@ -71,21 +72,21 @@ def speed(args: argparse.Namespace, lm) -> dict[str, object]:
     out: dict[str, object] = {"activation": act}
 
     objective = TargetStringObjective(lm.model, lm.tokenizer, MESSAGE, TARGET)
-    config = gcg.GCGConfig(steps=args.steps, width=args.width, topk=args.topk, n_replace=1, n_replace_min=1,
-                           p_length_move=0.0, seed=args.seed, init_prompt="x" + " x" * 19, metrics_every=10**6)
-    result = gcg.run(objective, lm.tokenizer, None, config)
+    config = gcg.GCGConfig(steps=args.steps, width=args.width, top_k=args.top_k, n_replace=1, n_replace_min=1,
+                           p_length_move=0.0, seed=args.seed, metrics_every=10**6)
+    result = gcg.run(objective, lm, None, config, init=encode(lm.tokenizer, "x" + " x" * 19))
     evals = sum(s.n_candidates for s in result.trajectory)
     ours_row = {"seconds_per_step": result.seconds / args.steps, "cands_per_s": evals / result.seconds,
                 "final_loss": result.best_loss}
     print(f"target string, ours: {ours_row}", flush=True)
-    out["target_string"] = {"ours": ours_row, "width": args.width, "topk": args.topk, "steps": args.steps}
+    out["target_string"] = {"ours": ours_row, "width": args.width, "top_k": args.top_k, "steps": args.steps}
     try:
         import nanogcg
     except ImportError:
         print("nanogcg not installed: `pip install nanogcg==0.3.0 scipy` (then reinstall transformers>=5)")
         return out
     logging.getLogger("nanogcg").setLevel(logging.WARNING)
-    nconfig = nanogcg.GCGConfig(num_steps=args.steps, search_width=args.width, topk=args.topk, n_replace=1,
+    nconfig = nanogcg.GCGConfig(num_steps=args.steps, search_width=args.width, topk=args.top_k, n_replace=1,
                                 seed=args.seed, use_prefix_cache=False, verbosity="WARNING")
     start = time.perf_counter()
     try:
@@ -150,13 +151,13 @@ def _first_reaching(problem, result, threshold: float) -> tuple[int | None, floa
 
 def converge(args: argparse.Namespace, lm) -> dict[str, object]:
     problem = build("natural", layer=args.layer, lm=lm)
-    base = dict(steps=args.steps, width=args.width, topk=args.topk, seed=args.seed, metrics_every=10**6)
-    plain = gcg.run(problem.objective, lm.tokenizer, problem.layout,
+    base = dict(steps=args.steps, width=args.width, top_k=args.top_k, seed=args.seed, metrics_every=10**6)
+    plain = gcg.run(problem.objective, lm, problem.layout,
                     gcg.GCGConfig(**base, n_replace=1, n_replace_min=1, p_length_move=0.0))
     # the engine: start from the best natural prompt of the shipped corpus, the target's own prompt excluded
     pool = [p for p in load_corpus("natural_prompts") if p.strip() != NATURAL_PROMPT]
-    init = natural_retrieval(problem.objective, pool, lm.tokenizer)
-    full = gcg.run(problem.objective, lm.tokenizer, problem.layout, gcg.GCGConfig(**base), init_ids=init.best_ids)
+    init = natural_retrieval(problem.objective, lm, problem.layout, RetrievalConfig(prompts=tuple(pool)))
+    full = gcg.run(problem.objective, lm, problem.layout, gcg.GCGConfig(**base), init=init.best_ids)
     out: dict[str, object] = {"threshold": args.threshold, "steps_budget": args.steps, "width": args.width,
                               "engine_start": {**problem.report(init.best_ids), "seconds": init.seconds}}
     print(f"engine start (retrieval, own prompt excluded): {out['engine_start']}", flush=True)
@@ -174,7 +175,7 @@ def main() -> None:
     parser.add_argument("command", choices=["speed", "flops", "converge", "all"])
     parser.add_argument("--layer", type=int, default=12)
     parser.add_argument("--width", type=int, default=64)
-    parser.add_argument("--topk", type=int, default=64)
+    parser.add_argument("--top-k", "--topk", dest="top_k", type=int, default=64)
     parser.add_argument("--length", type=int, default=12, help="prompt length for the speed/FLOP measurements")
     parser.add_argument("--steps", type=int, default=10, help="GCG steps (speed: vs nanoGCG; converge: budget)")
     parser.add_argument("--repeats", type=int, default=2)

@@ -33,7 +33,7 @@ def run_problem(problem: Problem, scale: float, seed: int) -> dict[str, object]:
     f = fluent.run(problem.objective, problem.lm, problem.layout,
                    fluent.FluentConfig(lambdas=(0.0, 0.03, 0.1, 0.3), steps=steps(8), width=16, top_k=32,
                                        restart_every=4, seed=seed), init=b.best_ids)
-    frontier = [{**problem.report(p["ids"]), "lambda": p["lambda"], "opt_cos": p["cos"]} for p in f.frontier]
+    frontier = [{**problem.report(p.ids), "lambda": p.fluency_weight, "opt_cos": p.cos} for p in f.frontier]
     readable = [p for p in frontier if p["perplexity"] <= 300.0]
     best = max(readable, key=lambda p: p["heldout_cos"]) if readable else None
     out["fluent"] = {"seconds": f.seconds, "evaluations": f.n_evaluations, "frontier": frontier,
@@ -41,7 +41,7 @@ def run_problem(problem: Problem, scale: float, seed: int) -> dict[str, object]:
     print("fluent best readable", best, flush=True)
     print("fluent best any", out["fluent"]["best_any"], flush=True)
 
-    polish = gcg.GCGConfig(width=64, topk=64, seed=seed, p_length_move=0.0)
+    polish = gcg.GCGConfig(width=64, top_k=64, seed=seed, p_length_move=0.0)
     r = relaxed.run(problem.objective, problem.lm, problem.layout,
                     relaxed.RelaxedConfig(length=12, steps=steps(40), polish_steps=steps(4), polish=polish, seed=seed))
     out["relaxed"] = {**problem.report(r.best_ids), "seconds": r.seconds, "evaluations": r.n_evaluations}
@@ -51,8 +51,8 @@ def run_problem(problem: Problem, scale: float, seed: int) -> dict[str, object]:
     started, g = time.perf_counter(), None
     n = 2
     while True:
-        g = gcg.run(problem.objective, problem.lm.tokenizer, problem.layout,
-                    gcg.GCGConfig(steps=n, width=64, topk=64, seed=seed, p_length_move=0.0))
+        g = gcg.run(problem.objective, problem.lm, problem.layout,
+                    gcg.GCGConfig(steps=n, width=64, top_k=64, seed=seed, p_length_move=0.0))
         if g.seconds >= r.seconds or time.perf_counter() - started > 3 * r.seconds:
             break
         n = max(n + 1, round(n * r.seconds / max(g.seconds, 1e-6)))

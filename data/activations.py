@@ -115,12 +115,15 @@ def block_outputs(
     input_ids: torch.Tensor | None = None,
     inputs_embeds: torch.Tensor | None = None,
     attention_mask: torch.Tensor | None = None,
+    position_ids: torch.Tensor | None = None,
     cache: Any = None,
     layer_path: str | None = None,
 ) -> dict[int, torch.Tensor]:
     """Raw outputs of the given decoder blocks, each (B, T, d); the forward stops after the deepest one (no later
-    blocks, no final norm, no LM head). Gradients flow when the inputs require them. A `cache` (transformers
-    Cache) is extended in place by the blocks that ran."""
+    blocks, no final norm, no LM head): a hook on that block raises once it has run. This is the project's one
+    early-exit forward (`attacks.prompt_cache.run_to_layer` adds KV reuse on top of it). Gradients flow when the
+    inputs require them. A `cache` (transformers Cache) is extended in place by the blocks that ran; attention_mask
+    and position_ids are passed to the model as they are (a 4D additive mask passes through transformers)."""
     if not layers:
         raise ValueError("layers: expected at least one block index")
     for layer in layers:
@@ -139,6 +142,8 @@ def block_outputs(
 
     base = getattr(model, "model", model)  # skip the LM head when the model has a base model
     kwargs: dict[str, Any] = {"attention_mask": attention_mask, "use_cache": cache is not None}
+    if position_ids is not None:
+        kwargs["position_ids"] = position_ids
     if cache is not None:
         kwargs["cache"] = cache
     with forward_hooks([(blocks[i], make_hook(i)) for i in sorted(set(layers))]):

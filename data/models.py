@@ -48,6 +48,16 @@ class LoadedModel:
         return int(self.model.config.hidden_size)
 
 
+def pad_id(tokenizer: PreTrainedTokenizerBase) -> int:
+    """The id to pad batches with: the tokenizer's pad token, else its EOS token, else 0 (the one pad-id rule of
+    the project). Callers mask padded positions, so the id changes no result; `load_model` already sets pad = EOS
+    where a tokenizer has none."""
+    for candidate in (tokenizer.pad_token_id, tokenizer.eos_token_id):
+        if candidate is not None:
+            return int(candidate)
+    return 0
+
+
 def cache_root() -> Path:
     """Directory for realize's caches (`$REALIZE_CACHE`, else `~/.cache/realize`)."""
     return Path(os.environ.get("REALIZE_CACHE") or Path.home() / ".cache" / "realize")

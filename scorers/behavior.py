@@ -33,7 +33,7 @@ import torch
 
 from realize.data.activations import steer
 from realize.data.chat import Placement, chat_layout, encode
-from realize.data.models import LoadedModel
+from realize.data.models import LoadedModel, pad_id
 
 logger = logging.getLogger(__name__)
 _MIN_KL = 1e-9
@@ -116,17 +116,12 @@ def bootstrap_interval(values: Sequence[float], n: int, confidence: float, seed:
     return float(torch.quantile(means, alpha)), float(torch.quantile(means, 1 - alpha))
 
 
-def _pad_id(lm: LoadedModel) -> int:
-    pad = lm.tokenizer.pad_token_id
-    return int(pad if pad is not None else lm.tokenizer.eos_token_id or 0)
-
-
 @torch.no_grad()
 def greedy_batch(
     lm: LoadedModel, rows: Sequence[Sequence[int]], max_new_tokens: int, batch_size: int
 ) -> list[list[int]]:
     """Greedy continuations of each row (left-padded batches); each is cut after its first EOS."""
-    pad, eos = _pad_id(lm), lm.tokenizer.eos_token_id
+    pad, eos = pad_id(lm.tokenizer), lm.tokenizer.eos_token_id
     device = next(lm.model.parameters()).device
     out: list[list[int]] = []
     for start in range(0, len(rows), batch_size):
@@ -156,7 +151,7 @@ def forced_logits(
     lm: LoadedModel, inputs: Sequence[Sequence[int]], continuations: Sequence[Sequence[int]], batch_size: int
 ) -> list[torch.Tensor]:
     """Next-token logits (len(y), V) predicting each continuation y after its input (right-padded batches)."""
-    pad = _pad_id(lm)
+    pad = pad_id(lm.tokenizer)
     device = next(lm.model.parameters()).device
     out: list[torch.Tensor] = []
     for start in range(0, len(inputs), batch_size):

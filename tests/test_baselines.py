@@ -9,7 +9,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from realize.attacks.baselines import RandomSearchConfig, natural_retrieval, random_search
+from realize.attacks.base import FrontierPoint
+from realize.attacks.baselines import RandomSearchConfig, RetrievalConfig, natural_retrieval, random_search
 from realize.attacks.objectives import ActivationShiftObjective, OutputMatchObjective, TargetStringObjective
 from realize.data.activations import steer
 from realize.data.chat import chat_layout, encode
@@ -33,23 +34,34 @@ def _objective(tiny):
 def test_natural_retrieval_finds_the_true_prompt(tiny):
     obj, _, _ = _objective(tiny)
     prompts = ["You are a pirate.", TRUE_PROMPT, "Please answer briefly.", "Write a short poem about the sea.", ""]
-    result = natural_retrieval(obj, prompts, tiny.tokenizer, batch_size=2, keep=3)
+    result = natural_retrieval(obj, tiny, None, RetrievalConfig(prompts=tuple(prompts), batch_size=2, keep=3))
     assert result.best_prompt == TRUE_PROMPT and result.best_loss < 1e-3
-    assert [f["rank"] for f in result.frontier] == [0, 1, 2]
-    assert [f["loss"] for f in result.frontier] == sorted(f["loss"] for f in result.frontier)
+    assert all(isinstance(f, FrontierPoint) for f in result.frontier)
+    assert [f.rank for f in result.frontier] == [0, 1, 2]
+    assert [f.loss for f in result.frontier] == sorted(f.loss for f in result.frontier)
+    assert result.frontier[0].ids == result.best_ids and result.frontier[0].prompt == TRUE_PROMPT
     assert result.n_evaluations == 4 and result.attack == "retrieval"
     with pytest.raises(UserInputError):
-        natural_retrieval(obj, ["", "  "], tiny.tokenizer)
+        natural_retrieval(obj, tiny, None, RetrievalConfig(prompts=("", "  ")))
+    with pytest.raises(ValueError, match="init"):
+        natural_retrieval(obj, tiny, None, RetrievalConfig(prompts=tuple(prompts)), init=[5])
+    with pytest.raises(ValueError, match="prompts"):
+        RetrievalConfig(prompts="one prompt")  # a string is not a corpus
+    with pytest.raises(ValueError, match="keep"):
+        RetrievalConfig(keep=0)
 
 
 def test_random_search_improves_and_is_deterministic(tiny):
-    obj, layout, ctxs = _objective(tiny)
+    obj, layout, _ = _objective(tiny)
     config = RandomSearchConfig(steps=5, width=16, length=6, seed=1)
-    a = random_search(obj, tiny.tokenizer, config, layout=layout, filter_context=ctxs[0])
-    b = random_search(obj, tiny.tokenizer, config, layout=layout, filter_context=ctxs[0])
+    a = random_search(obj, tiny, layout, config)
+    b = random_search(obj, tiny, layout, config)
     assert a.best_ids == b.best_ids and len(a.best_ids) == 6
     losses = [s.best_loss for s in a.trajectory]
     assert losses == sorted(losses, reverse=True) and a.n_evaluations > 5
+    start = encode(tiny.tokenizer, "Please answer")  # a start prompt sets the length and the first loss
+    c = random_search(obj, tiny, layout, config, init=start)
+    assert len(c.best_ids) == len(start) and c.best_loss <= float(obj.losses(torch.tensor([start]))[0])
     with pytest.raises(ValueError, match="width"):
         RandomSearchConfig(width=0)
 
@@ -177,8 +189,31 @@ def test_optimize_cli_gcg_starts_from_retrieval(tmp_path, tiny_dir):
     assert data["seconds"] >= data["config"]["attack"]["init_seconds"] > 0
     with pytest.raises(UserInputError, match="--init and --init-from"):
         _cli([*argv, "--init", "hello"])
-    with pytest.raises(UserInputError, match="only gcg and fluent take a start prompt"):
-        _cli([*argv, "--attack", "random"])
+    with pytest.raises(UserInputError, match="take a start prompt, not --attack beam"):
+        _cli([*argv, "--attack", "beam"])
+    with pytest.raises(UserInputError, match="--init: only .* take a start prompt, not --attack retrieval"):
+        _cli([*argv[:4], "--attack", "retrieval", "--init", "hello", *argv[8:]])
+
+
+def test_optimize_cli_init_text_and_flag_aliases(tmp_path, tiny_dir):
+    """--init (text) starts gcg; --topk is an alias of --top-k; the frontier is written as typed points."""
+    out = tmp_path / "run.json"
+    argv = ["optimize", str(_vector(tmp_path)), "--model", str(tiny_dir), "--attack", "gcg", "--init",
+            "Please answer", "--steps", "1", "--width", "4", "--topk", "5", "--contexts", "2", "--heldout", "2",
+            "--quiet", "--out", str(out)]
+    assert _cli(argv) == 0
+    data = json.loads(out.read_text())
+    assert data["config"]["attack"]["top_k"] == 5 and data["config"]["attack"]["ascii_only"] is True
+    assert data["trajectory"][0]["step"] == 0 and data["n_evaluations"] >= 1
+    with pytest.raises(UserInputError, match="--init: expected non-empty text"):
+        _cli([*argv[:6], "--init", "  ", *argv[8:]])
+    retrieval = ["optimize", str(_vector(tmp_path)), "--model", str(tiny_dir), "--attack", "retrieval", "--contexts",
+                 "2", "--heldout", "2", "--quiet", "--out", str(out)]
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("Write a short poem about the sea.\nYou are a pirate.\nPlease answer.\n", encoding="utf-8")
+    assert _cli([*retrieval, "--prompts", str(prompts)]) == 0
+    frontier = json.loads(out.read_text())["frontier"]
+    assert [p["rank"] for p in frontier] == [0, 1, 2] and all(p["cos"] is None for p in frontier)
 
 
 @pytest.mark.parametrize(

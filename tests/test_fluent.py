@@ -8,6 +8,7 @@ import pytest
 import torch
 from test_beam import objective  # noqa: F401  (module fixture: shift objective on the tiny model)
 
+from realize.attacks.base import FrontierPoint
 from realize.attacks.beam import BeamConfig
 from realize.attacks.fluency import encode_head, lm_head_ids, prompt_ce, prompt_ce_and_grad
 from realize.attacks.fluent import FluentConfig, lm_restricted, pareto_front, run
@@ -76,15 +77,16 @@ def test_fluent_frontier_is_pareto_and_seeded(tiny: LoadedModel, objective) -> N
     frontier = result.frontier
     assert result.attack == "fluent" and frontier
     for p in frontier:
-        assert {"prompt", "ids", "loss", "cos", "specific_cos", "perplexity", "lambda"} <= set(p)
-        assert p["perplexity"] == pytest.approx(math.exp(p["ce"]))
+        assert isinstance(p, FrontierPoint) and p.prompt and p.ids and p.rank is None
+        assert p.fluency_weight in config.lambdas
+        assert p.perplexity == pytest.approx(math.exp(p.ce))
         for q in frontier:
-            dominated = q["cos"] >= p["cos"] and q["perplexity"] <= p["perplexity"] and (
-                q["cos"] > p["cos"] or q["perplexity"] < p["perplexity"])
+            dominated = q.cos >= p.cos and q.perplexity <= p.perplexity and (
+                q.cos > p.cos or q.perplexity < p.perplexity)
             assert not dominated
-    assert result.best_ids in {tuple(p["ids"]) for p in frontier}
+    assert result.best_ids in {p.ids for p in frontier}
     again = run(objective, tiny, objective.layout, config)
-    assert [p["ids"] for p in again.frontier] == [p["ids"] for p in frontier]
+    assert [p.ids for p in again.frontier] == [p.ids for p in frontier]
 
 
 def test_fluent_config_rejects_bad_values() -> None:

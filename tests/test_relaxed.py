@@ -34,7 +34,7 @@ def test_embedding_loss_equals_the_objective_on_token_embeddings(tiny: LoadedMod
 def test_relaxed_returns_valid_ids_seeded_and_never_worse_than_its_start(tiny: LoadedModel, objective) -> None:  # noqa: F811
     vocab = tiny.model.get_input_embeddings().weight.shape[0]
     allowed = allowed_token_mask(tiny.tokenizer, ascii_only=True, vocab_size=vocab)
-    config = RelaxedConfig(length=5, steps=15, polish_steps=2, polish=GCGConfig(width=8, topk=8), seed=2)
+    config = RelaxedConfig(length=5, steps=15, polish_steps=2, polish=GCGConfig(width=8, top_k=8), seed=2)
     result = run(objective, tiny, objective.layout, config)
     assert result.attack == "relaxed" and len(result.best_ids) >= 1
     assert all(allowed[t] for t in result.best_ids)

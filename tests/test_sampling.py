@@ -30,11 +30,11 @@ def test_allowed_mask_excludes_specials_and_non_ascii(tiny_tokenizer):
     assert padded.shape[0] == len(tiny_tokenizer) + 7 and not padded[-7:].any()
 
 
-def test_sample_candidates_shapes_mask_and_topk(tiny_tokenizer):
+def test_sample_candidates_shapes_mask_and_top_k(tiny_tokenizer):
     mask = allowed_token_mask(tiny_tokenizer)
     ids = torch.tensor(encode(tiny_tokenizer, "Explain it like I am five"))
     grad = torch.randn(ids.shape[0], mask.shape[0], generator=_gen(1))
-    cands = sample_candidates(ids, grad, width=40, topk=5, n_replace=2, mask=mask, generator=_gen())
+    cands = sample_candidates(ids, grad, width=40, top_k=5, n_replace=2, mask=mask, generator=_gen())
     assert cands.shape == (40, ids.shape[0]) and cands.dtype == torch.long
     changed = (cands != ids).sum(dim=1)
     assert (changed <= 2).all() and (changed >= 1).any()
@@ -48,9 +48,9 @@ def test_sampling_is_deterministic_per_seed(tiny_tokenizer):
     mask = allowed_token_mask(tiny_tokenizer)
     ids = torch.tensor(encode(tiny_tokenizer, "Write a short poem"))
     grad = torch.randn(ids.shape[0], mask.shape[0], generator=_gen(3))
-    a = sample_candidates(ids, grad, width=16, topk=8, n_replace=1, mask=mask, generator=_gen(5))
-    b = sample_candidates(ids, grad, width=16, topk=8, n_replace=1, mask=mask, generator=_gen(5))
-    c = sample_candidates(ids, grad, width=16, topk=8, n_replace=1, mask=mask, generator=_gen(6))
+    a = sample_candidates(ids, grad, width=16, top_k=8, n_replace=1, mask=mask, generator=_gen(5))
+    b = sample_candidates(ids, grad, width=16, top_k=8, n_replace=1, mask=mask, generator=_gen(5))
+    c = sample_candidates(ids, grad, width=16, top_k=8, n_replace=1, mask=mask, generator=_gen(6))
     assert torch.equal(a, b) and not torch.equal(a, c)
 
 
@@ -58,7 +58,7 @@ def test_insert_delete_random_shapes(tiny_tokenizer):
     mask = allowed_token_mask(tiny_tokenizer)
     ids = torch.tensor(encode(tiny_tokenizer, "I have a question"))
     grad = torch.randn(ids.shape[0], mask.shape[0], generator=_gen())
-    ins = insert_candidates(ids, grad, n=6, topk=4, mask=mask, generator=_gen())
+    ins = insert_candidates(ids, grad, n=6, top_k=4, mask=mask, generator=_gen())
     dele = delete_candidates(ids, n=3, generator=_gen())
     rnd = random_candidates(5, 7, mask=mask, generator=_gen())
     assert ins.shape == (6, ids.shape[0] + 1) and dele.shape == (3, ids.shape[0] - 1) and rnd.shape == (5, 7)

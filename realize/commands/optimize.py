@@ -1,10 +1,12 @@
 """`realize optimize VECTOR --layer I --scale A --out run.json`: search for a prompt whose activation shift at
 layer I reproduces a*v, then evaluate the best prompt on held-out contexts.
 
-Attacks are dispatched through `ATTACKS` (name -> function of an `OptimizeSetup`). The JSON holds: best_prompt, best_ids, opt and held-out metrics (cos, specific_cos,
-per_position_cos, norm_ratio, per_context_cos), the trajectory, the configs, the contexts and the seconds.
-The specific cosine uses g estimated from the generic prompts corpus on the same contexts (optimization g for
-the search, held-out g for the held-out metrics).
+Attacks are dispatched through `realize.attacks.ATTACKS` (name -> entry point with the one signature
+`run(objective, lm, layout, config, *, init=None)` and its config class); this command only maps flags onto the
+attack's config (`attack_config`). The JSON holds: best_prompt, best_ids, opt and held-out metrics (cos,
+specific_cos, per_position_cos, norm_ratio, per_context_cos), the trajectory, the frontier (typed points as
+dicts), the configs, the contexts and the seconds. The specific cosine uses g estimated from the generic prompts
+corpus on the same contexts (optimization g for the search, held-out g for the held-out metrics).
 """
 
 from __future__ import annotations
@@ -13,26 +15,16 @@ import argparse
 import dataclasses
 import logging
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 import torch
 
+from realize.attacks import ATTACKS
 from realize.attacks.base import AttackResult
-from realize.attacks.baselines import RandomSearchConfig, natural_retrieval, random_search
-from realize.attacks.beam import BeamConfig
-from realize.attacks.beam import run as beam_run
-from realize.attacks.fluent import FluentConfig
-from realize.attacks.fluent import run as fluent_run
-from realize.attacks.gcg import GCGConfig
-from realize.attacks.gcg import run as gcg_run
 from realize.attacks.objectives import ActivationObjectiveConfig, ActivationShiftObjective, estimate_generic
-from realize.attacks.relaxed import RelaxedConfig
-from realize.attacks.relaxed import run as relaxed_run
 from realize.data.chat import PLACEMENTS, ChatLayout, chat_layout, encode
 from realize.data.errors import UserInputError
-from realize.data.models import LoadedModel
+from realize.data.models import LoadedModel, pad_id
 from realize.data.shift import prompt_shifts, shift_metrics
 from realize.data.vectors import single_layer
 from realize.commands.common import (
@@ -43,43 +35,26 @@ from realize.commands.common import (
 logger = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
-class OptimizeSetup:
-    """Everything an attack needs; built once per command."""
+def attack_config(name: str, args: argparse.Namespace) -> Any:
+    """The config of attack `name` from the command's flags: each flag sets the config field of the same meaning
+    where the attack has one (--length is GCG's `init_length`); fluent's beam initializer takes the beam flags."""
+    config_class = ATTACKS[name].config
+    fields = {f.name for f in dataclasses.fields(config_class)}
+    flags: dict[str, Any] = {
+        "steps": args.steps, "seed": args.seed, "length": args.length, "init_length": args.length,
+        "width": args.width, "top_k": args.top_k, "ascii_only": not args.allow_non_ascii,
+        "early_stop_loss": args.early_stop, "show_progress": not args.quiet,
+    }
+    values = {k: v for k, v in flags.items() if k in fields and v is not None}
+    if name == "fluent":
+        values["init_beam"] = attack_config("beam", args)
+        if args.top_k is not None:
+            values["lm_top_k"] = max(64, args.top_k)
+    if name == "retrieval" and args.prompts:
+        from realize.data.corpora import read_prompt_file
 
-    lm: LoadedModel
-    objective: ActivationShiftObjective
-    layout: ChatLayout
-    opt_contexts: tuple[str, ...]
-    args: argparse.Namespace
-
-
-def _gcg(setup: OptimizeSetup) -> AttackResult:
-    a = setup.args
-    values: dict[str, Any] = {"steps": a.steps, "seed": a.seed, "show_progress": not a.quiet,
-                              "init_length": a.length, "allow_non_ascii": a.allow_non_ascii}
-    if a.width is not None:
-        values["width"] = a.width
-    if a.topk is not None:
-        values["topk"] = a.topk
-    if a.init is not None:
-        values["init_prompt"] = a.init
-    if a.early_stop is not None:
-        values["early_stop_loss"] = a.early_stop
-    config = build_config(GCGConfig, values)
-    ctx = setup.objective.context_ids[0]
-    start = _start(setup)
-    result = gcg_run(setup.objective, setup.lm.tokenizer, setup.layout, config, filter_context=ctx,
-                     init_ids=None if start is None else start.best_ids)
-    return _with_start(result, start)
-
-
-def _start(setup: OptimizeSetup) -> AttackResult | None:
-    """--init-from: the best prompt of natural-prompt retrieval or of the beam search, as the start of gcg/fluent."""
-    a = setup.args
-    if a.init_from is None:
-        return None
-    return _retrieval(setup) if a.init_from == "retrieval" else _beam(setup)
+        values["prompts"] = tuple(read_prompt_file(args.prompts))
+    return build_config(config_class, values)
 
 
 def _with_start(result: AttackResult, start: AttackResult | None) -> AttackResult:
@@ -92,57 +67,18 @@ def _with_start(result: AttackResult, start: AttackResult | None) -> AttackResul
                                n_evaluations=result.n_evaluations + start.n_evaluations)
 
 
-def _random(setup: OptimizeSetup) -> AttackResult:
-    a = setup.args
-    values: dict[str, Any] = {"steps": a.steps, "seed": a.seed, "length": a.length, "show_progress": not a.quiet,
-                              "allow_non_ascii": a.allow_non_ascii}
-    if a.width is not None:
-        values["width"] = a.width
-    config = build_config(RandomSearchConfig, values)
-    return random_search(setup.objective, setup.lm.tokenizer, config, layout=setup.layout,
-                         filter_context=setup.objective.context_ids[0])
-
-
-def _retrieval(setup: OptimizeSetup) -> AttackResult:
-    from realize.data.corpora import load_corpus, read_prompt_file
-
-    prompts = read_prompt_file(setup.args.prompts) if setup.args.prompts else load_corpus("natural_prompts")
-    return natural_retrieval(setup.objective, prompts, setup.lm.tokenizer, show_progress=not setup.args.quiet)
-
-
-def _beam_config(a: argparse.Namespace) -> BeamConfig:
-    return build_config(BeamConfig, {"length": a.length, "seed": a.seed, "ascii_only": not a.allow_non_ascii,
-                                     "show_progress": not a.quiet})
-
-
-def _beam(setup: OptimizeSetup) -> AttackResult:
-    return beam_run(setup.objective, setup.lm, setup.layout, _beam_config(setup.args))
-
-
-def _fluent(setup: OptimizeSetup) -> AttackResult:
-    a = setup.args
-    values: dict[str, Any] = {"steps": a.steps, "seed": a.seed, "ascii_only": not a.allow_non_ascii,
-                              "show_progress": not a.quiet, "init_beam": _beam_config(a)}
-    if a.width is not None:
-        values["width"] = a.width
-    if a.topk is not None:
-        values.update(top_k=a.topk, lm_top_k=max(64, a.topk))
-    start = _start(setup)
-    init = start.best_ids if start is not None else None if a.init is None else encode(setup.lm.tokenizer, a.init)
-    result = fluent_run(setup.objective, setup.lm, setup.layout, build_config(FluentConfig, values), init=init)
+def run_attack(args: argparse.Namespace, objective: ActivationShiftObjective, lm: LoadedModel,
+               layout: ChatLayout) -> AttackResult:
+    """--attack from --init (text) or --init-from (the best prompt of retrieval or beam search), or its default
+    start."""
+    start = None
+    init = None if args.init is None else encode(lm.tokenizer, args.init)
+    if args.init_from is not None:
+        start = ATTACKS[args.init_from].run(objective, lm, layout, attack_config(args.init_from, args))
+        init = start.best_ids
+    spec = ATTACKS[args.attack]
+    result = spec.run(objective, lm, layout, attack_config(args.attack, args), init=init)
     return _with_start(result, start)
-
-
-def _relaxed(setup: OptimizeSetup) -> AttackResult:
-    a = setup.args
-    config = build_config(RelaxedConfig, {"length": a.length, "steps": a.steps, "seed": a.seed,
-                                          "ascii_only": not a.allow_non_ascii, "show_progress": not a.quiet})
-    return relaxed_run(setup.objective, setup.lm, setup.layout, config)
-
-
-ATTACKS: dict[str, Callable[[OptimizeSetup], AttackResult]] = {
-    "gcg": _gcg, "beam": _beam, "fluent": _fluent, "relaxed": _relaxed, "random": _random, "retrieval": _retrieval,
-}
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -153,11 +89,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--index", type=int, default=0, help="which vector of a multi-vector file (default 0)")
     p.add_argument("--steps", type=int, default=60, help="optimization steps (default 60)")
     p.add_argument("--width", type=int, default=None, help="candidates per step (default 64 CPU / 512 GPU)")
-    p.add_argument("--topk", type=int, default=None, help="top-k tokens per position (default 64 CPU / 256 GPU)")
+    p.add_argument("--top-k", "--topk", dest="top_k", type=int, default=None,
+                   help="top-k tokens per position (default 64 CPU / 256 GPU)")
     p.add_argument("--length", type=int, default=12, help="initial prompt length in tokens (default 12)")
-    p.add_argument("--init", default=None, help="initial prompt text (default 'x x x ...')")
+    p.add_argument("--init", default=None, help="start prompt text (default: the attack's own start)")
     p.add_argument("--init-from", choices=("retrieval", "beam"), default=None,
-                   help="gcg/fluent: start from the best natural prompt (--prompts corpus) or the beam search's prompt")
+                   help=f"{'/'.join(_takers())}: start from the best natural prompt (--prompts corpus) or the beam "
+                        "search's prompt")
     p.add_argument("--early-stop", type=float, default=None, help="stop once the loss is at most this")
     p.add_argument("--placement", choices=PLACEMENTS, default="prefix", help="where the prompt goes (default prefix)")
     p.add_argument("--contexts", type=int, default=8, help="optimization contexts (default 8)")
@@ -167,13 +105,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--beta", type=float, default=0.1, help="weight of the norm term (default 0.1)")
     p.add_argument("--gamma", type=float, default=1.0, help="weight of the specific-cosine term (default 1.0)")
     p.add_argument("--no-specific", action="store_true", help="do not estimate g (no specific-cosine term)")
-    p.add_argument("--allow-non-ascii", action="store_true", help="allow non-ASCII tokens")
+    p.add_argument("--allow-non-ascii", action="store_true", help="allow non-ASCII tokens (configs: ascii_only=False)")
     p.add_argument("--seed", type=int, default=0, help="search random seed (default 0)")
     p.add_argument("--split-seed", type=int, default=0, help="seed of the optimization/held-out split (default 0)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     add_model_argument(p)
     add_vector_arguments(p)
     p.set_defaults(func=run_command)
+
+
+def _takers() -> list[str]:
+    return [name for name, spec in ATTACKS.items() if spec.takes_init]
 
 
 def _contexts(args: argparse.Namespace) -> tuple[list[str], list[str]]:
@@ -194,8 +136,7 @@ def evaluate_prompt(lm: LoadedModel, layout: ChatLayout, layer: int, prompt: lis
                     contexts: list[str], generic: torch.Tensor | None) -> dict[str, Any]:
     """Metrics of `prompt` on `contexts` via `data.shift` (full forwards, no search machinery)."""
     tok = lm.tokenizer
-    pad = int(tok.pad_token_id if tok.pad_token_id is not None else 0)
-    deltas = prompt_shifts(lm.model, layout, [prompt], [encode(tok, c) for c in contexts], layer, pad_id=pad)[0]
+    deltas = prompt_shifts(lm.model, layout, [prompt], [encode(tok, c) for c in contexts], layer, pad_id=pad_id(tok))[0]
     return dataclasses.asdict(shift_metrics(deltas, target, generic))
 
 
@@ -205,10 +146,13 @@ def run_command(args: argparse.Namespace) -> int:
         raise UserInputError(f"--attack {args.attack}: expected one of {', '.join(ATTACKS)}")
     if args.length < 1:
         raise UserInputError(f"--length {args.length}: prompt length must be >= 1")
-    if args.init_from is not None and args.attack not in ("gcg", "fluent"):
-        raise UserInputError(f"--init-from: only gcg and fluent take a start prompt, not --attack {args.attack}")
     if args.init_from is not None and args.init is not None:
         raise UserInputError("--init and --init-from: pass one of them")
+    if (args.init is not None or args.init_from is not None) and not ATTACKS[args.attack].takes_init:
+        flag = "--init" if args.init is not None else "--init-from"
+        raise UserInputError(f"{flag}: only {', '.join(_takers())} take a start prompt, not --attack {args.attack}")
+    if args.init is not None and not args.init.strip():
+        raise UserInputError("--init: expected non-empty text")
     if args.width is not None and args.width < 1:
         raise UserInputError(f"--width {args.width}: expected >= 1")
     lm = load_model_arg(args)
@@ -225,8 +169,7 @@ def run_command(args: argparse.Namespace) -> int:
     obj_config = build_config(ActivationObjectiveConfig, {"beta": args.beta, "gamma": args.gamma})
     objective = ActivationShiftObjective(lm.model, lm.tokenizer, layout, target, layer,
                                          [encode(lm.tokenizer, c) for c in opt], generic=g_opt, config=obj_config)
-    setup = OptimizeSetup(lm, objective, layout, tuple(opt), args)
-    result = ATTACKS[args.attack](setup)
+    result = run_attack(args, objective, lm, layout)
     best = list(result.best_ids)
     opt_metrics = evaluate_prompt(lm, layout, layer, best, target, opt, g_opt)
     held_metrics = evaluate_prompt(lm, layout, layer, best, target, held, g_held)
@@ -237,7 +180,7 @@ def run_command(args: argparse.Namespace) -> int:
         "best_prompt": result.best_prompt, "best_ids": best, "best_loss": result.best_loss,
         "opt": opt_metrics, "heldout": held_metrics,
         "trajectory": [dataclasses.asdict(s) for s in result.trajectory],
-        "frontier": [dict(f) for f in result.frontier],
+        "frontier": [dataclasses.asdict(f) for f in result.frontier],
         "config": {"attack": dict(result.config), "objective": dataclasses.asdict(obj_config)},
         "contexts": {"opt": opt, "heldout": held}, "n_evaluations": result.n_evaluations,
         "search_seconds": result.seconds, "seconds": time.perf_counter() - t0,
