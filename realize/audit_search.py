@@ -27,7 +27,7 @@ from realize.audit_types import PromptScore
 from realize.config import SearchBudget
 from realize.corpus_shifts import CorpusShifts, corpus_shifts, retrieval_losses
 from realize.data.chat import ChatLayout, Placement, chat_layout, encode
-from realize.data.models import LoadedModel
+from realize.data.models import LoadedModel, pad_id
 from realize.data.shift import aligned_activations, prompt_shifts, shift_metrics
 from realize.scorers.perplexity import score_perplexity
 from realize.scorers.realism import RealismClassifier, realism_scores
@@ -80,7 +80,7 @@ def make_setting(lm: LoadedModel, layer: int, placement: Placement, contexts: Co
                  classifier: RealismClassifier, min_realism: float | None, *, fingerprint: str,
                  cache_dir: Path | None, show_progress: bool = False) -> AuditSetting:
     layout = chat_layout(lm.tokenizer, placement)
-    pad = pad_id(lm)
+    pad = pad_id(lm.tokenizer)
 
     def base(texts: Sequence[str]) -> tuple[torch.Tensor, ...]:
         ids = [encode(lm.tokenizer, c) for c in texts]
@@ -97,10 +97,6 @@ def make_setting(lm: LoadedModel, layer: int, placement: Placement, contexts: Co
         min_realism=classifier.threshold if min_realism is None else min_realism,
         base_selection=base(contexts.selection), base_test=base(contexts.test),
     )
-
-
-def pad_id(lm: LoadedModel) -> int:
-    return int(lm.tokenizer.pad_token_id if lm.tokenizer.pad_token_id is not None else 0)
 
 
 def retrieve(setting: AuditSetting, target: torch.Tensor, keep: int,
@@ -134,7 +130,7 @@ def search(setting: AuditSetting, target: torch.Tensor, budget: SearchBudget, *,
                              length=budget.beam_length, seed=seed),
     )
     fluent = fluent_run(objective, lm, setting.layout, config)
-    candidates += [(tuple(int(t) for t in point["ids"]), "fluent") for point in fluent.frontier]
+    candidates += [(point.ids, "fluent") for point in fluent.frontier]
     seen: set[tuple[int, ...]] = set()
     unique = []
     for ids, attack in candidates:
@@ -157,7 +153,7 @@ def judge(setting: AuditSetting, target: torch.Tensor,
     lm, split = setting.lm, setting.contexts
     contexts = [encode(lm.tokenizer, c) for c in (*split.selection, *split.test)]
     deltas = prompt_shifts(lm.model, setting.layout, [list(ids) for ids, _ in candidates], contexts, setting.layer,
-                           base=[*setting.base_selection, *setting.base_test], pad_id=pad_id(lm))
+                           base=[*setting.base_selection, *setting.base_test], pad_id=pad_id(lm.tokenizer))
     n_sel = len(split.selection)
     texts = [lm.tokenizer.decode(list(ids)) for ids, _ in candidates]
     ppl = score_perplexity(lm, texts)

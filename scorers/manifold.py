@@ -36,7 +36,7 @@ from realize.data.atomic import atomic_output
 from realize.data.activations import block_output, check_layer
 from realize.data.chat import chat_layout, encode
 from realize.data.corpora import load_corpus
-from realize.data.models import LoadedModel, cache_root
+from realize.data.models import LoadedModel, cache_root, pad_id
 
 logger = logging.getLogger(__name__)
 DEFAULT_CORPORA = ("contexts", "natural_prompts", "sentences")
@@ -105,7 +105,7 @@ def natural_texts(max_texts: int, seed: int, corpora: Sequence[str] = DEFAULT_CO
 @torch.no_grad()
 def _covariance(lm: LoadedModel, layer: int, texts: Sequence[str], config: ManifoldConfig) -> tuple[torch.Tensor, int]:
     layout = chat_layout(lm.tokenizer)
-    pad = lm.tokenizer.pad_token_id or 0
+    pad = pad_id(lm.tokenizer)
     d = lm.hidden_size
     total = torch.zeros(d, dtype=torch.float64)
     second = torch.zeros(d, d, dtype=torch.float64)

@@ -30,7 +30,7 @@ from tqdm import tqdm
 
 from realize.data.chat import chat_layout, encode
 from realize.data.errors import UserInputError
-from realize.data.models import LoadedModel
+from realize.data.models import LoadedModel, pad_id
 
 logger = logging.getLogger(__name__)
 
@@ -125,8 +125,7 @@ def token_statistics(
     """
     if len(prefixes) != len(targets):
         raise ValueError("prefixes and targets: expected the same length")
-    pad_id = lm.tokenizer.pad_token_id
-    pad_id = 0 if pad_id is None else int(pad_id)
+    pad = pad_id(lm.tokenizer)
     device = next(lm.model.parameters()).device
     out: list[TokenStats] = [_empty_stats() for _ in targets]
     lengths = [len(prefixes[i]) + len(targets[i]) for i in range(len(targets))]
@@ -142,7 +141,7 @@ def token_statistics(
         width = max(len(r) for r in rows)
         if width < 2:
             continue
-        ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+        ids = torch.full((len(rows), width), pad, dtype=torch.long)
         mask = torch.zeros((len(rows), width), dtype=torch.long)
         for b, row in enumerate(rows):
             ids[b, : len(row)] = torch.tensor(row, dtype=torch.long)
