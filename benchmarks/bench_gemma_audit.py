@@ -8,7 +8,8 @@ with `--no-control-cache` so that every control is searched, then reads results.
 benchmarks/results/gemma_audit.json: wall time, peak RSS, and per item (demo vectors, positives, nulls) the best
 prompt, its held-out raw/specific cosine, perplexity, realism and verdict. Prints the positives-vs-nulls gap (the
 audit calibrates against it). The model's first load dequantizes the GGUF (~1 min) and is cached; run the script
-once to warm it, or count that minute.
+once to warm it, or count that minute. An existing `--keep` directory of the same configuration is resumed (its
+finished items are not recomputed, so the wall time is not the audit's).
 """
 
 from __future__ import annotations
