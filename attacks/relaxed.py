@@ -77,8 +77,7 @@ def shift_loss_from_embeds(objective: ActivationShiftObjective) -> EmbeddingLoss
     Same loss as `objective.losses` (its `activation_loss`, base activations and contexts), computed with one
     plain early-exit forward per context (no KV reuse: one prompt at a time, the gradient path is what counts)."""
     model, layout, layer = objective.model, objective.layout, objective.layer
-    embed = model.get_input_embeddings()
-    scale = getattr(embed, "embed_scale", 1.0)
+    embed = model.get_input_embeddings()  # applies its own embed_scale (Gemma), like the model's forward
     target = objective.target
 
     def loss(embeds: torch.Tensor) -> torch.Tensor:
@@ -87,7 +86,7 @@ def shift_loss_from_embeds(objective: ActivationShiftObjective) -> EmbeddingLoss
         for k, ctx in enumerate(objective.context_ids):
             placed = layout.place([0] * n, ctx)  # placeholder ids mark the prompt span
             ids = torch.tensor([placed.ids], device=embeds.device)
-            parts = embed(ids) * scale
+            parts = embed(ids)
             span = list(placed.prompt)
             full = torch.cat([parts[:, : span[0]], embeds.to(parts), parts[:, span[-1] + 1 :]], dim=1)
             hidden = block_outputs(model, [layer], inputs_embeds=full)[layer][0, list(placed.aligned)].float()
