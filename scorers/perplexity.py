@@ -8,8 +8,9 @@ Two positions are scored for every prompt (only the prompt's own tokens are scor
 - **alone**: after BOS only (when the tokenizer has no BOS token, the first token has no context and is not
   scored).
 
-A tokenizer without a chat template (e.g. a base model used as a held-out fluency judge) has no chat position:
-its chat-position fields are nan and only the alone scores are meaningful.
+A tokenizer without a chat template (a base model, e.g. Gemma-3-270M as the audited model or as a held-out fluency
+judge) gets `data.chat`'s plain layout, where the prompt starts the text right after BOS: its chat position is the
+alone position, and both scores are equal. Without a BOS token either, the chat-position fields are nan.
 
 Perplexity is `exp(mean surprisal)` over the scored tokens (natural log). The worst window is the highest
 perplexity over all windows of `window` consecutive scored tokens (Jain et al. 2023 use 10); a prompt shorter
@@ -186,13 +187,13 @@ def score_perplexity(
     """
     config = config or PerplexityConfig()
     tokenizer = lm.tokenizer
-    has_chat = bool(getattr(tokenizer, "chat_template", None))
-    try:
-        head = list(chat_layout(tokenizer).head) if has_chat else []
+    try:  # a tokenizer without a chat template gets data.chat's plain layout: its head is BOS
+        head = list(chat_layout(tokenizer).head)
     except UserInputError:  # a template that does not render a user turn: score alone only
-        has_chat, head = False, []
+        head = []
+    has_chat = bool(head)
     if not has_chat:
-        logger.info("%s: no usable chat template; chat-position perplexities are nan", lm.name)
+        logger.info("%s: no usable chat template nor BOS; chat-position perplexities are nan", lm.name)
     bos = [] if tokenizer.bos_token_id is None else [int(tokenizer.bos_token_id)]
     limit = _context_limit(lm) - len(head)
     if config.max_prompt_tokens is not None:

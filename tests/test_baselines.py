@@ -242,10 +242,15 @@ def test_optimize_cli_bad_vectors_and_files(tmp_path, tiny_dir):
 
 
 def test_optimize_cli_tokenizer_without_chat_template(tmp_path, tiny):
-    plain = tiny.tokenizer.__class__(tokenizer_object=tiny.tokenizer.backend_tokenizer, pad_token="<|im_end|>")
+    """A base model (no chat template) optimizes in the plain layout; it has no system turn."""
+    plain = tiny.tokenizer.__class__(tokenizer_object=tiny.tokenizer.backend_tokenizer, pad_token="<|im_end|>",
+                                     bos_token="<|im_start|>")
     model_dir = tmp_path / "no-template"
     tiny.model.save_pretrained(model_dir)
     plain.save_pretrained(model_dir)
+    argv = ["optimize", str(_vector(tmp_path)), "--model", str(model_dir), "--out", str(tmp_path / "o.json"),
+            "--quiet", "--steps", "1", "--contexts", "2", "--heldout", "2"]
+    assert _cli(argv) == 0
+    assert json.loads((tmp_path / "o.json").read_text())["best_ids"]
     with pytest.raises(UserInputError, match="chat template"):
-        _cli(["optimize", str(_vector(tmp_path)), "--model", str(model_dir), "--out", str(tmp_path / "o.json"),
-              "--quiet", "--steps", "1"])
+        _cli([*argv, "--placement", "system"])

@@ -42,9 +42,11 @@ def test_system_placement_replaces_system_message(tiny_tokenizer):
 
 
 def test_missing_chat_template(tiny_tokenizer):
+    """No chat template: the plain layout (tests/test_gemma_plain.py), which has no system turn."""
     tok = tiny_tokenizer.__class__(tokenizer_object=tiny_tokenizer.backend_tokenizer)
+    assert chat_layout(tok, "prefix").template == "plain"
     with pytest.raises(UserInputError, match="chat template"):
-        chat_layout(tok, "prefix")
+        chat_layout(tok, "system")
     with pytest.raises(UserInputError, match="placement"):
         chat_layout(tiny_tokenizer, "middle")  # type: ignore[arg-type]
 

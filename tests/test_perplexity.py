@@ -77,7 +77,8 @@ def test_empty_prompt_and_config_errors(tiny) -> None:
         PerplexityConfig(batch_size=0)
 
 
-def test_no_chat_template_scores_alone_only(tiny) -> None:
+def test_no_chat_template_chat_position_is_after_bos(tiny) -> None:
+    """A base model's prompts start the text after BOS (data.chat's plain layout): chat position = alone."""
     import copy
 
     from realize.data.models import LoadedModel
@@ -87,8 +88,23 @@ def test_no_chat_template_scores_alone_only(tiny) -> None:
     bare = LoadedModel(model=tiny.model, tokenizer=tok, name="bare", path="<test>")
     (score,) = score_perplexity(bare, ["Explain it like I am five."])
     (ref,) = score_perplexity(tiny, ["Explain it like I am five."])
-    assert math.isnan(score.perplexity) and score.surprisals == ()
+    assert score.perplexity == pytest.approx(score.alone_perplexity, rel=1e-5) and len(score.surprisals) > 0
     assert score.alone_perplexity == pytest.approx(ref.alone_perplexity, rel=1e-4)
+    assert score.perplexity != pytest.approx(ref.perplexity, rel=1e-3)  # the chat model's head differs
+
+
+def test_no_chat_template_nor_bos_scores_alone_only(tiny) -> None:
+    import copy
+
+    from realize.data.models import LoadedModel
+
+    tok = copy.deepcopy(tiny.tokenizer)
+    tok.chat_template = None
+    tok.bos_token = None
+    bare = LoadedModel(model=tiny.model, tokenizer=tok, name="bare", path="<test>")
+    (score,) = score_perplexity(bare, ["Explain it like I am five."])
+    assert math.isnan(score.perplexity) and score.surprisals == ()
+    assert not math.isnan(score.alone_perplexity)
 
 
 @pytest.mark.slow

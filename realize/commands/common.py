@@ -10,7 +10,7 @@ from typing import Any, TypeVar
 
 from realize.data.atomic import write_text_atomic
 from realize.data.errors import UserInputError
-from realize.data.models import DEFAULT_MODEL, LoadedModel, load_model
+from realize.data.models import DEFAULT_MODEL, NAMED_MODELS, LoadedModel, load_model
 from realize.data.vectors import SteeringVector, check_compatible, load_vectors
 
 T = TypeVar("T")
@@ -18,7 +18,8 @@ T = TypeVar("T")
 
 def add_model_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--model", default=DEFAULT_MODEL, help=f"HF directory, .gguf file, or '{DEFAULT_MODEL}' (default)"
+        "--model", default=DEFAULT_MODEL,
+        help=f"HF directory, .gguf file, or a named model: {', '.join(NAMED_MODELS)} (default {DEFAULT_MODEL})"
     )
 
 

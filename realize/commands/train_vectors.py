@@ -35,9 +35,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--layer", type=int, help="melbo: source layer (7) / caa: layer (12)")
     parser.add_argument("--target-layer", type=int, help="melbo: target block (n_layers - 8)")
     parser.add_argument("--n-vectors", type=int, help="melbo: number of orthogonal vectors (4)")
-    parser.add_argument("--radius", type=float, help="melbo: vector norm R (48)")
+    parser.add_argument("--radius", type=float,
+                        help="melbo: vector norm R (default: calibrated per model, ~47 on SmolLM2, ~240 on Gemma)")
     parser.add_argument("--steps", type=int, help="melbo: optimizer steps per vector (100)")
-    parser.add_argument("--lr", type=float, help="melbo: AdamW learning rate (5e-3)")
+    parser.add_argument("--lr", type=float, help="melbo: AdamW learning rate (R x 1e-4)")
     parser.add_argument("--prompts", action="append", help="melbo: training prompt (repeatable)")
     parser.add_argument("--pairs", help="caa: JSONL of {positive, negative} (default: built-in happy/sad set)")
     parser.add_argument("--scale", type=float, help="caa: scale stored with the vector (1.0)")
