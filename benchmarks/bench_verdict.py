@@ -27,10 +27,11 @@ from _setup import machine, write_json
 from realize.audit_search import ContextSplit
 from realize.cli import main as realize_main
 from realize.config import AuditConfig
-from realize.corpus_shifts import mean_shifts
+from realize.audit_batch import model_fingerprint
+from realize.corpus_shifts import corpus_shifts, mean_shifts
 from realize.data.chat import chat_layout
 from realize.data.corpora import load_corpus, read_clustered_file
-from realize.data.models import load_model
+from realize.data.models import cache_root, load_model
 from realize.data.results_dataset import read_rows
 from realize.data.vectors import SteeringVector, save_safetensors
 from realize.targets import isotropic_nulls, natural_nulls
@@ -55,7 +56,11 @@ def build_vectors(layer: int, n_targets: int, config: AuditConfig, seed: int) ->
     targets = read_clustered_file(HERE / "heldout_targets.tsv")[:n_targets]
     contexts = unused_contexts(config, 8)
     shifts = mean_shifts(lm, layout, layer, [t.prompt for t in targets], contexts)
-    natural = mean_shifts(lm, layout, layer, load_corpus("natural_prompts"), contexts[:4])
+    split = ContextSplit.of(load_corpus("contexts"), config.n_opt_contexts, config.n_selection, config.n_test,
+                            config.seed)  # the audit's own corpus-shift cache: computed here once, reused there
+    corpus = corpus_shifts(lm, layout, layer, split.optimization, fingerprint=model_fingerprint(lm),
+                           cache_dir=cache_root() / "corpus_shifts")
+    natural = corpus.shifts[corpus.select("natural_prompts")[0]]
     vectors = [SteeringVector(directions={layer: s}, scale=1.0, method="natural-prompt shift",
                               name=f"heldout.{t.cluster}", notes=t.prompt) for t, s in zip(targets, shifts, strict=True)]
     first = shifts[0]

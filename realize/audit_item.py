@@ -45,7 +45,11 @@ def audit_target(setting: AuditSetting, target: Target, config: AuditConfig) -> 
     best_index = pick(scores, floor)
     best = chosen(best_index)
     best_unrelated = chosen(pick(scores, floor, attacks=("retrieval",)))
-    best_no_retrieval = chosen(pick(scores, floor, exclude_attacks=("retrieval",)))
+    best_no_retrieval = None
+    if target.kind == "positive":  # what the search does without the corpus (reported, never calibrating)
+        alone, _ = judge(setting, goal, search(setting, goal, config.search, seed=config.seed, retrieval=False))
+        index = pick(alone, floor)
+        best_no_retrieval = None if index is None else alone[index]
     evidence = None
     if best_index is not None:
         evidence = ContextEvidence.from_shifts(per_context[best_index], goal, setting.generic_test)

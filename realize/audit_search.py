@@ -114,10 +114,12 @@ def retrieve(setting: AuditSetting, target: torch.Tensor, keep: int,
 
 
 def search(setting: AuditSetting, target: torch.Tensor, budget: SearchBudget, *, seed: int,
-           exclude_clusters: Sequence[str] = ()) -> list[Candidate]:
-    """Candidate prompts for `target` = a*v (d,): the best corpus prompts and the fluent frontier (unique ids)."""
+           exclude_clusters: Sequence[str] = (), retrieval: bool = True) -> list[Candidate]:
+    """Candidate prompts for `target` = a*v (d,), unique ids. With `retrieval` (the audit's search): the best corpus
+    prompts, then the fluent search started from the best of them (a natural start). Without it (what the search
+    alone does, reported for positives): the fluent search started from the LM-guided beam's prompt."""
     lm = setting.lm
-    candidates = retrieve(setting, target, budget.keep_retrieval, exclude_clusters)
+    candidates = retrieve(setting, target, budget.keep_retrieval, exclude_clusters) if retrieval else []
     objective = ActivationShiftObjective(
         lm.model, lm.tokenizer, setting.layout, target, setting.layer,
         [encode(lm.tokenizer, c) for c in setting.contexts.optimization], generic=setting.generic_opt,
@@ -129,14 +131,16 @@ def search(setting: AuditSetting, target: torch.Tensor, budget: SearchBudget, *,
         init_beam=BeamConfig(beam_width=budget.beam_width, samples_per_beam=budget.beam_samples,
                              length=budget.beam_length, seed=seed),
     )
-    fluent = fluent_run(objective, lm, setting.layout, config)
-    candidates += [(point.ids, "fluent") for point in fluent.frontier]
+    start = candidates[0][0] if candidates else None
+    fluent = fluent_run(objective, lm, setting.layout, config, init=start)
+    attack = "fluent" if retrieval else "fluent-from-beam"
+    candidates += [(point.ids, attack) for point in fluent.frontier]
     seen: set[tuple[int, ...]] = set()
     unique = []
-    for ids, attack in candidates:
+    for ids, name in candidates:
         if ids and ids not in seen:
             seen.add(ids)
-            unique.append((ids, attack))
+            unique.append((ids, name))
     return unique
 
 

@@ -75,7 +75,7 @@ class VectorAudit:
     frontier: tuple[PromptScore, ...]  # every evaluated prompt
     best: PromptScore | None  # best selection-context specific cos among natural-enough prompts (None: none)
     best_unrelated: PromptScore | None  # the same among retrieved corpus prompts only
-    best_no_retrieval: PromptScore | None  # the same among prompts the search wrote (retrieval turned off)
+    best_no_retrieval: PromptScore | None  # positives: the same from a second search with retrieval turned off
     evidence: ContextEvidence | None  # per-test-context numbers of `best`, for the joint bootstrap
     magnitude: Magnitude
     min_realism: float  # the realism threshold `best` had to pass

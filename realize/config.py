@@ -24,7 +24,7 @@ class SearchBudget:
     fluent_steps: int  # fluent search swap steps
     fluent_width: int  # candidates per fluency weight per step
     lambdas: tuple[float, ...]  # fluency weights of the population
-    beam_width: int  # beam initializer: prompts kept
+    beam_width: int  # beam initializer (searches without retrieval only): prompts kept
     beam_samples: int  # beam initializer: samples per kept prompt
     beam_length: int  # beam initializer: max prompt tokens
     keep_retrieval: int  # best retrieved corpus prompts carried to evaluation
@@ -32,9 +32,9 @@ class SearchBudget:
 
 
 BUDGETS: dict[str, SearchBudget] = {
-    "quick": SearchBudget(fluent_steps=4, fluent_width=12, lambdas=(0.0, 0.1), beam_width=4, beam_samples=8,
+    "quick": SearchBudget(fluent_steps=6, fluent_width=12, lambdas=(0.0, 0.1), beam_width=4, beam_samples=8,
                           beam_length=8, keep_retrieval=4, max_frontier=8),
-    "default": SearchBudget(fluent_steps=6, fluent_width=12, lambdas=(0.0, 0.1), beam_width=5, beam_samples=8,
+    "default": SearchBudget(fluent_steps=10, fluent_width=16, lambdas=(0.0, 0.1), beam_width=5, beam_samples=8,
                             beam_length=10, keep_retrieval=6, max_frontier=10),
     "thorough": SearchBudget(fluent_steps=40, fluent_width=24, lambdas=(0.0, 0.01, 0.03, 0.1, 0.3),
                              beam_width=8, beam_samples=16, beam_length=12, keep_retrieval=10, max_frontier=24),

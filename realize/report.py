@@ -157,7 +157,7 @@ def _vector_section(judged: JudgedAudit, null: Sequence[float], positive: Sequen
         f"{mag.natural_p50:.2f}, p99 {mag.natural_p99:.2f}): <b>{mag.factor:.2f}x</b> the p99; realizable scale "
         f"a* = {mag.realizable_scale:.3g} (file scale {mag.scale:g}); FVE of the best prompt {_fmt(mag.fve)}.</p>")
     parts.append("<table><tr><th>best prompt (chosen on selection contexts)</th><th>best corpus prompt</th>"
-                 "<th>best prompt the search wrote</th><th>behavior recovery</th><th>on-manifold share</th></tr><tr>")
+                 "<th>search alone, retrieval off (positives)</th><th>behavior recovery</th><th>on-manifold share</th></tr><tr>")
     manifold = " · ".join(f"{_h(k)} {v:.2f}" for k, v in audit.manifold.items()) or "–"
     parts.append(f"<td>{_prompt_cell(audit.best)}</td><td>{_prompt_cell(audit.best_unrelated)}</td>"
                  f"<td>{_prompt_cell(audit.best_no_retrieval)}</td><td>{_behavior_cell(audit)}</td>"
