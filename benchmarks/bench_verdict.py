@@ -96,19 +96,21 @@ def main() -> None:
     code = realize_main(["audit", *files, "--budget", args.budget, "--seed",
                          str(args.seed), "--out", str(out / "audit"), "--quiet", "--overwrite"])
     seconds = time.perf_counter() - start
-    rows = [r for r in read_rows(out / "audit" / "results.parquet") if r["is_best"] or r["kind"] == "vector"]
-    best: dict[str, dict] = {}
-    for r in rows:
-        if r["is_best"] or r["vector_name"] not in best:
-            best[r["vector_name"]] = r
+    rows = read_rows(out / "audit" / "results.parquet")
+    best: dict[tuple[str, str], dict] = {}
+    for r in rows:  # per item and axis: the best prompt's row, else any row (its verdict is the item's)
+        key = (r["vector_name"], r["axis"])
+        if r["is_best"] or key not in best:
+            best[key] = r
+    fields = ("kind", "verdict", "direction_verdict", "verdict_stability", "realizability_score", "specific_cos_test",
+              "recovery_test", "direction_cos", "effect_ratio", "effect_kl", "magnitude_factor", "realizable_scale",
+              "prompt", "realism", "is_best")
     summary = {"machine": machine(), "args": vars(args), "exit_code": code, "seconds": seconds,
-               "items": {name: {k: r[k] for k in ("kind", "verdict", "direction_verdict", "verdict_stability",
-                                                   "specific_cos_test", "realizability_score", "magnitude_factor",
-                                                   "realizable_scale", "prompt", "realism", "is_best")}
-                         for name, r in best.items()}}
+               "items": {f"{name} [{axis}]": {k: r[k] for k in fields} for (name, axis), r in sorted(best.items())}}
     write_json(out / "summary.json", summary)
-    print(json.dumps({k: (v["verdict"], round(v["specific_cos_test"], 3), round(v["verdict_stability"], 2))
-                      for k, v in summary["items"].items()}, indent=1))
+    for name, r in summary["items"].items():
+        value = r["specific_cos_test"] if "activation" in name else r["recovery_test"]
+        print(f"{name:60s} {r['verdict']:32s} value {value:6.3f} stability {r['verdict_stability']:.2f}")
 
 
 if __name__ == "__main__":

@@ -25,7 +25,7 @@ FEATURES = datasets.Features(
         "vector_name": datasets.Value("string"),
         "source_file": datasets.Value("string"),
         "kind": datasets.Value("string"),  # "vector" | "null" | "null-isotropic" (random directions) | "positive"
-        "axis": datasets.Value("string"),  # "activation": the prompt matches the shift at the layer
+        "axis": datasets.Value("string"),  # "activation": the prompt's shift at the layer; "behavior": its outputs
         "model": datasets.Value("string"),
         "layer": datasets.Value("int32"),
         "scale": datasets.Value("float32"),
@@ -45,9 +45,14 @@ FEATURES = datasets.Features(
         "perplexity": datasets.Value("float32"),
         "worst_window_perplexity": datasets.Value("float32"),
         "realism": datasets.Value("float32"),
-        "behavior_recovery": datasets.Value("float32"),  # NaN where not measured
-        "verdict": datasets.Value("string"),  # the vector's verdict
-        "direction_verdict": datasets.Value("string"),  # the vector's verdict on direction alone
+        "behavior_recovery": datasets.Value("float32"),  # activation axis: the best prompt's behavior recovery
+        "selection_recovery": datasets.Value("float32"),  # behavior axis (NaN on activation rows): chose
+        "recovery_test": datasets.Value("float32"),  # 1 - KL(steered || prompted) / KL(steered || base), test
+        "direction_cos": datasets.Value("float32"),  # same tokens pushed? cos of log-prob changes along the text
+        "effect_ratio": datasets.Value("float32"),  # how hard, relative to the vector (1 = as hard)
+        "effect_kl": datasets.Value("float32"),  # the vector's KL(steered || base) per token on test contexts
+        "verdict": datasets.Value("string"),  # the vector's verdict on this row's axis
+        "direction_verdict": datasets.Value("string"),  # the same before the magnitude qualifier (activation)
         "verdict_stability": datasets.Value("float32"),  # share of joint test-context resamples with that verdict
         "null_percentile": datasets.Value("float32"),
         "realizability_score": datasets.Value("float32"),

@@ -80,8 +80,13 @@ class AuditReport:
 
     @property
     def verdicts(self) -> dict[str, str]:
-        """Vector name -> verdict."""
-        return {j.audit.name: j.verdict for j in self.vectors}
+        """Vector name -> activation verdict (can a prompt produce its shift?)."""
+        return {j.audit.name: j.activation.verdict for j in self.vectors if j.activation is not None}
+
+    @property
+    def behavior_verdicts(self) -> dict[str, str]:
+        """Vector name -> behavior verdict (can a prompt make the model do what it does?)."""
+        return {j.audit.name: j.behavior.verdict for j in self.vectors if j.behavior is not None}
 
     def rows(self) -> list[dict[str, Any]]:
         """One results row per (item, evaluated prompt) (`realize.data.results_dataset.FEATURES`)."""

@@ -77,13 +77,17 @@ def plan_audit(lm: LoadedModel, vectors: Sequence[SteeringVector], config: Audit
     key = {"model": lm.name, "fingerprint": fingerprint, "corpora": corpora_digest(),
            "realism": classifier_digest(classifier), "calibration_version": CALIBRATION_VERSION,
            **config.item_key()}
-    vector_items = vector_targets(vectors, key)
+    vector_items = vector_targets(vectors, key, config)
+    behavior = None
+    if "behavior" in config.axes:
+        behavior = contexts.subset(config.behavior_contexts, config.behavior_contexts, config.behavior_test_contexts)
     settings: dict[int, AuditSetting] = {}
     targets: list[Target] = []
     shifts_dir = cache_dir if cache_dir is not None else cache_root() / "corpus_shifts"
     for layer in sorted({t.layer for t in vector_items}):
         setting = make_setting(lm, layer, config.placement, contexts, classifier, config.thresholds.min_realism,
-                               fingerprint=fingerprint, cache_dir=shifts_dir, show_progress=config.show_progress)
+                               fingerprint=fingerprint, cache_dir=shifts_dir, behavior_contexts=behavior,
+                               show_progress=config.show_progress)
         settings[layer] = setting
         layer_items = [t for t in vector_items if t.layer == layer]
         controls = positive_targets(setting.corpus, layer, config, key)

@@ -32,33 +32,63 @@ def _num(x: float | None) -> float:
     return NAN if x is None else float(x)
 
 
+def _common(judged: JudgedAudit, axis: str, *, model: str, seed: int, budget: str) -> dict[str, Any]:
+    audit = judged.audit
+    judgement = judged.activation if axis == "activation" else judged.behavior
+    assert judgement is not None
+    cal, interval = judgement.calibration, judgement.score_interval
+    return {
+        "vector_id": audit.vector_id, "vector_name": audit.name, "source_file": audit.source, "kind": audit.kind,
+        "axis": axis, "model": model, "layer": audit.layer, "scale": audit.scale, "target_norm": audit.target_norm,
+        "method": audit.method, "verdict": judgement.verdict, "direction_verdict": judgement.direction,
+        "verdict_stability": judgement.stability, "null_percentile": cal.null_percentile if cal else NAN,
+        "realizability_score": cal.score if cal else NAN, "score_low": interval[0] if interval else NAN,
+        "score_high": interval[1] if interval else NAN, "magnitude_factor": audit.magnitude.factor,
+        "realizable_scale": audit.magnitude.realizable_scale, "seed": seed, "budget": budget,
+        "seconds": audit.seconds,
+    }
+
+
+_ACTIVATION_ONLY = ("selection_specific_cos", "cos_test", "specific_cos_test", "per_position_cos", "norm_ratio", "fve",
+                    "behavior_recovery")
+_BEHAVIOR_ONLY = ("selection_recovery", "recovery_test", "direction_cos", "effect_ratio", "effect_kl")
+
+
 def audit_rows(judged: JudgedAudit, *, model: str, seed: int, budget: str) -> list[dict[str, Any]]:
-    """One row per evaluated prompt of one audit (the verdict's prompt flagged `is_best`)."""
-    audit, judgement = judged.audit, judged.judgement
-    cal = judgement.calibration
-    interval = judgement.score_interval
+    """One row per evaluated prompt of one audit and axis (the verdict's prompt flagged `is_best`)."""
+    audit = judged.audit
     rows = []
-    for i, score in enumerate(audit.frontier):
-        is_best = audit.best is not None and score.ids == audit.best.ids
-        behavior = audit.behavior.recovery if is_best and audit.behavior is not None else None
-        rows.append({
-            "vector_id": audit.vector_id, "vector_name": audit.name, "source_file": audit.source,
-            "kind": audit.kind, "axis": "activation", "model": model, "layer": audit.layer, "scale": audit.scale,
-            "target_norm": audit.target_norm, "method": audit.method, "attack": score.attack, "prompt": score.prompt,
-            "prompt_ids": list(score.ids), "is_best": is_best,
-            "prompt_verdict": judgement.prompt_verdicts[i] if i < len(judgement.prompt_verdicts) else "",
-            "selection_specific_cos": score.selection_specific_cos, "cos_test": score.cos,
-            "specific_cos_test": score.specific_cos, "per_position_cos": score.per_position_cos,
-            "norm_ratio": score.norm_ratio, "fve": score.fve, "perplexity": score.perplexity,
-            "worst_window_perplexity": score.worst_window_perplexity, "realism": score.realism,
-            "behavior_recovery": _num(behavior), "verdict": judgement.verdict,
-            "direction_verdict": judgement.direction, "verdict_stability": judgement.stability,
-            "null_percentile": cal.null_percentile if cal else NAN,
-            "realizability_score": cal.score if cal else NAN,
-            "score_low": interval[0] if interval else NAN, "score_high": interval[1] if interval else NAN,
-            "magnitude_factor": audit.magnitude.factor, "realizable_scale": audit.magnitude.realizable_scale,
-            "seed": seed, "budget": budget, "seconds": audit.seconds,
-        })
+    if judged.activation is not None:
+        common = _common(judged, "activation", model=model, seed=seed, budget=budget)
+        activation_prompt = audit.behavior.activation_prompt if audit.behavior is not None else None
+        for i, score in enumerate(audit.frontier):
+            is_best = audit.best is not None and score.ids == audit.best.ids
+            behavior = activation_prompt.recovery if is_best and activation_prompt is not None else None
+            verdicts = judged.activation.prompt_verdicts
+            rows.append({
+                **common, **dict.fromkeys(_BEHAVIOR_ONLY, NAN), "attack": score.attack, "prompt": score.prompt,
+                "prompt_ids": list(score.ids), "is_best": is_best,
+                "prompt_verdict": verdicts[i] if i < len(verdicts) else "",
+                "selection_specific_cos": score.selection_specific_cos, "cos_test": score.cos,
+                "specific_cos_test": score.specific_cos, "per_position_cos": score.per_position_cos,
+                "norm_ratio": score.norm_ratio, "fve": score.fve, "perplexity": score.perplexity,
+                "worst_window_perplexity": score.worst_window_perplexity, "realism": score.realism,
+                "behavior_recovery": _num(behavior),
+            })
+    if judged.behavior is not None and audit.behavior is not None:
+        common = _common(judged, "behavior", model=model, seed=seed, budget=budget)
+        axis = audit.behavior
+        verdicts = judged.behavior.prompt_verdicts
+        for i, b in enumerate(axis.frontier):
+            rows.append({
+                **common, **dict.fromkeys(_ACTIVATION_ONLY, NAN), "attack": b.attack, "prompt": b.prompt,
+                "prompt_ids": list(b.ids), "is_best": axis.best is not None and b.ids == axis.best.ids,
+                "prompt_verdict": verdicts[i] if i < len(verdicts) else "",
+                "selection_recovery": b.selection_recovery, "recovery_test": b.recovery,
+                "direction_cos": b.direction_cos, "effect_ratio": b.effect_ratio, "effect_kl": axis.effect,
+                "perplexity": b.perplexity, "worst_window_perplexity": b.worst_window_perplexity,
+                "realism": b.realism,
+            })
     return rows
 
 
@@ -79,15 +109,22 @@ def write_outputs(
 
 
 def summary_line(judged: JudgedAudit) -> str:
-    """One line per finished vector for the terminal: verdict, why, and the prompt it rests on."""
-    audit, judgement = judged.audit, judged.judgement
-    best = audit.best
-    prompt = (f'"{printable(best.prompt, limit=200)}" (test specific cos {best.specific_cos:.2f}, realism '
-              f"{best.realism:.2f})" if best else "none")
-    behavior = (f"; behavior recovery {audit.behavior.recovery:.2f}" if audit.behavior is not None
-                and math.isfinite(audit.behavior.recovery) else "")
-    return (f"{printable(audit.name, limit=200)}: {judgement.verdict} (stability {judgement.stability:.2f}) - "
-            f"{judgement.reason}; best prompt {prompt}{behavior}")
+    """Per finished item for the terminal: each axis's verdict, why, and the prompt it rests on."""
+    audit = judged.audit
+    parts = []
+    if judged.activation is not None:
+        best = audit.best
+        prompt = (f'"{printable(best.prompt, limit=120)}" (test specific cos {best.specific_cos:.2f}, realism '
+                  f"{best.realism:.2f})" if best else "none")
+        parts.append(f"activation: {judged.activation.verdict} (stability {judged.activation.stability:.2f}) - "
+                     f"{judged.activation.reason}; best prompt {prompt}")
+    if judged.behavior is not None and audit.behavior is not None:
+        best_b = audit.behavior.best
+        prompt = (f'"{printable(best_b.prompt, limit=120)}" (test recovery {best_b.recovery:.2f}, realism '
+                  f"{best_b.realism:.2f})" if best_b else "none")
+        parts.append(f"behavior: {judged.behavior.verdict} (stability {judged.behavior.stability:.2f}) - "
+                     f"{judged.behavior.reason}; best prompt {prompt}")
+    return f"{printable(audit.name, limit=200)}:\n    " + "\n    ".join(parts)
 
 
 IDENTITY, PLAN, ITEMS = "audit.json", "plan.json", "items"

@@ -29,6 +29,7 @@ from realize.corpus_shifts import CorpusShifts, corpus_shifts, retrieval_losses
 from realize.data.chat import ChatLayout, Placement, chat_layout, encode
 from realize.data.models import LoadedModel, pad_id
 from realize.data.shift import aligned_activations, prompt_shifts, shift_metrics
+from realize.prompt_effects import PromptEffects, prompt_effects
 from realize.scorers.perplexity import score_perplexity
 from realize.scorers.realism import RealismClassifier, realism_scores
 
@@ -44,6 +45,10 @@ class ContextSplit:
     optimization: tuple[str, ...]  # the search sees only these
     selection: tuple[str, ...]  # choose the best prompt
     test: tuple[str, ...]  # every reported or deciding number
+
+    def subset(self, n_opt: int, n_selection: int, n_test: int) -> ContextSplit:
+        """The first contexts of each set (e.g. the behavior axis's smaller sets)."""
+        return ContextSplit(self.optimization[:n_opt], self.selection[:n_selection], self.test[:n_test])
 
     @classmethod
     def of(cls, contexts: Sequence[str], n_opt: int, n_selection: int, n_test: int, seed: int) -> ContextSplit:
@@ -74,11 +79,16 @@ class AuditSetting:
     min_realism: float  # realism a prompt needs to count as natural
     base_selection: tuple[torch.Tensor, ...]  # prompt-free aligned activations, (n_k, d) per context
     base_test: tuple[torch.Tensor, ...]
+    behavior_contexts: ContextSplit | None = None  # the behavior axis's subsets of `contexts` (None: axis off)
+    effects: PromptEffects | None = None  # the retrieval corpus's first-answer effects (behavior retrieval)
 
 
 def make_setting(lm: LoadedModel, layer: int, placement: Placement, contexts: ContextSplit,
                  classifier: RealismClassifier, min_realism: float | None, *, fingerprint: str,
-                 cache_dir: Path | None, show_progress: bool = False) -> AuditSetting:
+                 cache_dir: Path | None, behavior_contexts: ContextSplit | None = None,
+                 show_progress: bool = False) -> AuditSetting:
+    """Everything shared at one layer. `behavior_contexts` (subsets of `contexts`) turns the behavior axis on: the
+    corpus's first-answer effects on its optimization contexts are then computed (or read from the cache)."""
     layout = chat_layout(lm.tokenizer, placement)
     pad = pad_id(lm.tokenizer)
 
@@ -86,16 +96,21 @@ def make_setting(lm: LoadedModel, layer: int, placement: Placement, contexts: Co
         ids = [encode(lm.tokenizer, c) for c in texts]
         return tuple(aligned_activations(lm.model, layout, None, ids, layer, pad_id=pad))
 
+    corpus = corpus_shifts(lm, layout, layer, contexts.optimization, fingerprint=fingerprint, cache_dir=cache_dir,
+                           show_progress=show_progress)
+    effects = None
+    if behavior_contexts is not None:
+        effects = prompt_effects(lm, layout, corpus, behavior_contexts.optimization, cache_dir=cache_dir,
+                                 fingerprint=fingerprint)
     return AuditSetting(
         lm=lm, layer=layer, placement=placement, layout=layout, contexts=contexts,
         generic_opt=estimate_generic(lm, layout, layer, contexts.optimization),
         generic_selection=estimate_generic(lm, layout, layer, contexts.selection),
         generic_test=estimate_generic(lm, layout, layer, contexts.test),
-        corpus=corpus_shifts(lm, layout, layer, contexts.optimization, fingerprint=fingerprint, cache_dir=cache_dir,
-                             show_progress=show_progress),
-        classifier=classifier,
+        corpus=corpus, classifier=classifier,
         min_realism=classifier.threshold if min_realism is None else min_realism,
         base_selection=base(contexts.selection), base_test=base(contexts.test),
+        behavior_contexts=behavior_contexts, effects=effects,
     )
 
 

@@ -14,12 +14,12 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from realize.audit_types import Behavior, Generation, PromptScore, VectorAudit
+from realize.audit_types import BehaviorAxis, BehaviorScore, Generation, PromptScore, VectorAudit
 from realize.data.atomic import write_text_atomic
-from realize.verdict import Magnitude, ContextEvidence
+from realize.verdict import ContextEvidence, Magnitude, MeanEvidence
 
 logger = logging.getLogger(__name__)
-STORE_VERSION = 2
+STORE_VERSION = 3
 
 
 def _score(raw: Mapping[str, Any] | None) -> PromptScore | None:
@@ -32,8 +32,25 @@ def _pair(raw: Any) -> tuple[float, float] | None:
     return None if raw is None else (float(raw[0]), float(raw[1]))
 
 
-def _behavior(raw: Mapping[str, Any] | None) -> Behavior | None:
-    return None if raw is None else Behavior(**{**raw, "interval": _pair(raw["interval"])})
+def _bscore(raw: Mapping[str, Any] | None) -> BehaviorScore | None:
+    if raw is None:
+        return None
+    return BehaviorScore(**{**raw, "ids": tuple(raw["ids"]), "per_context": tuple(raw["per_context"])})
+
+
+def _behavior(raw: Mapping[str, Any] | None) -> BehaviorAxis | None:
+    if raw is None:
+        return None
+    evidence = raw["evidence"]
+    return BehaviorAxis(**{
+        **raw,
+        "frontier": tuple(_bscore(s) for s in raw["frontier"]),
+        "best": _bscore(raw["best"]), "best_unrelated": _bscore(raw["best_unrelated"]),
+        "activation_prompt": _bscore(raw["activation_prompt"]),
+        "evidence": None if evidence is None else MeanEvidence(tuple(evidence["values"]), evidence["floor"]),
+        "generations": tuple(Generation(**g) for g in raw["generations"]),
+        "distill_losses": _pair(raw["distill_losses"]),
+    })
 
 
 def to_dict(audit: VectorAudit) -> dict[str, Any]:
@@ -54,10 +71,9 @@ def from_dict(raw: Mapping[str, Any]) -> VectorAudit:
             "best_no_retrieval": _score(fields["best_no_retrieval"]),
             "evidence": None if evidence is None else ContextEvidence(
                 tuple(evidence["dots"]), tuple(tuple(r) for r in evidence["gram"])),
+            "axes": tuple(fields["axes"]),
             "magnitude": Magnitude(**fields["magnitude"]),
             "behavior": _behavior(fields["behavior"]),
-            "behavior_unrelated": _behavior(fields["behavior_unrelated"]),
-            "generations": tuple(Generation(**g) for g in fields["generations"]),
         }
     )
 

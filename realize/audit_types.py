@@ -10,14 +10,17 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
-from realize.verdict import Calibration, DirectionVerdict, Magnitude, ContextEvidence, Verdict
+from realize.verdict import Calibration, ContextEvidence, DirectionVerdict, Magnitude, MeanEvidence, Verdict
 
-Kind = Literal["vector", "null", "null-isotropic", "positive"]
-KINDS: tuple[Kind, ...] = ("vector", "null", "null-isotropic", "positive")
+Kind = Literal["vector", "null", "null-isotropic", "positive", "behavior-positive"]
+KINDS: tuple[Kind, ...] = ("vector", "null", "null-isotropic", "positive", "behavior-positive")
+Axis = Literal["activation", "behavior"]
+AXES: tuple[Axis, ...] = ("activation", "behavior")
 
 
 @dataclass(frozen=True)
@@ -49,14 +52,47 @@ class Generation:
 
 
 @dataclass(frozen=True)
-class Behavior:
-    """Behavior recovery of one prompt against the vector, on test contexts (see `realize.scorers.behavior`)."""
+class BehaviorScore:
+    """One searched prompt on the behavior axis: recovery on selection contexts (what chooses), everything else on
+    test contexts (see `realize.scorers.behavior.BehaviorMeasure`)."""
 
     prompt: str
-    recovery: float
-    interval: tuple[float, float]
-    effect_kl: float  # mean KL(steered || base) per token: how much the vector changes the outputs
-    inert: bool  # effect below the scorer's floor: recovery is not meaningful
+    ids: tuple[int, ...]
+    attack: str
+    selection_recovery: float  # on selection contexts: used only to choose
+    recovery: float  # test contexts from here on: mean of per-context 1 - KL(S||P)/KL(S||B)
+    per_context: tuple[float, ...]
+    kl: float  # mean KL(steered || prompted) per token
+    prompt_effect: float  # mean KL(prompted || base) per token along the steered text
+    direction_cos: float  # do the prompt and the vector push the same tokens? (cos of log-prob changes of y)
+    effect_ratio: float  # how hard, relative to the vector (1 = as hard, > 1 harder)
+    perplexity: float
+    worst_window_perplexity: float
+    realism: float
+
+
+@dataclass(frozen=True)
+class BehaviorAxis:
+    """Evidence on the behavior axis: can a natural prompt make the model do what the vector does?"""
+
+    effect: float  # the vector's mean KL(steered || base) per token on test contexts
+    inert: bool  # effect below the floor: there is no behavior to reproduce
+    frontier: tuple[BehaviorScore, ...]
+    best: BehaviorScore | None  # best selection recovery among natural-enough prompts
+    best_unrelated: BehaviorScore | None  # the same among retrieved corpus prompts
+    activation_prompt: BehaviorScore | None  # the activation axis's best prompt, measured here (vectors)
+    evidence: MeanEvidence | None  # per-test-context recoveries of `best`, for the joint bootstrap
+    generations: tuple[Generation, ...] = ()  # steered / prompted (best) / base on test contexts (vectors)
+    vector_norm: float = 0.0  # |a v| of the steer measured
+    distill_losses: tuple[float, float] | None = None  # behavior positives: KL before and after distillation
+
+    @property
+    def value(self) -> float | None:
+        """The number the behavior verdict rests on: the best prompt's test recovery, floored at 0 (no prompt at
+        all scores 0, so a prompt that does worse recovers nothing); None without a natural-enough prompt."""
+        if self.best is None or not math.isfinite(self.best.recovery):
+            return None
+        return max(self.best.recovery, 0.0)
 
 
 @dataclass(frozen=True)
@@ -68,27 +104,32 @@ class VectorAudit:
     name: str
     source: str
     kind: Kind
+    axes: tuple[Axis, ...]  # the axes measured for this item
     layer: int
     scale: float
     method: str
     target_norm: float  # |scale * v|
-    frontier: tuple[PromptScore, ...]  # every evaluated prompt
+    frontier: tuple[PromptScore, ...]  # activation axis from here to `magnitude`: every evaluated prompt
     best: PromptScore | None  # best selection-context specific cos among natural-enough prompts (None: none)
     best_unrelated: PromptScore | None  # the same among retrieved corpus prompts only
     best_no_retrieval: PromptScore | None  # positives: the same from a second search with retrieval turned off
     evidence: ContextEvidence | None  # per-test-context numbers of `best`, for the joint bootstrap
     magnitude: Magnitude
-    min_realism: float  # the realism threshold `best` had to pass
-    behavior: Behavior | None = None  # of `best` (vectors only)
-    behavior_unrelated: Behavior | None = None  # of `best_unrelated`: the baseline for the vector's number
-    generations: tuple[Generation, ...] = ()
+    min_realism: float  # the realism threshold a best prompt had to pass
+    behavior: BehaviorAxis | None = None  # the behavior axis (None: not measured for this item)
     manifold: Mapping[str, float] = field(default_factory=dict)  # share90, share99, random_share90, ...
     seconds: float = 0.0
 
     @property
     def value(self) -> float | None:
-        """The number the verdict rests on: the best prompt's test-context specific cosine (None: no prompt)."""
+        """The number the activation verdict rests on: the best prompt's test-context specific cosine (None: no
+        natural-enough prompt, or the axis was not measured)."""
         return None if self.best is None else self.best.specific_cos
+
+    def axis_value(self, axis: Axis) -> float | None:
+        if axis == "activation":
+            return self.value if "activation" in self.axes else None
+        return None if self.behavior is None else self.behavior.value
 
 
 @dataclass(frozen=True)
@@ -109,8 +150,15 @@ class Judgement:
 @dataclass(frozen=True)
 class JudgedAudit:
     audit: VectorAudit
-    judgement: Judgement
+    activation: Judgement | None  # None where the axis was not measured
+    behavior: Judgement | None = None
+
+    def judgement(self, axis: Axis) -> Judgement | None:
+        return self.activation if axis == "activation" else self.behavior
 
     @property
     def verdict(self) -> Verdict:
-        return self.judgement.verdict
+        """The activation verdict (the behavior one for items measured on behavior only)."""
+        main = self.activation if self.activation is not None else self.behavior
+        assert main is not None, "an item is judged on at least one axis"
+        return main.verdict

@@ -29,27 +29,38 @@ class SearchBudget:
     beam_length: int  # beam initializer: max prompt tokens
     keep_retrieval: int  # best retrieved corpus prompts carried to evaluation
     max_frontier: int  # fluent frontier points carried to evaluation
+    behavior_probe: int  # behavior axis: corpus prompts scored with the objective after the effect ranking
+    behavior_steps: int  # behavior axis: fluent swap steps on the behavior objective
+    behavior_width: int  # behavior axis: candidates per fluency weight per step
 
 
 BUDGETS: dict[str, SearchBudget] = {
     "quick": SearchBudget(fluent_steps=6, fluent_width=12, lambdas=(0.0, 0.1), beam_width=4, beam_samples=8,
-                          beam_length=8, keep_retrieval=4, max_frontier=8),
+                          beam_length=8, keep_retrieval=4, max_frontier=8, behavior_probe=12, behavior_steps=2,
+                          behavior_width=8),
     "default": SearchBudget(fluent_steps=10, fluent_width=16, lambdas=(0.0, 0.1), beam_width=5, beam_samples=8,
-                            beam_length=10, keep_retrieval=6, max_frontier=10),
+                            beam_length=10, keep_retrieval=6, max_frontier=10, behavior_probe=24, behavior_steps=4,
+                            behavior_width=8),
     "thorough": SearchBudget(fluent_steps=40, fluent_width=24, lambdas=(0.0, 0.01, 0.03, 0.1, 0.3),
-                             beam_width=8, beam_samples=16, beam_length=12, keep_retrieval=10, max_frontier=24),
+                             beam_width=8, beam_samples=16, beam_length=12, keep_retrieval=10, max_frontier=24,
+                             behavior_probe=64, behavior_steps=12, behavior_width=16),
 }
 
 # Everything a budget name sets besides the search itself. Controls: `n_null` nulls drawn from the layer's natural
 # shift distribution (they decide), `n_isotropic` isotropic random directions (a labelled reference only), and
 # `n_positive` held-out natural prompts, per layer (positives) and per (layer, norm bin) (nulls).
+# Behavior axis: `behavior_contexts` of the optimization and of the selection contexts, `behavior_test_contexts` of
+# the test contexts, `behavior_tokens` of steered text on each; positives distilled in `distill_steps` Adam steps.
 PRESETS: dict[str, dict[str, Any]] = {
     "quick": {"n_opt_contexts": 6, "n_selection": 6, "n_test": 10, "n_null": 4, "n_isotropic": 1,
-              "n_positive": 4, "behavior_tokens": 16, "behavior_contexts": 2},
+              "n_positive": 4, "behavior_tokens": 16, "behavior_contexts": 3, "behavior_test_contexts": 6,
+              "distill_steps": 60},
     "default": {"n_opt_contexts": 8, "n_selection": 8, "n_test": 16, "n_null": 8, "n_isotropic": 2,
-                "n_positive": 6, "behavior_tokens": 24, "behavior_contexts": 3},
+                "n_positive": 6, "behavior_tokens": 24, "behavior_contexts": 4, "behavior_test_contexts": 8,
+                "distill_steps": 100},
     "thorough": {"n_opt_contexts": 12, "n_selection": 12, "n_test": 24, "n_null": 20, "n_isotropic": 4,
-                 "n_positive": 12, "behavior_tokens": 32, "behavior_contexts": 4},
+                 "n_positive": 12, "behavior_tokens": 32, "behavior_contexts": 6, "behavior_test_contexts": 12,
+                 "distill_steps": 150},
 }
 _PRESET_FIELDS = tuple(PRESETS["default"])
 
@@ -64,8 +75,11 @@ class AuditConfig:
     n_null: int | None = None  # natural-distribution nulls per (layer, norm bin): they decide
     n_isotropic: int | None = None  # isotropic random-direction nulls per (layer, norm bin): reference only
     n_positive: int | None = None  # held-out natural-prompt positives per layer
-    behavior_tokens: int | None = None  # tokens generated per context for behavior recovery (0 = skip)
-    behavior_contexts: int | None = None  # test contexts used for behavior recovery
+    axes: tuple[str, ...] = ("activation", "behavior")  # which questions to answer (see README: the two axes)
+    behavior_tokens: int | None = None  # steered tokens per context on the behavior axis
+    behavior_contexts: int | None = None  # behavior axis: optimization and selection contexts (each)
+    behavior_test_contexts: int | None = None  # behavior axis: test contexts
+    distill_steps: int | None = None  # behavior positives: distillation steps
     manifold: bool = True  # compute the on-manifold share
     thresholds: VerdictThresholds = field(default_factory=VerdictThresholds)  # verdict thresholds
     seed: int = 0  # seeds the context split, control choice and every search
@@ -77,12 +91,22 @@ class AuditConfig:
         for name, value in PRESETS[self.budget].items():
             if getattr(self, name) is None:
                 object.__setattr__(self, name, value)
-        for name in ("n_opt_contexts", "n_selection", "n_test", "n_positive", "behavior_contexts"):
+        for name in ("n_opt_contexts", "n_selection", "n_test", "n_positive", "behavior_contexts",
+                     "behavior_test_contexts", "behavior_tokens", "distill_steps"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name}: expected >= 1, got {getattr(self, name)}")
-        for name in ("n_null", "n_isotropic", "behavior_tokens"):
+        for name in ("n_null", "n_isotropic"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name}: expected >= 0, got {getattr(self, name)}")
+        if not self.axes or any(a not in ("activation", "behavior") for a in self.axes):
+            raise ValueError(f"axes: expected a non-empty subset of ('activation', 'behavior'), got {self.axes}")
+        object.__setattr__(self, "axes", tuple(a for a in ("activation", "behavior") if a in self.axes))
+        if self.behavior_contexts > min(self.n_opt_contexts, self.n_selection):
+            raise ValueError(f"behavior_contexts: expected <= n_opt_contexts and n_selection, got "
+                             f"{self.behavior_contexts}")
+        if self.behavior_test_contexts > self.n_test:
+            raise ValueError(f"behavior_test_contexts: expected <= n_test ({self.n_test}), got "
+                             f"{self.behavior_test_contexts}")
 
     @classmethod
     def preset(cls, budget: str, **overrides: Any) -> AuditConfig:

@@ -1,9 +1,12 @@
-"""Turn the evidence of every item of an audit into verdicts, using the controls of the same layer (and norm bin).
+"""Turn the evidence of every item of an audit into verdicts, per axis, using the controls of the same layer.
 
-- A vector is judged against the natural-distribution nulls of its layer and norm bin and every positive of its
-  layer. Isotropic nulls are a labelled reference and never decide.
-- A control is judged leave-one-out (itself removed from its own group), so its verdict shows what the calibration
-  says of a target whose answer is known; positives and isotropic nulls use the nulls of the nearest norm bin.
+- Activation axis: a vector is judged against the natural-distribution nulls of its layer and norm bin and the
+  activation positives of its layer (held-out natural prompts' shifts); the verdict is qualified by magnitude.
+- Behavior axis: against the behavior values of the same nulls and the behavior positives (vectors distilled from
+  held-out natural prompts). A vector that barely changes the outputs is "inconclusive" there: there is nothing to
+  reproduce.
+- Controls are judged leave-one-out (itself removed from its group); positives and isotropic nulls use the nulls of
+  the nearest norm bin. Isotropic nulls are a labelled reference and never decide.
 - Controls without a natural-enough prompt have no value: they are not usable, so they can make a verdict
   "inconclusive" but never count as a measured 0.
 - `joint_bootstrap` resamples test contexts jointly for the item and its controls and recomputes the verdict.
@@ -13,10 +16,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from realize.audit_types import Judgement, JudgedAudit, PromptScore, VectorAudit
+from realize.audit_types import Axis, Judgement, JudgedAudit, PromptScore, VectorAudit
 from realize.targets import norm_bin
 from realize.verdict import (
-    DirectionJudgement,
+    Evidence,
     VerdictThresholds,
     combine,
     joint_bootstrap,
@@ -24,9 +27,12 @@ from realize.verdict import (
     magnitude_note,
 )
 
+POSITIVE_KIND = {"activation": "positive", "behavior": "behavior-positive"}
+_RANK = {"realizable": 2, "partially realizable": 1}
 
-def _nearest_bin_nulls(pool: Sequence[VectorAudit], norm: float) -> list[VectorAudit]:
-    nulls = [a for a in pool if a.kind == "null"]
+
+def _nearest_bin_nulls(pool: Sequence[VectorAudit], norm: float, axis: Axis) -> list[VectorAudit]:
+    nulls = [a for a in pool if a.kind == "null" and axis in a.axes]
     if not nulls:
         return []
     want = norm_bin(norm)
@@ -34,53 +40,25 @@ def _nearest_bin_nulls(pool: Sequence[VectorAudit], norm: float) -> list[VectorA
     return [a for a in nulls if norm_bin(a.target_norm) == nearest]
 
 
-def controls_for(audit: VectorAudit, pool: Sequence[VectorAudit]) -> tuple[list[VectorAudit], list[VectorAudit]]:
-    """The (null, positive) controls that judge `audit`, itself excluded."""
-    nulls = [a for a in _nearest_bin_nulls(pool, audit.target_norm) if a.vector_id != audit.vector_id]
-    positives = [a for a in pool if a.kind == "positive" and a.vector_id != audit.vector_id]
+def controls_for(audit: VectorAudit, pool: Sequence[VectorAudit],
+                 axis: Axis = "activation") -> tuple[list[VectorAudit], list[VectorAudit]]:
+    """The (null, positive) controls that judge `audit` on `axis`, itself excluded."""
+    nulls = [a for a in _nearest_bin_nulls(pool, audit.target_norm, axis) if a.vector_id != audit.vector_id]
+    positives = [a for a in pool if a.kind == POSITIVE_KIND[axis] and a.vector_id != audit.vector_id]
     return nulls, positives
 
 
-def judge_one(audit: VectorAudit, nulls: Sequence[VectorAudit], positives: Sequence[VectorAudit],
-              thresholds: VerdictThresholds, *, seed: int = 0, n_resamples: int = 200) -> Judgement:
-    """The verdict of one item from its evidence and its controls' evidence."""
-    usable_null = [a for a in nulls if a.value is not None]
-    usable_pos = [a for a in positives if a.value is not None]
-
-    def decide(value: float | None, null: list[float], pos: list[float]) -> tuple[str, float | None]:
-        direction = judge_direction(value, null, pos, thresholds)
-        score = direction.calibration.score if direction.calibration is not None else None
-        return combine(direction.verdict, audit.magnitude, thresholds), score
-
-    direction: DirectionJudgement = judge_direction(
-        audit.value, [a.value for a in usable_null], [a.value for a in usable_pos], thresholds)  # type: ignore[misc]
-    verdict = combine(direction.verdict, audit.magnitude, thresholds)
-    stability = joint_bootstrap(
-        audit.evidence, [a.evidence for a in usable_null if a.evidence is not None],
-        [a.evidence for a in usable_pos if a.evidence is not None], decide, n_resamples=n_resamples, seed=seed,
-    )
-    reason = direction.reason
-    if direction.verdict in ("realizable", "partially realizable"):
-        reason += "; " + magnitude_note(audit.magnitude, thresholds)
-    null_values, pos_values = [a.value for a in usable_null], [a.value for a in usable_pos]
-    return Judgement(
-        verdict=verdict, direction=direction.verdict, reason=reason, calibration=direction.calibration,
-        prompt_verdicts=tuple(prompt_verdict(p, audit, null_values, pos_values, thresholds)  # type: ignore[arg-type]
-                              for p in audit.frontier),
-        stability=stability.share_same, score_interval=stability.score_interval,
-        value_interval=stability.value_interval,
-        controls={"null": tuple(a.vector_id for a in usable_null), "positive": tuple(a.vector_id for a in usable_pos)},
-    )
-
-
-_RANK = {"realizable": 2, "partially realizable": 1}
+def _evidence(audit: VectorAudit, axis: Axis) -> Evidence | None:
+    if axis == "activation":
+        return audit.evidence
+    return None if audit.behavior is None else audit.behavior.evidence
 
 
 def prompt_verdict(score: PromptScore, audit: VectorAudit, null: Sequence[float], positive: Sequence[float],
                    thresholds: VerdictThresholds) -> str:
-    """The verdict one prompt earns on its own numbers: "not natural" below the realism threshold; else the weaker
-    of the direction verdicts of its selection and its test specific cosine (it must pass on both, so keeping it
-    in a dataset is not a choice made on the numbers it reports), combined with the magnitude."""
+    """The activation verdict one prompt earns on its own numbers: "not natural" below the realism threshold; else
+    the weaker of the direction verdicts of its selection and its test specific cosine (it must pass on both, so
+    keeping it in a dataset is not a choice made on the numbers it reports), combined with the magnitude."""
     if score.realism < audit.min_realism:
         return "not natural"
     verdicts = [judge_direction(v, null, positive, thresholds).verdict
@@ -91,13 +69,80 @@ def prompt_verdict(score: PromptScore, audit: VectorAudit, null: Sequence[float]
     return combine(weakest, audit.magnitude, thresholds)
 
 
+def _behavior_prompt_verdict(realism: float, selection: float, test: float, audit: VectorAudit,
+                             null: Sequence[float], positive: Sequence[float], thresholds: VerdictThresholds) -> str:
+    if realism < audit.min_realism:
+        return "not natural"
+    verdicts = [judge_direction(max(v, 0.0), null, positive, thresholds).verdict for v in (selection, test)]
+    if "inconclusive" in verdicts:
+        return "inconclusive"
+    return min(verdicts, key=lambda v: _RANK.get(v, 0))
+
+
+def judge_one(audit: VectorAudit, nulls: Sequence[VectorAudit], positives: Sequence[VectorAudit],
+              thresholds: VerdictThresholds, *, axis: Axis = "activation", seed: int = 0,
+              n_resamples: int = 200) -> Judgement:
+    """The verdict of one item on `axis` from its evidence and its controls' evidence."""
+    usable_null = [a for a in nulls if a.axis_value(axis) is not None]
+    usable_pos = [a for a in positives if a.axis_value(axis) is not None]
+    null_values = [a.axis_value(axis) for a in usable_null]
+    pos_values = [a.axis_value(axis) for a in usable_pos]
+    behavior = audit.behavior if axis == "behavior" else None
+    inert = behavior is not None and behavior.inert
+
+    def decide(value: float | None, null: list[float], pos: list[float]) -> tuple[str, float | None]:
+        if inert:
+            return "inconclusive", None
+        direction = judge_direction(value, null, pos, thresholds)
+        score = direction.calibration.score if direction.calibration is not None else None
+        verdict = combine(direction.verdict, audit.magnitude, thresholds) if axis == "activation" else \
+            direction.verdict
+        return verdict, score
+
+    direction = judge_direction(audit.axis_value(axis), null_values, pos_values, thresholds)  # type: ignore[arg-type]
+    verdict, _ = decide(audit.axis_value(axis), null_values, pos_values)  # type: ignore[arg-type]
+    stability = joint_bootstrap(
+        _evidence(audit, axis), [e for a in usable_null if (e := _evidence(a, axis)) is not None],
+        [e for a in usable_pos if (e := _evidence(a, axis)) is not None], decide, n_resamples=n_resamples, seed=seed,
+    )
+    reason = direction.reason.replace("specific cos", "recovery") if axis == "behavior" else direction.reason
+    if inert:
+        reason = (f"the vector barely changes the outputs ({behavior.effect:.3f} nats/token of KL steered || base):"  # type: ignore[union-attr]
+                  " there is no behavior to reproduce")
+    elif axis == "activation" and direction.verdict in ("realizable", "partially realizable"):
+        reason += "; " + magnitude_note(audit.magnitude, thresholds)
+    elif behavior is not None and behavior.best is not None and verdict not in ("realizable",):
+        best = behavior.best
+        if best.direction_cos >= 0.5 and best.effect_ratio > 1.5:
+            reason += (f"; the best prompt pushes the same tokens (direction cos {best.direction_cos:.2f}) "
+                       f"{best.effect_ratio:.1f}x harder: same behavior, stronger")
+    if axis == "activation":
+        prompt_verdicts = tuple(prompt_verdict(p, audit, null_values, pos_values, thresholds)  # type: ignore[arg-type]
+                                for p in audit.frontier)
+    else:
+        prompt_verdicts = tuple(
+            "inconclusive" if inert else _behavior_prompt_verdict(
+                p.realism, p.selection_recovery, p.recovery, audit, null_values, pos_values, thresholds)  # type: ignore[arg-type]
+            for p in (behavior.frontier if behavior is not None else ()))
+    return Judgement(
+        verdict=verdict, direction=direction.verdict if not inert else "inconclusive", reason=reason,  # type: ignore[arg-type]
+        calibration=None if inert else direction.calibration, stability=stability.share_same,
+        score_interval=stability.score_interval, value_interval=stability.value_interval,
+        prompt_verdicts=prompt_verdicts,
+        controls={"null": tuple(a.vector_id for a in usable_null), "positive": tuple(a.vector_id for a in usable_pos)},
+    )
+
+
 def judge_all(audits: Sequence[VectorAudit], thresholds: VerdictThresholds, *, seed: int = 0) -> list[JudgedAudit]:
-    """Verdicts for every item, in order, each against the controls of its layer."""
+    """Verdicts for every item on each of its axes, in order, each against the controls of its layer."""
     by_layer: dict[int, list[VectorAudit]] = {}
     for audit in audits:
         by_layer.setdefault(audit.layer, []).append(audit)
     judged = []
     for audit in audits:
-        nulls, positives = controls_for(audit, by_layer[audit.layer])
-        judged.append(JudgedAudit(audit, judge_one(audit, nulls, positives, thresholds, seed=seed)))
+        verdicts: dict[str, Judgement] = {}
+        for axis in audit.axes:
+            nulls, positives = controls_for(audit, by_layer[audit.layer], axis)
+            verdicts[axis] = judge_one(audit, nulls, positives, thresholds, axis=axis, seed=seed)
+        judged.append(JudgedAudit(audit, verdicts.get("activation"), verdicts.get("behavior")))
     return judged

@@ -9,7 +9,13 @@ Controls (see `realize.verdict` for how they decide):
 - `null-isotropic`: isotropic random directions at the same norm, reported as a labelled reference, never deciding.
 - `positive`: mean shifts of held-out natural prompts (`positive_prompts` corpus). Their clusters are absent from
   the retrieval corpus and from realism training by construction (`realize.data.corpora`), and retrieval excludes
-  them again by cluster, so a positive is realized by search, not by finding its paraphrase.
+  them again by cluster, so a positive is realized by search, not by finding its paraphrase. Activation axis.
+- `behavior-positive`: vectors distilled from the same held-out prompts (`realize.distill`): steering with them
+  reproduces the prompt's behavior, so a prompt exists by construction. Behavior axis. The vector is trained when
+  the item is audited (its id hashes the prompt, the layer and the configuration, not the trained bytes).
+
+Axes: vectors and `null` controls are measured on every axis of the audit; `null-isotropic` and `positive` on the
+activation axis, `behavior-positive` on the behavior axis.
 
 Norm bins: nulls depend on the target norm only through the search's norm term beta * (|M| / |t| - 1)^2 (the
 specific cosine ignores scale), so vectors share nulls per bin of 2^(1/2): a null is drawn at most 2^(1/4) = 1.19x
@@ -28,7 +34,7 @@ from typing import Any
 
 import torch
 
-from realize.audit_types import Kind
+from realize.audit_types import Axis, Kind
 from realize.config import AuditConfig
 from realize.corpus_shifts import CorpusShifts
 from realize.data.vectors import SteeringVector, single_layer
@@ -44,11 +50,13 @@ class Target:
     name: str
     source: str
     kind: Kind
+    axes: tuple[Axis, ...]  # what to measure
     layer: int
     scale: float
     method: str
-    direction: torch.Tensor  # v (d,); the target is scale * direction
+    direction: torch.Tensor  # v (d,); the target is scale * direction (behavior positives: trained later, zeros)
     exclude_clusters: tuple[str, ...] = ()  # clusters retrieval must not return (a positive's own)
+    prompt: str = ""  # positives: the natural prompt behind the target
 
     @property
     def goal(self) -> torch.Tensor:
@@ -75,7 +83,14 @@ def bin_norm(index: int) -> float:
     return 2.0 ** (index / BINS_PER_OCTAVE)
 
 
-def vector_targets(vectors: Sequence[SteeringVector], key: Mapping[str, Any]) -> list[Target]:
+def _axes(kind: Kind, config: AuditConfig) -> tuple[Axis, ...]:
+    own: tuple[Axis, ...] = {"vector": ("activation", "behavior"), "null": ("activation", "behavior"),
+                             "null-isotropic": ("activation",), "positive": ("activation",),
+                             "behavior-positive": ("behavior",)}[kind]
+    return tuple(a for a in own if a in config.axes)  # type: ignore[misc]
+
+
+def vector_targets(vectors: Sequence[SteeringVector], key: Mapping[str, Any], config: AuditConfig) -> list[Target]:
     """One target per vector (its single layer). Every vector must carry a scale (loaders fill it from --scale)."""
     targets = []
     for i, vector in enumerate(vectors):
@@ -85,7 +100,8 @@ def vector_targets(vectors: Sequence[SteeringVector], key: Mapping[str, Any]) ->
                              "coefficient a (steering adds a*v)")
         scale = float(vector.scale)
         targets.append(Target(item_id("vector", direction, layer, scale, key), vector.name or "vector",
-                              vector.source or "", "vector", layer, scale, vector.method or "unknown", direction))
+                              vector.source or "", "vector", _axes("vector", config), layer, scale,
+                              vector.method or "unknown", direction))
     return targets
 
 
@@ -118,7 +134,8 @@ def null_targets(corpus: CorpusShifts, layer: int, bin_index: int, config: Audit
     norm = bin_norm(bin_index)
     targets = []
     for kind, count in (("null", config.n_null), ("null-isotropic", config.n_isotropic)):
-        for j in range(count):
+        axes = _axes(kind, config)  # type: ignore[arg-type]
+        for j in range(count if axes else 0):
             generator = _generator(config.seed, "null", kind, layer, bin_index, j)
             if kind == "null":
                 direction = natural_nulls(natural, 1, norm, generator)[0]
@@ -126,23 +143,32 @@ def null_targets(corpus: CorpusShifts, layer: int, bin_index: int, config: Audit
                 direction = isotropic_nulls(natural.shape[1], 1, norm, generator)[0]
             label = "natural-shift distribution" if kind == "null" else "isotropic"
             targets.append(Target(item_id(kind, direction, layer, 1.0, key), f"{kind}.L{layer}.norm{norm:.3g}.{j}",
-                                  f"random direction ({label}), norm {norm:.3g}", kind, layer, 1.0, "random",
-                                  direction))
+                                  f"random direction ({label}), norm {norm:.3g}", kind, axes, layer,  # type: ignore[arg-type]
+                                  1.0, "random", direction))
     return targets
 
 
 def positive_targets(corpus: CorpusShifts, layer: int, config: AuditConfig, key: Mapping[str, Any]) -> list[Target]:
-    """`n_positive` held-out natural prompts (seeded choice from the positive corpus), each a target = its mean
-    shift on the optimization contexts; retrieval excludes the prompt's cluster."""
+    """`n_positive` held-out natural prompts (seeded choice from the positive corpus): on the activation axis a target
+    = the prompt's mean shift on the optimization contexts, on the behavior axis a vector distilled from the prompt;
+    retrieval excludes the prompt's cluster on both."""
     rows, prompts = corpus.select("positive_prompts")
     if not rows:
         raise ValueError("positive_prompts: the corpus is empty")
     order = torch.randperm(len(rows), generator=_generator(config.seed, "positive", layer)).tolist()
     targets = []
     for j, i in enumerate(order[: config.n_positive]):
-        row = rows[i]
-        direction = corpus.shifts[row].clone()
-        targets.append(Target(item_id("positive", direction, layer, 1.0, key), f"positive.L{layer}.{j}",
-                              f"natural prompt: {prompts[i]}", "positive", layer, 1.0, "natural-prompt shift",
-                              direction, exclude_clusters=(corpus.clusters[row],)))
+        row, prompt = rows[i], prompts[i]
+        cluster = (corpus.clusters[row],)
+        if "activation" in config.axes:
+            direction = corpus.shifts[row].clone()
+            targets.append(Target(item_id("positive", direction, layer, 1.0, key), f"positive.L{layer}.{j}",
+                                  f"natural prompt: {prompt}", "positive", ("activation",), layer, 1.0,
+                                  "natural-prompt shift", direction, exclude_clusters=cluster, prompt=prompt))
+        if "behavior" in config.axes:
+            placeholder = torch.zeros_like(corpus.shifts[row])
+            targets.append(Target(item_id("behavior-positive", placeholder, layer, 1.0, {**key, "prompt": prompt}),
+                                  f"behavior-positive.L{layer}.{j}", f"distilled from: {prompt}", "behavior-positive",
+                                  ("behavior",), layer, 1.0, "prompt-distilled vector", placeholder,
+                                  exclude_clusters=cluster, prompt=prompt))
     return targets

@@ -288,6 +288,10 @@ class ContextEvidence:
         t = t / t.norm().clamp_min(1e-12)
         return cls(tuple((proj @ t).tolist()), tuple(tuple(r) for r in (proj @ proj.T).tolist()))
 
+    @property
+    def size(self) -> int:
+        return len(self.dots)
+
     def value(self, weights: torch.Tensor | None = None) -> float:
         """Specific cosine with context multiplicities `weights` (K,) (None: every context once)."""
         dots = torch.tensor(self.dots, dtype=torch.float64)
@@ -298,6 +302,30 @@ class ContextEvidence:
 
 
 @dataclass(frozen=True)
+class MeanEvidence:
+    """Per-test-context values whose mean, floored at `floor`, is the item's value (behavior recovery: an empty
+    prompt recovers 0, so no prompt does worse). Contexts where the value is undefined (nan) are skipped."""
+
+    values: tuple[float, ...]
+    floor: float = 0.0
+
+    @property
+    def size(self) -> int:
+        return len(self.values)
+
+    def value(self, weights: torch.Tensor | None = None) -> float:
+        v = torch.tensor(self.values, dtype=torch.float64)
+        w = torch.ones_like(v) if weights is None else weights.double()
+        finite = torch.isfinite(v)
+        total = float(w[finite].sum())
+        mean = float((w[finite] * v[finite]).sum()) / total if total > 0 else self.floor
+        return max(mean, self.floor)
+
+
+Evidence = ContextEvidence | MeanEvidence
+
+
+@dataclass(frozen=True)
 class Stability:
     share_same: float  # share of resamples whose verdict equals the point verdict
     score_interval: tuple[float, float] | None  # percentile interval of the score (None: no calibration)
@@ -305,9 +333,9 @@ class Stability:
 
 
 def joint_bootstrap(
-    target: ContextEvidence | None,
-    null: Sequence[ContextEvidence],
-    positive: Sequence[ContextEvidence],
+    target: Evidence | None,
+    null: Sequence[Evidence],
+    positive: Sequence[Evidence],
     decide: Callable[[float | None, list[float], list[float]], tuple[str, float | None]],
     *,
     n_resamples: int = 200,
@@ -319,8 +347,8 @@ def joint_bootstrap(
     items = [e for e in (target, *null, *positive) if e is not None]
     if not items:
         return Stability(1.0, None, None)
-    k = len(items[0].dots)
-    if any(len(e.dots) != k for e in items):
+    k = items[0].size
+    if any(e.size != k for e in items):
         raise ValueError("evidence: every item must come from the same test contexts")
     point, _ = decide(None if target is None else target.value(), [e.value() for e in null],
                       [e.value() for e in positive])

@@ -31,9 +31,9 @@ from dataclasses import dataclass
 
 import torch
 
-from realize.data.activations import steer
-from realize.data.chat import Placement, chat_layout, encode
-from realize.data.models import LoadedModel, pad_id
+from realize.data.chat import ChatLayout, Placement, chat_layout, encode
+from realize.data.models import LoadedModel
+from realize.data.steered import SteeredContext, forced_logprobs, greedy_batch, steered_contexts
 
 logger = logging.getLogger(__name__)
 _MIN_KL = 1e-9
@@ -116,57 +116,58 @@ def bootstrap_interval(values: Sequence[float], n: int, confidence: float, seed:
     return float(torch.quantile(means, alpha)), float(torch.quantile(means, 1 - alpha))
 
 
-@torch.no_grad()
-def greedy_batch(
-    lm: LoadedModel, rows: Sequence[Sequence[int]], max_new_tokens: int, batch_size: int
-) -> list[list[int]]:
-    """Greedy continuations of each row (left-padded batches); each is cut after its first EOS."""
-    pad, eos = pad_id(lm.tokenizer), lm.tokenizer.eos_token_id
-    device = next(lm.model.parameters()).device
-    out: list[list[int]] = []
-    for start in range(0, len(rows), batch_size):
-        chunk = [list(r) for r in rows[start : start + batch_size]]
-        width = max(len(r) for r in chunk)
-        ids = torch.full((len(chunk), width), pad, dtype=torch.long)
-        mask = torch.zeros_like(ids)
-        for b, r in enumerate(chunk):
-            ids[b, width - len(r) :] = torch.tensor(r)
-            mask[b, width - len(r) :] = 1
-        gen = lm.model.generate(
-            ids.to(device),
-            attention_mask=mask.to(device),
-            max_new_tokens=max_new_tokens,
-            do_sample=False,
-            pad_token_id=pad,
-            eos_token_id=eos,
-        )[:, width:]
-        for row in gen.tolist():
-            cut = row.index(eos) + 1 if eos is not None and eos in row else len(row)
-            out.append(row[:cut])
-    return out
+def forced_logits(lm: LoadedModel, inputs: Sequence[Sequence[int]], continuations: Sequence[Sequence[int]],
+                  batch_size: int = 16) -> list[torch.Tensor]:
+    """Next-token log-probs (len(y), V) predicting each continuation y after its input (log-softmaxed logits: every
+    formula here is invariant to the shift)."""
+    return forced_logprobs(lm, inputs, continuations, batch_size)
 
 
-@torch.no_grad()
-def forced_logits(
-    lm: LoadedModel, inputs: Sequence[Sequence[int]], continuations: Sequence[Sequence[int]], batch_size: int
-) -> list[torch.Tensor]:
-    """Next-token logits (len(y), V) predicting each continuation y after its input (right-padded batches)."""
-    pad = pad_id(lm.tokenizer)
-    device = next(lm.model.parameters()).device
-    out: list[torch.Tensor] = []
-    for start in range(0, len(inputs), batch_size):
-        pairs = zip(inputs[start : start + batch_size], continuations[start : start + batch_size], strict=True)
-        rows = [list(x) + list(y) for x, y in pairs]
-        width = max(len(r) for r in rows)
-        ids = torch.full((len(rows), width), pad, dtype=torch.long)
-        mask = torch.zeros_like(ids)
-        for b, r in enumerate(rows):
-            ids[b, : len(r)] = torch.tensor(r)
-            mask[b, : len(r)] = 1
-        logits = lm.model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits
-        for b in range(len(rows)):
-            n_in, n_y = len(inputs[start + b]), len(continuations[start + b])
-            out.append(logits[b, n_in - 1 : n_in - 1 + n_y].float().cpu())
+@dataclass(frozen=True)
+class BehaviorMeasure:
+    """One prompt against one vector's steered contexts (all means are per token of y)."""
+
+    recovery: float  # mean over contexts of r_k = 1 - KL(S||P)_k / KL(S||B)_k (nan contexts skipped)
+    per_context: tuple[float, ...]  # r_k, nan where the vector changes nothing
+    kl: float  # mean KL(S || P)
+    effect: float  # mean KL(S || B): the vector's own effect
+    prompt_effect: float  # mean KL(P || B) along y: the prompt's effect
+    direction_cos: float  # cos over y's tokens of (log S - log B)(y_t) and (log P - log B)(y_t)
+    effect_ratio: float  # <b, a> / <a, a> of those two: 1 = same push, > 1 = the prompt pushes harder
+
+
+def measure_prompts(lm: LoadedModel, layout: ChatLayout, contexts: Sequence[SteeredContext],
+                    prompts: Sequence[Sequence[int]], batch_size: int = 16) -> list[BehaviorMeasure]:
+    """Behavior recovery, effect sizes and direction of effect of each prompt (token ids) along the steered
+    continuations `contexts` (`realize.data.steered.steered_contexts`)."""
+    inputs = [layout.place(list(p), c.context_ids).ids for p in prompts for c in contexts]
+    ys = [c.continuation for _ in prompts for c in contexts]
+    forced = forced_logprobs(lm, inputs, ys, batch_size)
+    out = []
+    k = len(contexts)
+    for i in range(len(prompts)):
+        rows = forced[i * k : (i + 1) * k]
+        r, sp, sb, pb, a_all, b_all = [], 0.0, 0.0, 0.0, [], []
+        for c, logp in zip(contexts, rows, strict=True):
+            kl_sp = (c.steered.exp() * (c.steered - logp)).sum(-1).clamp_min(0.0)
+            kl_sb = c.effect
+            kl_pb = (logp.exp() * (logp - c.base)).sum(-1).clamp_min(0.0)
+            denom = float(kl_sb.sum())
+            r.append(math.nan if denom < _MIN_KL else 1.0 - float(kl_sp.sum()) / denom)
+            sp, sb, pb = sp + float(kl_sp.sum()), sb + denom, pb + float(kl_pb.sum())
+            y = torch.tensor(c.continuation).unsqueeze(1)
+            a_all.append((c.steered.gather(1, y) - c.base.gather(1, y)).squeeze(1).double())
+            b_all.append((logp.gather(1, y) - c.base.gather(1, y)).squeeze(1).double())
+        a, b = torch.cat(a_all), torch.cat(b_all)
+        n = a.numel()
+        finite = [x for x in r if math.isfinite(x)]
+        aa = float(a @ a)
+        out.append(BehaviorMeasure(
+            recovery=sum(finite) / len(finite) if finite else math.nan, per_context=tuple(r), kl=sp / n,
+            effect=sb / n, prompt_effect=pb / n,
+            direction_cos=float(a @ b) / math.sqrt(aa * float(b @ b)) if aa > 0 and float(b @ b) > 0 else 0.0,
+            effect_ratio=float(a @ b) / aa if aa > 0 else math.nan,
+        ))
     return out
 
 
@@ -186,15 +187,14 @@ def behavior_recovery(
     tok = lm.tokenizer
     layout = chat_layout(tok, placement)
     prompt_ids = encode(tok, prompt)
-    ctx_ids = [encode(tok, c) for c in contexts]
-    base_in = [list(layout.place(None, c).ids) for c in ctx_ids]
-    prompted_in = [list(layout.place(prompt_ids, c).ids) for c in ctx_ids]
     T, bs = config.max_new_tokens, config.batch_size
-    with steer(lm.model, directions, scale):
-        ys = greedy_batch(lm, base_in, T, bs)
-        steered_logits = forced_logits(lm, base_in, ys, bs)
+    steered = steered_contexts(lm, layout, directions, scale, contexts, T, batch_size=bs)
+    ys = [list(c.continuation) for c in steered]
+    steered_logits = [c.steered for c in steered]
+    base_in = [list(c.base_ids) for c in steered]
+    prompted_in = [list(layout.place(prompt_ids, c.context_ids).ids) for c in steered]
     own = greedy_batch(lm, prompted_in + base_in, T, bs)  # the prompted and base models' own replies
-    forced = forced_logits(lm, prompted_in + base_in, ys + ys, bs)
+    forced = forced_logits(lm, prompted_in, ys, bs) + [c.base for c in steered]
     k = len(contexts)
     per_context: list[ContextBehavior] = []
     sum_sp = sum_sb = 0.0

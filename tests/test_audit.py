@@ -29,7 +29,8 @@ def always_natural() -> RealismClassifier:
 
 
 CONFIG = AuditConfig(budget="quick", n_opt_contexts=3, n_selection=3, n_test=4, n_null=3, n_isotropic=1,
-                     n_positive=3, behavior_tokens=4, behavior_contexts=1, manifold=False, show_progress=False)
+                     n_positive=3, behavior_tokens=4, behavior_contexts=2, behavior_test_contexts=3, distill_steps=3,
+                     manifold=False, show_progress=False)
 
 
 def test_presets_are_what_the_cli_runs():
@@ -58,7 +59,9 @@ def test_plan_controls(tiny, always_natural, tmp_path):
     vectors = [SteeringVector(directions={2: unit}, scale=s, name=f"v{s}") for s in (1.0, 1.02, 10.0)]
     plan = plan_audit(tiny, vectors, CONFIG, always_natural, cache_dir=tmp_path)
     kinds = [t.kind for t in plan.targets]
-    assert kinds.count("positive") == 3 and kinds.count("vector") == 3
+    assert kinds.count("positive") == 3 and kinds.count("vector") == 3 and kinds.count("behavior-positive") == 3
+    assert {t.prompt for t in plan.targets if t.kind == "positive"} == {
+        t.prompt for t in plan.targets if t.kind == "behavior-positive"}
     # two norm bins (1.0 and 1.02 share one): each has its own nulls, and no two nulls share a direction
     assert kinds.count("null") == 6 and kinds.count("null-isotropic") == 2
     nulls = [t for t in plan.targets if t.kind.startswith("null")]
@@ -86,8 +89,13 @@ def test_audit_end_to_end_and_resume(tiny, always_natural, tmp_path, monkeypatch
     judged = run_audit(tiny, [vector], CONFIG, store, on_item=finished.append, classifier=always_natural,
                        cache_dir=tmp_path / "shifts")
     kinds = sorted(j.audit.kind for j in judged)
-    assert kinds == ["null", "null", "null", "null-isotropic", "positive", "positive", "positive", "vector"]
-    assert all(j.verdict in VERDICTS and 0.0 <= j.judgement.stability <= 1.0 for j in judged)
+    assert kinds == ["behavior-positive"] * 3 + ["null"] * 3 + ["null-isotropic"] + ["positive"] * 3 + ["vector"]
+    for j in judged:
+        for axis in j.audit.axes:
+            judgement = j.judgement(axis)
+            assert judgement.verdict in VERDICTS and 0.0 <= judgement.stability <= 1.0
+    positives = [j.audit for j in judged if j.audit.kind == "behavior-positive"]
+    assert all(p.behavior is not None and p.behavior.distill_losses is not None for p in positives)
     vec = next(j for j in judged if j.audit.kind == "vector")
     assert [a.vector_id for a in finished] == [j.audit.vector_id for j in judged]  # reported as each finished
     assert vec.audit.frontier and vec.audit.best is not None and vec.audit.evidence is not None
@@ -95,8 +103,10 @@ def test_audit_end_to_end_and_resume(tiny, always_natural, tmp_path, monkeypatch
     best = vec.audit.best
     assert best.selection_specific_cos == max(s.selection_specific_cos for s in vec.audit.frontier)
     assert vec.audit.target_norm == pytest.approx(2.0 * vector.vector.norm().item(), rel=1e-5)
-    assert vec.audit.behavior is not None and len(vec.audit.generations) == 1
-    assert vec.audit.magnitude.factor > 0 and vec.judgement.reason
+    behavior = vec.audit.behavior
+    assert behavior is not None and behavior.effect > 0 and behavior.frontier
+    assert behavior.best is None or len(behavior.generations) == CONFIG.behavior_test_contexts
+    assert vec.audit.magnitude.factor > 0 and vec.activation.reason and vec.behavior.reason
     assert len(list((tmp_path / "items").glob("*.json"))) == len(judged)
 
     def fail(*_args, **_kwargs):
@@ -117,8 +127,12 @@ def test_audit_end_to_end_and_resume(tiny, always_natural, tmp_path, monkeypatch
 
     paths = write_outputs(again, tmp_path / "out", model="tiny", seed=0, budget="quick", settings="test")
     rows = read_rows(paths["results"])
-    assert len(rows) == sum(len(j.audit.frontier) for j in again)
-    assert sum(r["is_best"] for r in rows if r["kind"] == "vector") == 1
+    behavior_rows = sum(len(j.audit.behavior.frontier) for j in again if j.audit.behavior is not None)
+    assert len(rows) == sum(len(j.audit.frontier) for j in again) + behavior_rows
+    assert {r["axis"] for r in rows} == {"activation", "behavior"}
+    for axis in ("activation", "behavior"):
+        assert sum(r["is_best"] for r in rows if r["kind"] == "vector" and r["axis"] == axis) <= 1
+    assert sum(r["is_best"] for r in rows if r["kind"] == "vector" and r["axis"] == "activation") == 1
     html = paths["report"].read_text(encoding="utf-8")
     assert "v0" in html and "data:image/png;base64," in html
     assert (paths["dataset"] / "README.md").is_file()
@@ -127,7 +141,7 @@ def test_audit_end_to_end_and_resume(tiny, always_natural, tmp_path, monkeypatch
 def test_corrupt_item_is_recomputed(tiny, always_natural, tmp_path):
     torch.manual_seed(1)
     vector = SteeringVector(directions={1: torch.randn(32)}, scale=1.0, name="v1")
-    config = dataclasses.replace(CONFIG, n_null=2, n_isotropic=0, n_positive=2, behavior_tokens=0)
+    config = dataclasses.replace(CONFIG, n_null=2, n_isotropic=0, n_positive=2, axes=("activation",))
     store = ItemStore(tmp_path / "items")
     first = run_audit(tiny, [vector], config, store, classifier=always_natural, cache_dir=tmp_path)
     vec = next(j for j in first if j.audit.kind == "vector")

@@ -38,7 +38,7 @@ def setup(tiny, tmp_path_factory) -> dict[str, Path]:
 
 def _args(setup: dict[str, Path], out: Path) -> list[str]:
     return ["audit", str(setup["vectors"]), "--model", str(setup["model"]), "--budget", "quick", "--out", str(out),
-            "--quiet", "--no-control-cache", "--no-manifold", "--behavior-tokens", "4", "--n-null", "1",
+            "--quiet", "--no-control-cache", "--no-manifold", "--axes", "activation", "--n-null", "1",
             "--n-isotropic", "0", "--n-positive", "2"]
 
 

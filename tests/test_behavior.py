@@ -59,11 +59,11 @@ def test_bootstrap_interval_contains_mean() -> None:
     assert all(math.isnan(x) for x in bootstrap_interval([math.nan], 10, 0.9, 0))
 
 
-def test_forced_logits_match_unbatched(tiny) -> None:
+def test_forced_logprobs_match_unbatched(tiny) -> None:
     inputs, ys = [[1, 5, 6, 7], [1, 9]], [[10, 11, 12], [13]]
     batched = forced_logits(tiny, inputs, ys, batch_size=2)
     for x, y, got in zip(inputs, ys, batched, strict=True):
-        full = tiny.model(input_ids=torch.tensor([x + y])).logits[0]
+        full = torch.log_softmax(tiny.model(input_ids=torch.tensor([x + y])).logits[0], dim=-1)
         torch.testing.assert_close(got, full[len(x) - 1 : len(x) - 1 + len(y)], atol=1e-4, rtol=1e-4)
 
 
@@ -187,3 +187,20 @@ def test_real_model_default_system_prompt_recovers_nothing() -> None:
     result = behavior_recovery(lm, v, 8.0, system, CONTEXTS[:2], "system", BehaviorConfig(max_new_tokens=6))
     assert not result.inert
     assert result.recovery == pytest.approx(0.0, abs=1e-3)
+
+
+def test_measure_prompts_matches_behavior_recovery_and_reads_direction(tiny) -> None:
+    """The audit's batched measure agrees with the CLI's behavior_recovery, and a prompt identical in effect to
+    the vector has direction cos 1 and ratio 1."""
+    from realize.data.chat import chat_layout, encode
+    from realize.data.steered import steered_contexts
+    from realize.scorers.behavior import measure_prompts
+
+    layout = chat_layout(tiny.tokenizer)
+    vector = _vector(tiny)
+    steered = steered_contexts(tiny, layout, vector, 8.0, CONTEXTS[:3], 6)
+    prompt = "Explain it like I am five years old."
+    (m,) = measure_prompts(tiny, layout, steered, [encode(tiny.tokenizer, prompt)])
+    ref = behavior_recovery(tiny, vector, 8.0, prompt, CONTEXTS[:3], "prefix", BehaviorConfig(max_new_tokens=6))
+    assert m.recovery == pytest.approx(ref.recovery, rel=1e-3, abs=1e-5)  # batch padding: float noise only
+    assert -1.0 <= m.direction_cos <= 1.0 and m.effect > 0 and m.prompt_effect >= 0

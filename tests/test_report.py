@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import dataclasses
 
-from realize.audit_types import Behavior, Generation, JudgedAudit, PromptScore, VectorAudit
+from realize.audit_types import BehaviorAxis, BehaviorScore, Generation, JudgedAudit, PromptScore, VectorAudit
 from realize.judging import judge_one
 from realize.report import render_report, write_report
-from realize.verdict import VerdictThresholds, magnitude
+from realize.verdict import MeanEvidence, VerdictThresholds, magnitude
 
 NATURAL_NORMS = [4.0 + 0.02 * i for i in range(50)]
 
@@ -17,35 +17,53 @@ def _score(prompt: str, cos: float, attack: str = "fluent") -> PromptScore:
                        (cos, cos - 0.1))
 
 
+def _bscore(prompt: str, recovery: float, attack: str = "fluent") -> BehaviorScore:
+    return BehaviorScore(prompt, (1, 2), attack, recovery, recovery, (recovery, recovery - 0.1), 0.2, 0.3, 0.8,
+                         1.2, 40.0, 90.0, 0.8)
+
+
+def behavior_axis(recovery: float | None, effect: float = 0.5) -> BehaviorAxis:
+    best = None if recovery is None else _bscore("Talk like a sailor.", recovery)
+    return BehaviorAxis(effect=effect, inert=effect < 0.01,
+                        frontier=(_bscore("<script>alert(1)</script>", 0.1), *(() if best is None else (best,))),
+                        best=best, best_unrelated=_bscore("You are a pirate.", 0.1, "retrieval"),
+                        activation_prompt=_bscore("Explain simply.", 0.2, "activation best"),
+                        evidence=None if best is None else MeanEvidence(best.per_context),
+                        generations=(Generation("Hi?", "steered <b>text</b>", "prompted", "base"),),
+                        vector_norm=5.0)
+
+
 def plain_audit(name: str, value: float | None, *, kind: str = "vector", norm: float = 5.0,
-                vector_id: str | None = None) -> VectorAudit:
+                vector_id: str | None = None, recovery: float | None = 0.6) -> VectorAudit:
     best = None if value is None else _score("Explain simply.", value)
+    axes = {"vector": ("activation", "behavior"), "null": ("activation", "behavior"), "positive": ("activation",),
+            "behavior-positive": ("behavior",), "null-isotropic": ("activation",)}[kind]
     return VectorAudit(
-        vector_id=vector_id or f"id-{name}", name=name, source="v.safetensors", kind=kind, layer=12, scale=1.0,
-        method="melbo", target_norm=norm,
+        vector_id=vector_id or f"id-{name}", name=name, source="v.safetensors", kind=kind, axes=axes, layer=12,
+        scale=1.0, method="melbo", target_norm=norm,
         frontier=(_score("<script>alert(1)</script>", 0.7), *(() if best is None else (best,)),
                   _score("You are a pirate.", 0.5, "retrieval")),
         best=best, best_unrelated=_score("You are a pirate.", 0.5, "retrieval"), best_no_retrieval=best,
         evidence=None, magnitude=magnitude(norm, 1.0, NATURAL_NORMS, None if value is None else 0.5),
-        min_realism=0.6, behavior=Behavior("Explain simply.", 0.6, (0.4, 0.7), 0.5, False),
-        behavior_unrelated=Behavior("You are a pirate.", 0.1, (0.0, 0.2), 0.5, False),
-        generations=(Generation("Hi?", "steered <b>text</b>", "prompted", "base"),),
+        min_realism=0.6, behavior=behavior_axis(recovery) if "behavior" in axes else None,
         manifold={"share90": 0.4, "random_share90": 0.1}, seconds=12.0,
     )
 
 
 def controls(norm: float = 5.0) -> list[VectorAudit]:
-    nulls = [plain_audit(f"null{i}", v, kind="null", norm=norm) for i, v in enumerate((0.05, 0.1, 0.0, 0.07))]
+    nulls = [plain_audit(f"null{i}", v, kind="null", norm=norm, recovery=r)
+             for i, (v, r) in enumerate(((0.05, 0.0), (0.1, 0.05), (0.0, 0.02), (0.07, 0.03)))]
     positives = [plain_audit(f"pos{i}", v, kind="positive") for i, v in enumerate((0.8, 0.9, 0.85))]
-    return nulls + positives
+    behavior = [plain_audit(f"bpos{i}", None, kind="behavior-positive", recovery=r)
+                for i, r in enumerate((0.6, 0.7, 0.65))]
+    return nulls + positives + behavior
 
 
-def judged(name: str, value: float | None, norm: float = 5.0) -> JudgedAudit:
-    pool = controls(norm)
-    audit = plain_audit(name, value, norm=norm)
-    nulls = [a for a in pool if a.kind == "null"]
-    positives = [a for a in pool if a.kind == "positive"]
-    return JudgedAudit(audit, judge_one(audit, nulls, positives, VerdictThresholds()))
+def judged(name: str, value: float | None, norm: float = 5.0, recovery: float | None = 0.6) -> JudgedAudit:
+    from realize.judging import judge_all
+
+    audit = plain_audit(name, value, norm=norm, recovery=recovery)
+    return judge_all([audit, *controls(norm)], VerdictThresholds())[0]
 
 
 def test_judgement_of_synthetic_items():
@@ -53,8 +71,8 @@ def test_judgement_of_synthetic_items():
     assert judged("b", 0.02).verdict == "not realizable"
     assert judged("c", None).verdict == "no natural candidate"
     big = judged("d", 0.85, norm=50.0)
-    assert big.verdict == "direction realizable" and "beyond natural" in big.judgement.reason
-    verdicts = judged("a", 0.85).judgement.prompt_verdicts
+    assert big.verdict == "direction realizable" and "beyond natural" in big.activation.reason
+    verdicts = judged("a", 0.85).activation.prompt_verdicts
     assert len(verdicts) == 3 and verdicts[1] == "realizable" and verdicts[2] in ("partially realizable",
                                                                                   "not realizable")
 
@@ -70,15 +88,30 @@ def test_prompt_verdict_needs_realism_and_both_context_sets():
     assert again.prompt_verdicts == ("not natural", "not realizable")
 
 
+def test_behavior_axis_verdicts():
+    assert judged("a", 0.05, recovery=0.7).behavior.verdict == "realizable"
+    assert judged("a", 0.05, recovery=0.01).behavior.verdict == "not realizable"
+    assert judged("a", 0.05, recovery=None).behavior.verdict == "no natural candidate"
+    inert = judged("a", 0.05).audit
+    inert = dataclasses.replace(inert, behavior=behavior_axis(0.9, effect=0.001))
+    from realize.judging import judge_all
+
+    verdict = judge_all([inert, *controls()], VerdictThresholds())[0].behavior
+    assert verdict.verdict == "inconclusive" and "barely changes" in verdict.reason
+
+
 def test_report_is_self_contained_and_escaped(tmp_path):
-    items = [judged("melbo.0", 0.85), judged("melbo.1", 0.05),
-             *[JudgedAudit(c, judge_one(c, [], [], VerdictThresholds())) for c in controls()]]
+    from realize.judging import judge_all
+
+    items = [judged("melbo.0", 0.85), judged("melbo.1", 0.05), *judge_all(controls(), VerdictThresholds())]
     page = render_report(items, settings="budget quick")
     assert page.count('class="vec"') == len(items)
     assert "realizable" in page and "not realizable" in page and "inconclusive" in page
     assert "<script>alert" not in page and "&lt;script&gt;" in page and "steered &lt;b&gt;" in page
     assert "Why:" in page and "Controls" in page and "search alone (retrieval off)" in page
-    assert page.count("data:image/png;base64,") == 2 * len(items)  # frontier + per-context per item
+    n_plots = sum(2 * len(j.audit.axes) for j in items)  # frontier + per-context, per item and axis
+    assert page.count("data:image/png;base64,") == n_plots
+    assert "Behavior axis" in page and "Activation axis" in page
     assert "http://" not in page and "https://" not in page  # no network fetches
     write_report(tmp_path / "report.html", page)
     assert (tmp_path / "report.html").read_text(encoding="utf-8") == page

@@ -20,6 +20,8 @@ def _row(i: int, verdict: str, kind: str = "vector", vector_verdict: str = "real
         "is_best": True, "prompt_verdict": verdict, "selection_specific_cos": 0.75, "cos_test": 0.9,
         "specific_cos_test": 0.7, "per_position_cos": 0.5, "norm_ratio": 1.1, "fve": 0.6, "perplexity": 30.0,
         "worst_window_perplexity": 80.0, "realism": 0.9, "behavior_recovery": float("nan"),
+        "selection_recovery": float("nan"), "recovery_test": float("nan"), "direction_cos": float("nan"),
+        "effect_ratio": float("nan"), "effect_kl": float("nan"),
         "verdict": vector_verdict, "direction_verdict": vector_verdict, "verdict_stability": 0.9,
         "null_percentile": 1.0, "realizability_score": 0.8, "score_low": 0.7, "score_high": 0.9,
         "magnitude_factor": 0.8, "realizable_scale": 2.0, "seed": 0, "budget": "quick", "seconds": 12.5,

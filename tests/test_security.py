@@ -280,10 +280,10 @@ def _audit(name: str, prompt: str, generation: str):  # -> JudgedAudit
 
     base = tr.judged("x", 0.85)
     best = dataclasses.replace(base.audit.best, prompt=prompt)
-    audit = dataclasses.replace(
-        base.audit, name=name, source=name, method=name, best=best, frontier=(best, base.audit.frontier[0]),
-        generations=(Generation(generation, generation, generation, generation),),
-    )
+    behavior = dataclasses.replace(base.audit.behavior, generations=(Generation(generation, generation, generation,
+                                                                                generation),))
+    audit = dataclasses.replace(base.audit, name=name, source=name, method=name, best=best,
+                                frontier=(best, base.audit.frontier[0]), behavior=behavior)
     return dataclasses.replace(base, audit=audit)
 
 

@@ -63,7 +63,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         f"(default budget: {default['n_selection']})")
     parser.add_argument("--n-test", type=int, help="test contexts, which measure every reported number "
                         f"(default budget: {default['n_test']})")
-    parser.add_argument("--behavior-tokens", type=int, help="tokens for behavior recovery, 0 = skip "
+    parser.add_argument("--axes", choices=("both", "activation", "behavior"), default="both",
+                        help="activation: can a prompt produce the shift? behavior: can a prompt make the model do "
+                        "what the vector does? (default both)")
+    parser.add_argument("--behavior-tokens", type=int, help="steered tokens per context on the behavior axis "
                         f"(default budget: {default['behavior_tokens']})")
     parser.add_argument("--min-realism", type=float, help="realism a prompt needs to count as natural (default: "
                         "the realism classifier's fitted threshold)")
@@ -80,7 +83,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def _config(args: argparse.Namespace) -> AuditConfig:
     """The budget's preset (`AuditConfig(budget=...)`, the same as the library's), with the flags given on top."""
     values: dict[str, object] = {"budget": args.budget, "placement": args.placement, "seed": args.seed,
-                                 "manifold": not args.no_manifold, "show_progress": not args.quiet}
+                                 "manifold": not args.no_manifold, "show_progress": not args.quiet,
+                                 "axes": ("activation", "behavior") if args.axes == "both" else (args.axes,)}
     for flag in ("n_null", "n_isotropic", "n_positive", "n_selection", "n_test", "behavior_tokens"):
         if getattr(args, flag) is not None:
             values[flag] = getattr(args, flag)
@@ -118,8 +122,14 @@ def _progress_line(rank: int, world: int) -> Callable[[VectorAudit], None]:
     prefix = f"[process {rank}/{world}] " if world > 1 else ""
 
     def show(audit: VectorAudit) -> None:
-        best = (f"best prompt's test specific cos {audit.best.specific_cos:.2f}" if audit.best
-                else "no natural-enough prompt")
+        values = []
+        if "activation" in audit.axes:
+            values.append(f"test specific cos {audit.best.specific_cos:.2f}" if audit.best
+                          else "no natural-enough prompt (activation)")
+        if audit.behavior is not None:
+            values.append(f"test recovery {audit.behavior.best.recovery:.2f}" if audit.behavior.best
+                          else "no natural-enough prompt (behavior)")
+        best = ", ".join(values)
         name = printable(audit.name, limit=200)
         print(f"{prefix}finished {audit.kind} {name}: {best} ({audit.seconds:.0f} s)", flush=True)
 

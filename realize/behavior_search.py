@@ -1,0 +1,112 @@
+"""The behavior axis of one target: search for a natural prompt that makes the model do what the vector does.
+
+Contexts are the audit's three sets (`AuditSetting.contexts`), `behavior_contexts` of the optimization and selection
+sets and `behavior_test_contexts` of the test set; on each, the steered model's continuation is computed once
+(`realize.data.steered`). Then:
+
+1. retrieval by behavior: every natural prompt's effect on the next-token distribution at the first answer position
+   (probability change, averaged over the behavior optimization contexts) is cached once per (model, placement,
+   contexts) (`prompt_effects`); the vector's own effect there ranks them by cosine (one matrix product), and the
+   best `behavior_probe` are scored with the real objective (KL along the steered continuations);
+2. fluent search (`realize.attacks.fluent`) on the behavior objective, started from the best of them;
+3. judging: every candidate's recovery on selection contexts (it chooses) and on test contexts (it is reported),
+   with effect sizes and the direction of the effect (`realize.scorers.behavior.measure_prompts`).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Sequence
+
+import torch
+
+from realize.attacks.baselines import RetrievalConfig, natural_retrieval
+from realize.attacks.behavior_objective import BehaviorObjective
+from realize.attacks.fluent import FluentConfig
+from realize.attacks.fluent import run as fluent_run
+from realize.audit_search import AuditSetting, Candidate
+from realize.audit_types import BehaviorScore
+from realize.config import SearchBudget
+from realize.data.steered import SteeredContext
+from realize.prompt_effects import PromptEffects
+from realize.scorers.behavior import measure_prompts
+from realize.scorers.perplexity import score_perplexity
+from realize.scorers.realism import realism_scores
+
+logger = logging.getLogger(__name__)
+
+
+def retrieve_by_behavior(setting: AuditSetting, effects: PromptEffects, opt: Sequence[SteeredContext],
+                         objective: BehaviorObjective, budget: SearchBudget,
+                         exclude_clusters: Sequence[str] = ()) -> list[Candidate]:
+    """Rank the corpus by the cosine of its first-answer effect with the vector's, score the best
+    `behavior_probe` with the objective, keep the best `keep_retrieval` (best first)."""
+    vector_effect = torch.stack([c.steered[0].exp() - c.base[0].exp() for c in opt]).mean(0)
+    allowed = [i for i, k in enumerate(effects.clusters) if k not in set(exclude_clusters)]
+    if not allowed:
+        return []
+    matrix = effects.effects[allowed].float()
+    cos = (matrix @ vector_effect) / (matrix.norm(dim=1) * vector_effect.norm()).clamp_min(1e-12)
+    probe = [effects.prompts[allowed[i]] for i in cos.argsort(descending=True)[: budget.behavior_probe].tolist()]
+    result = natural_retrieval(objective, setting.lm, setting.layout,
+                               RetrievalConfig(prompts=tuple(probe), keep=budget.keep_retrieval))
+    return [(point.ids, "retrieval") for point in result.frontier]
+
+
+def search_behavior(setting: AuditSetting, effects: PromptEffects, opt: Sequence[SteeredContext],
+                    budget: SearchBudget, *, seed: int, exclude_clusters: Sequence[str] = ()) -> list[Candidate]:
+    """Candidates for the behavior axis: retrieved by behavior, then the fluent search on the behavior objective."""
+    lm = setting.lm
+    objective = BehaviorObjective(lm.model, lm.tokenizer, setting.layout, opt)
+    candidates = retrieve_by_behavior(setting, effects, opt, objective, budget, exclude_clusters)
+    if candidates and budget.behavior_steps > 0:
+        config = FluentConfig(lambdas=budget.lambdas, steps=budget.behavior_steps, width=budget.behavior_width,
+                              max_frontier=budget.max_frontier, seed=seed,
+                              restart_every=max(budget.behavior_steps // 2, 1))
+        fluent = fluent_run(objective, lm, setting.layout, config, init=candidates[0][0])
+        candidates += [(point.ids, "fluent") for point in fluent.frontier]
+    seen: set[tuple[int, ...]] = set()
+    unique = []
+    for ids, attack in candidates:
+        if ids and ids not in seen:
+            seen.add(ids)
+            unique.append((ids, attack))
+    return unique
+
+
+def judge_behavior(setting: AuditSetting, selection: Sequence[SteeredContext], test: Sequence[SteeredContext],
+                   candidates: Sequence[Candidate]) -> list[BehaviorScore]:
+    """Selection recovery (chooses) and test recovery, effects and direction (reported), plus naturalness."""
+    if not candidates:
+        return []
+    lm = setting.lm
+    ids = [list(c[0]) for c in candidates]
+    chosen = measure_prompts(lm, setting.layout, selection, ids)
+    reported = measure_prompts(lm, setting.layout, test, ids)
+    texts = [lm.tokenizer.decode(i) for i in ids]
+    ppl = score_perplexity(lm, texts)
+    realism = realism_scores(lm, texts, setting.classifier)
+    return [
+        BehaviorScore(prompt=text, ids=tuple(i), attack=attack, selection_recovery=sel.recovery,
+                      recovery=rep.recovery, per_context=rep.per_context, kl=rep.kl, prompt_effect=rep.prompt_effect,
+                      direction_cos=rep.direction_cos, effect_ratio=rep.effect_ratio, perplexity=p.perplexity,
+                      worst_window_perplexity=p.worst_window_perplexity, realism=float(r))
+        for i, (_, attack), text, sel, rep, p, r in zip(ids, candidates, texts, chosen, reported, ppl, realism,
+                                                        strict=True)
+    ]
+
+
+def pick_behavior(scores: Sequence[BehaviorScore], min_realism: float, *,
+                  attacks: Sequence[str] | None = None) -> int | None:
+    """Index of the highest selection recovery among prompts with realism >= `min_realism` (optionally found by
+    one of `attacks`); None when none qualifies."""
+    best, index = -math.inf, None
+    for i, s in enumerate(scores):
+        if s.realism < min_realism or not math.isfinite(s.selection_recovery):
+            continue
+        if attacks is not None and s.attack not in attacks:
+            continue
+        if s.selection_recovery > best:
+            best, index = s.selection_recovery, i
+    return index
