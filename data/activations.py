@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from realize.data.errors import UserInputError
+from realize.data.errors import UserInputError, arg
 
 HookFn = Callable[[nn.Module, tuple[Any, ...], Any], Any]
 _LAYER_LIST_SUFFIXES = ("model.layers", "layers", "h", "blocks", "decoder.layers", "transformer.h")
@@ -52,11 +52,13 @@ def num_layers(model: nn.Module) -> int:
     return len(decoder_layers(model))
 
 
-def check_layer(model: nn.Module, layer: int, what: str = "--layer") -> None:
-    """Raise UserInputError unless `layer` indexes a decoder block."""
+def check_layer(model: nn.Module, layer: int, what: str | None = None) -> None:
+    """Raise UserInputError unless `layer` indexes a decoder block; `what` names it (default: the caller's `layer`
+    argument: `layer` in Python, `--layer` under the CLI)."""
     n = num_layers(model)
     if not 0 <= layer < n:
-        raise UserInputError(f"{what} {layer}: expected a block index in 0..{n - 1} for this model ({n} blocks)")
+        raise UserInputError(f"{what or arg('layer')} {layer}: expected a block index in 0..{n - 1} for this model "
+                             f"({n} blocks)")
 
 
 def _hidden(output: Any) -> torch.Tensor:

@@ -36,7 +36,7 @@ from typing import Literal
 
 from transformers import PreTrainedTokenizerBase
 
-from realize.data.errors import UserInputError
+from realize.data.errors import UserInputError, arg
 
 logger = logging.getLogger(__name__)
 
@@ -119,7 +119,7 @@ def _split(rendered: str, sentinel: str, what: str) -> tuple[str, str]:
 def chat_layout(tokenizer: PreTrainedTokenizerBase, placement: Placement = "prefix") -> ChatLayout:
     """Build the token segments of `tokenizer`'s chat template for `placement`."""
     if placement not in PLACEMENTS:
-        raise UserInputError(f"--placement {placement}: expected one of {', '.join(PLACEMENTS)}")
+        raise UserInputError(f"{arg('placement')} {placement}: expected one of {', '.join(PLACEMENTS)}")
     if not has_chat_template(tokenizer):
         return plain_layout(tokenizer, placement)
     user_only = tokenizer.apply_chat_template(
@@ -162,9 +162,9 @@ def plain_bos(tokenizer: PreTrainedTokenizerBase) -> tuple[int, ...]:
 def plain_layout(tokenizer: PreTrainedTokenizerBase, placement: Placement = "prefix") -> ChatLayout:
     """The layout for a model without a chat template (see module docstring); `system` is refused."""
     if placement not in PLACEMENTS:
-        raise UserInputError(f"--placement {placement}: expected one of {', '.join(PLACEMENTS)}")
+        raise UserInputError(f"{arg('placement')} {placement}: expected one of {', '.join(PLACEMENTS)}")
     if placement == "system":
-        raise UserInputError("--placement system: this model has no chat template (a base model), so there is no "
+        raise UserInputError(f"{arg('placement')} system: this model has no chat template (a base model), so there is no "
                              "system turn to place a prompt in; use --placement prefix or suffix")
     key = str(getattr(tokenizer, "name_or_path", "") or id(tokenizer))
     if key not in _plain_logged:

@@ -30,7 +30,7 @@ from pathlib import Path
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
-from realize.data.errors import UserInputError
+from realize.data.errors import UserInputError, arg
 
 logger = logging.getLogger(__name__)
 
@@ -151,9 +151,9 @@ def resolve_model_spec(spec: str) -> tuple[Path, str]:
     if path.is_dir() and (path / "config.json").is_file():
         return path, path.name
     if path.exists():
-        raise UserInputError(f"--model {spec}: expected a .gguf file or a directory with config.json")
+        raise UserInputError(f"{arg('model')} {spec}: expected a .gguf file or a directory with config.json")
     names = " or ".join(f"'{n}'" for n in NAMED_MODELS)
-    raise UserInputError(f"--model {spec}: no such file or directory (or use {names})")
+    raise UserInputError(f"{arg('model')} {spec}: no such file or directory (or use {names})")
 
 
 def _gguf_cache_dir(gguf: Path, sha256: str | None = None) -> Path:
@@ -223,7 +223,7 @@ def load_model(
     try:
         AutoConfig.from_pretrained(source)
     except (OSError, ValueError) as err:
-        raise UserInputError(f"--model {spec}: cannot read its config ({err})") from err
+        raise UserInputError(f"{arg('model')} {spec}: cannot read its config ({err})") from err
     model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype)
     tokenizer = AutoTokenizer.from_pretrained(source)
     return _finish(model, tokenizer, name, str(path))

@@ -75,10 +75,20 @@ def forced_logprobs(lm: LoadedModel, inputs: Sequence[Sequence[int]], continuati
         for b, r in enumerate(rows):
             ids[b, : len(r)] = torch.tensor(r)
             mask[b, : len(r)] = 1
-        logits = lm.model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits
-        for b, (x, y) in enumerate(pairs):
-            out.append(torch.log_softmax(logits[b, len(x) - 1 : len(x) - 1 + len(y)].float(), dim=-1).cpu())
+        base = getattr(lm.model, "model", lm.model)  # the decoder without the LM head: the head runs only where needed
+        hidden = base(input_ids=ids.to(device), attention_mask=mask.to(device)).last_hidden_state  # final norm applied
+        rows = torch.cat([torch.full((len(y),), b) for b, (_, y) in enumerate(pairs)])
+        cols = torch.cat([torch.arange(len(x) - 1, len(x) - 1 + len(y)) for x, y in pairs])
+        logprobs = torch.log_softmax(_head(lm.model, hidden[rows, cols]), dim=-1).cpu()
+        out.extend(logprobs.split([len(y) for _, y in pairs]))
     return out
+
+
+def _head(model: torch.nn.Module, normed: torch.Tensor) -> torch.Tensor:
+    """Normed last hidden states (..., d) -> logits (..., V) float: the LM head, then soft-capping if configured."""
+    logits = model.get_output_embeddings()(normed).float()
+    cap = getattr(model.config, "final_logit_softcapping", None)
+    return torch.tanh(logits / cap) * cap if cap else logits
 
 
 def steered_contexts(lm: LoadedModel, layout: ChatLayout, directions: Mapping[int, torch.Tensor], scale: float,

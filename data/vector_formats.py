@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from realize.data.atomic import atomic_output
-from realize.data.errors import UserInputError
+from realize.data.errors import UserInputError, arg
 from realize.data.gguf_layout import GGUFLayoutError, check_layout
 from realize.data.safe_text import is_encodable, printable
 
@@ -250,10 +250,10 @@ def read_torch(path: Path, *, trust_pickle: bool) -> list[RawVector]:
         if not trust_pickle:
             if _NEEDS_CODE.search(str(exc)):
                 raise fail(path, "this .pt file needs arbitrary code to unpickle; refusing. Re-run with "
-                                 "--trust-pickle only if you trust its author.") from exc
+                                 f"{arg('trust_pickle')} only if you trust its author.") from exc
             raise fail(path, "corrupt or not a PyTorch file (or it uses pickle features that safe loading "
-                             "refuses; --trust-pickle loads those if you trust its author)", exc) from exc
-        logger.warning("%s: loading with full pickle (--trust-pickle): this runs any code the file contains", path)
+                             f"refuses; {arg('trust_pickle')} loads those if you trust its author)", exc) from exc
+        logger.warning("%s: loading with full pickle (%s): this runs any code the file contains", path, arg("trust_pickle"))
         try:
             # The one place that unpickles arbitrary code: reached only after the safe load failed AND the user
             # passed the explicit trust flag.

@@ -27,7 +27,7 @@ from pathlib import Path
 import torch
 
 from realize.data import vector_formats as _fmt
-from realize.data.errors import UserInputError
+from realize.data.errors import UserInputError, arg
 from realize.data.safe_text import printable
 
 logger = logging.getLogger(__name__)
@@ -149,7 +149,7 @@ def single_layer(vector: SteeringVector) -> tuple[int, torch.Tensor]:
     """(layer, direction) of a one-layer vector; UserInputError naming the layers if it has several."""
     if len(vector.directions) != 1:
         raise UserInputError(f"{_label(vector)}: has directions at layers {list(vector.layers)}, but this step "
-                             "needs a single layer; pick one with --layer")
+                             f"needs a single layer; pick one with {arg('layer')}")
     (layer, tensor), = vector.directions.items()
     return layer, tensor
 
@@ -173,24 +173,24 @@ def load_vectors(path: str | os.PathLike[str], *, layer: int | None = None, scal
     if not p.is_file():
         raise UserInputError(f"{p}: no such file")
     if layer is not None and (isinstance(layer, bool) or not isinstance(layer, int) or layer < 0):
-        raise UserInputError(f"{p}: --layer {layer!r} is invalid; expected an integer >= 0")
+        raise UserInputError(f"{p}: {arg('layer')} {layer!r} is invalid; expected an integer >= 0")
     if scale is not None and (not math.isfinite(scale) or scale == 0):
-        raise UserInputError(f"{p}: --scale {scale!r} is invalid; expected a finite non-zero number")
+        raise UserInputError(f"{p}: {arg('scale')} {scale!r} is invalid; expected a finite non-zero number")
     out: list[SteeringVector] = []
     for raw in reader(p, trust_pickle):
         directions = raw.directions
         if None in directions:  # the file says nothing about the layer
             if layer is None:
                 raise UserInputError(f"{p}: the file does not say which layer {raw.name!r} belongs to; "
-                                     "pass --layer (layer i = output of decoder block i, 0-based)")
+                                     f"pass {arg('layer')} (layer i = output of decoder block i, 0-based)")
             directions = {layer: directions[None]}
         elif layer is not None:
             known = sorted(k for k in directions if k is not None)
             if layer not in known:
-                raise UserInputError(f"{p}: --layer {layer} disagrees with the file, whose vector {raw.name!r} "
+                raise UserInputError(f"{p}: {arg('layer')} {layer} disagrees with the file, whose vector {raw.name!r} "
                                      f"is at layer(s) {known}")
             if len(known) > 1:
-                logger.info("%s: keeping layer %d of layers %s (--layer)", p, layer, known)
+                logger.info("%s: keeping layer %d of layers %s (%s)", p, layer, known, arg("layer"))
             directions = {layer: directions[layer]}
         try:
             out.append(SteeringVector(directions=directions,  # type: ignore[arg-type]
@@ -226,10 +226,10 @@ def check_compatible(vector: SteeringVector, *, hidden_size: int, num_layers: in
     names = [_normalize_model(n) for n in (model_name, model_type) if n]
     if hint and not any(n and (hint in n or n in hint) for n in names):
         msg = (f"{where}: made for model {vector.model_hint!r}, but the model is "
-               f"{model_name or model_type!r}; pass --force to use it anyway")
+               f"{model_name or model_type!r}; pass {arg('force')} to use it anyway")
         if not force:
             raise UserInputError(msg)
-        logger.warning("%s (continuing: --force)", msg.removesuffix("; pass --force to use it anyway"))
+        logger.warning("%s (continuing: %s)", msg.removesuffix(f"; pass {arg('force')} to use it anyway"), arg("force"))
 
 
 def save_safetensors(vectors: Sequence[SteeringVector], path: str | os.PathLike[str]) -> None:

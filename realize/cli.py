@@ -11,7 +11,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from realize.data.errors import UserInputError
+from realize.data.errors import CLI_FLAGS, UserInputError, argument_names
 from realize.data.safe_text import printable
 
 # Each module exposes `register(subparsers)`; its subparser sets `func(args) -> int`.
@@ -52,7 +52,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         transformers.utils.logging.set_verbosity_error()
         transformers.utils.logging.disable_progress_bar()
     try:
-        return int(args.func(args) or 0)
+        with argument_names(CLI_FLAGS):
+            return int(args.func(args) or 0)
     except UserInputError as err:
         print(f"realize {args.command}: error: {printable(str(err))}", file=sys.stderr)
         return 2

@@ -212,7 +212,7 @@ class CaaConfig:
 @torch.no_grad()
 def train_caa(lm: LoadedModel, pairs: Sequence[tuple[str, str]], config: CaaConfig, name: str = "caa") -> SteeringVector:
     """Contrastive mean difference of block `config.layer` outputs over (positive, negative) user messages."""
-    check_layer(lm.model, config.layer, "--layer")
+    check_layer(lm.model, config.layer)
     if not pairs:
         raise ValueError("pairs: expected at least one (positive, negative) pair")
     diffs = []

@@ -58,7 +58,7 @@ def test_dataclass_properties_and_to() -> None:
     assert w.vector.dtype == torch.float64 and w.name == "x" and v.vector.dtype == torch.float32
     multi = sv({12: rand(D, seed=2), 2: rand(D, seed=3)})
     assert multi.layers == (2, 12)
-    with pytest.raises(UserInputError, match=r"layers \[2, 12\].*--layer"):
+    with pytest.raises(UserInputError, match=r"layers \[2, 12\].*layer"):
         _ = multi.layer
     with pytest.raises(UserInputError, match="single layer"):
         single_layer(multi)
@@ -191,12 +191,12 @@ def test_safetensors_nan_and_zero_in_file(tmp_path: Path) -> None:
 def test_layer_argument_rules(tmp_path: Path) -> None:
     path = tmp_path / "v.safetensors"
     save_safetensors([sv({6: rand(D), 9: rand(D, seed=1)}, scale=3.0)], path)
-    with pytest.raises(UserInputError, match=r"--layer 7 disagrees with the file.*\[6, 9\]"):
+    with pytest.raises(UserInputError, match=r"layer 7 disagrees with the file.*\[6, 9\]"):
         load_vectors(path, layer=7)
     (v,) = load_vectors(path, layer=9, scale=-1.5)
     assert v.layers == (9,) and torch.equal(v.vector, rand(D, seed=1)) and v.scale == -1.5
     assert load_vectors(path)[0].scale == 3.0
-    with pytest.raises(UserInputError, match="--layer -1"):
+    with pytest.raises(UserInputError, match="layer -1"):
         load_vectors(path, layer=-1)
 
 
@@ -268,7 +268,7 @@ def test_gguf_garbage_truncated_and_model_file(tmp_path: Path) -> None:
 def test_pt_plain_and_melbo(tmp_path: Path) -> None:
     plain = tmp_path / "plain.pt"
     torch.save(rand(D), plain)
-    with pytest.raises(UserInputError, match=r"plain\.pt: .*pass --layer"):
+    with pytest.raises(UserInputError, match=r"plain\.pt: .*pass layer"):
         load_vectors(plain)
     (v,) = load_vectors(plain, layer=5, scale=2.0)
     assert v.layer == 5 and v.scale == 2.0 and torch.equal(v.vector, rand(D)) and v.name == "plain"
@@ -310,7 +310,7 @@ def test_pt_malicious_pickle_refused(tmp_path: Path) -> None:
     sentinel = tmp_path / "pwned"
     path = tmp_path / "evil.pt"
     torch.save(Evil(str(sentinel)), path)
-    with pytest.raises(UserInputError, match=r"evil\.pt: this \.pt file needs arbitrary code.*--trust-pickle"):
+    with pytest.raises(UserInputError, match=r"evil\.pt: this \.pt file needs arbitrary code.*trust_pickle=True"):
         load_vectors(path, layer=0)
     assert not sentinel.exists()
 
@@ -323,7 +323,7 @@ def test_pt_trusted_custom_object(tmp_path: Path, caplog: pytest.LogCaptureFixtu
     with caplog.at_level(logging.WARNING, logger="realize.data.vector_formats"):
         (v,) = load_vectors(path, trust_pickle=True)
     assert v.layer == 2 and torch.equal(v.vector, rand(D, seed=9))
-    assert any(r.levelno == logging.WARNING and "trust-pickle" in r.getMessage() for r in caplog.records)
+    assert any(r.levelno == logging.WARNING and "trust_pickle" in r.getMessage() for r in caplog.records)
 
 
 def test_pt_corrupt(tmp_path: Path) -> None:
@@ -377,7 +377,7 @@ def test_check_compatible(caplog: pytest.LogCaptureFixture) -> None:
         check_compatible(v, hidden_size=32, num_layers=30)
     with pytest.raises(UserInputError, match=r"layer\(s\) \[6\] out of range.*6 decoder blocks"):
         check_compatible(v, hidden_size=D, num_layers=6)
-    with pytest.raises(UserInputError, match="made for model 'smollm2-135m-instruct'.*--force"):
+    with pytest.raises(UserInputError, match="made for model 'smollm2-135m-instruct'.*force=True"):
         check_compatible(v, hidden_size=D, num_layers=30, model_name="google/gemma-3-270m")
     with caplog.at_level(logging.WARNING, logger="realize.data.vectors"):
         check_compatible(v, hidden_size=D, num_layers=30, model_name="google/gemma-3-270m", force=True)
