@@ -15,9 +15,14 @@ can put a mined prompt in the split of the natural it came from. The `positive_p
 
     python benchmarks/mine_realism_negatives.py --targets 16 --seed 0   # ~30-40 min on 2 loaded cores
 
-Output: `scorers/weights/realism_mined.jsonl` (one JSON object per line: text, generator, target, parent, layer,
-seed), written atomically; `realize train-realism` reads it, so training is reproducible without re-running
-searches. The searches are deterministic given the seed up to float noise of the machine.
+Output: one JSON object per line (text, generator, target, parent, layer, seed), written atomically after every
+target. The shipped `scorers/weights/realism_mined.jsonl` is this output for the first 8 targets of
+`--targets 20 --seed 0` (the run was stopped there for time: ~8 min per target on 2 loaded cores) with a `label`
+added **by hand** to every row, reading each prompt: 0 = unnatural (non-words, broken grammar, a fragment that
+stops mid-phrase), 1 = natural-looking (a search output a user could have typed: "I'm really frustrated right
+now."), null = unsure (dropped). Only label-0 rows are negatives; label-1 rows are a test-only check that fluent
+search outputs still pass. `realize train-realism` reads the shipped file, so training is reproducible without
+re-running searches; a re-mined file must be labelled again before use (unlabelled rows are ignored).
 """
 
 from __future__ import annotations
@@ -40,7 +45,7 @@ from realize.data.corpora import CORPUS_NAMES, load_corpus, split_contexts
 from realize.data.models import load_model
 from realize.data.shift import mean_shift, prompt_shifts
 
-DEFAULT_OUT = Path(__file__).resolve().parents[1] / "scorers" / "weights" / "realism_mined.jsonl"
+DEFAULT_OUT = Path("benchmarks/results/realism_mined_raw.jsonl")  # label it, then copy to scorers/weights/
 LAYERS = (6, 9)  # alternated over targets
 
 
