@@ -6,8 +6,8 @@ empty for generated negatives).
 
 Naturals (label 1): the packaged corpora `natural_prompts`, `contexts`, `sentences`, `generic_prompts` (CC0, see
 `data/corpora/PROVENANCE.md`), split **by paraphrase cluster** (`split_by_cluster`): every paraphrase of a test
-prompt is in test too. Cluster ids come from `realize.data.corpora.load_clustered` when the corpora provide them;
-otherwise every prompt is its own cluster. The `positive_prompts` corpus (the audit's held-out positives) is never
+prompt is in test too. Cluster ids come from `realize.data.corpora.load_clustered` for `natural_prompts`; the
+other corpora have one prompt per cluster. The `positive_prompts` corpus (the audit's held-out positives) is never
 used here.
 
 Unnaturals (label 0), by kind:
@@ -45,7 +45,7 @@ from transformers import LogitsProcessor, LogitsProcessorList
 
 from realize.data.atomic import write_text_atomic
 from realize.data.chat import chat_layout, encode
-from realize.data.corpora import load_corpus
+from realize.data.corpora import CLUSTERED_CORPORA, load_clustered, load_corpus
 from realize.data.errors import UserInputError
 from realize.data.models import LoadedModel, cache_root
 from realize.data.realism_corruptions import near_natural_corruptions
@@ -113,32 +113,14 @@ def split_by_cluster(
 
 
 def clustered_corpus(name: str) -> list[tuple[str, str]]:
-    """(prompt, cluster) pairs of a packaged corpus: the corpora's paraphrase-cluster ids when
-    `realize.data.corpora.load_clustered` exists and knows the corpus, else one cluster per prompt."""
-    try:
-        from realize.data.corpora import load_clustered  # type: ignore[attr-defined]
-    except ImportError:
-        load_clustered = None
-    if load_clustered is not None:
-        try:
-            return [(str(p), f"{name}:{c}") for c, p in _as_cluster_pairs(load_clustered(name))]
-        except (UserInputError, ValueError, KeyError, FileNotFoundError):
-            pass
+    """(prompt, cluster) pairs of a packaged corpus: the corpus's paraphrase-cluster ids for a clustered corpus
+    (`realize.data.corpora.load_clustered`), else one cluster per prompt. Cluster ids are prefixed with the corpus
+    name."""
+    if name == "positive_prompts":
+        raise ValueError("positive_prompts: the audit's held-out positives are never realism training data")
+    if name in CLUSTERED_CORPORA:
+        return [(row.prompt, f"{name}:{row.cluster}") for row in load_clustered(name)]  # type: ignore[arg-type]
     return [(p, f"{name}:{p}") for p in load_corpus(name)]  # type: ignore[arg-type]
-
-
-def _as_cluster_pairs(rows: object) -> list[tuple[str, str]]:
-    """Normalise load_clustered's output to (cluster, prompt) pairs (it may give pairs either way round or
-    objects with .cluster/.prompt)."""
-    out = []
-    for row in rows:  # type: ignore[attr-defined]
-        if hasattr(row, "cluster") and hasattr(row, "prompt"):
-            out.append((str(row.cluster), str(row.prompt)))
-        else:
-            a, b = row
-            out.append((str(a), str(b)) if isinstance(a, int) or (isinstance(a, str) and " " not in a.strip())
-                       else (str(b), str(a)))
-    return out
 
 
 def read_mined(path: str | os.PathLike[str]) -> list[dict[str, object]]:

@@ -42,7 +42,8 @@ from realize.scorers.realism_features import (
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_WEIGHTS = Path(__file__).parent / "weights" / "realism.json"
+DEFAULT_WEIGHTS = Path(__file__).parent / "weights" / "realism.json"  # with the Gemma judge
+FAST_WEIGHTS = Path(__file__).parent / "weights" / "realism_fast.json"  # judge-free: SmolLM2 + text features
 FORMAT = "realize-realism-classifier"
 RETRAIN_HINT = "rebuild it with `realize train-realism`"
 BASELINE_FEATURES = ("mean_surprisal", "log_n_tokens")  # perplexity + length (Alon & Kamfonas 2023)
@@ -57,7 +58,7 @@ class RealismTrainConfig:
     hidden: int = 8  # 0: logistic regression; > 0: one hidden layer of this width (tanh)
     l2: float = 1e-3  # weight decay on the weights (not biases), per example
     steps: int = 200  # L-BFGS iterations (full batch)
-    min_natural_pass: float = 0.97  # the threshold passes at least this share of validation naturals
+    min_natural_pass: float = 0.98  # the threshold passes at least this share of validation naturals
 
     def __post_init__(self) -> None:
         if not 0.0 < self.min_natural_pass <= 1.0:

@@ -19,6 +19,7 @@ from realize.data.realism_dataset import (
 from realize.scorers import realism
 from realize.scorers.realism import (
     DEFAULT_WEIGHTS,
+    FAST_WEIGHTS,
     RealismTrainConfig,
     auc,
     best_threshold,
@@ -240,5 +241,11 @@ def test_shipped_classifier_on_real_model() -> None:
     lm = load_model()
     natural = ["Explain it like I am five years old.", "You are a pirate.", "Answer in French, please."]
     odd = ["ounced)=\\ Ingredients cornerstone.scalablytyped quaint", "asdf jkl; qwer zxcv", "the the is of ,, and"]
-    scores = realism_scores(lm, natural + odd)
-    assert min(scores[:3]) > max(scores[3:])
+    # near-natural outputs of the engine quoted in the issue (held-out GCG/fluent searches): caught
+    engine = ["Can you make it a runny yotained?", "Explain it like a recently child.", "Explain it like to a we child."]
+    for weights in (DEFAULT_WEIGHTS, FAST_WEIGHTS):
+        classifier = load_classifier(weights)
+        scores = realism_scores(lm, natural + odd + engine, classifier)
+        assert min(scores[:3]) > max(scores[3:])
+        assert all(s >= classifier.threshold for s in scores[:3])
+        assert sum(s < classifier.threshold for s in scores[6:]) >= 2

@@ -44,6 +44,7 @@ from realize.data.realism_dataset import (
 )
 from realize.scorers.realism import (
     DEFAULT_WEIGHTS,
+    FAST_WEIGHTS,
     JUDGE_MODEL,
     RealismClassifier,
     RealismTrainConfig,
@@ -59,7 +60,7 @@ logger = logging.getLogger(__name__)
 
 WEIGHTS_DIR = Path(DEFAULT_WEIGHTS).parent
 DEFAULT_MINED = WEIGHTS_DIR / "realism_mined.jsonl"
-DEFAULT_FAST = WEIGHTS_DIR / "realism_fast.json"  # judge-free classifier: SmolLM2 + text features only
+DEFAULT_FAST = FAST_WEIGHTS  # judge-free classifier: SmolLM2 + text features only
 PREVIOUS_WEIGHTS = WEIGHTS_DIR / "realism_v1.json"  # the classifier shipped before feature version 2
 
 
