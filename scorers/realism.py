@@ -73,7 +73,8 @@ class RealismTrainConfig:
 
 @dataclass(frozen=True)
 class RealismClassifier:
-    """Standardize -> (Linear -> tanh)* -> Linear -> sigmoid. `layers` holds (weight (out, in), bias (out,))."""
+    """Standardize -> (Linear -> tanh)* -> Linear -> Platt (scale * logit + bias) -> sigmoid. `layers` holds
+    (weight (out, in), bias (out,)); `feature_names` may be any subset of `ALL_FEATURE_NAMES`, in any order."""
 
     feature_names: tuple[str, ...]
     mean: torch.Tensor

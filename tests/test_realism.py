@@ -242,7 +242,8 @@ def test_shipped_classifier_on_real_model() -> None:
     natural = ["Explain it like I am five years old.", "You are a pirate.", "Answer in French, please."]
     odd = ["ounced)=\\ Ingredients cornerstone.scalablytyped quaint", "asdf jkl; qwer zxcv", "the the is of ,, and"]
     # near-natural outputs of the engine quoted in the issue (held-out GCG/fluent searches): caught
-    engine = ["Can you make it a runny yotained?", "Explain it like a recently child.", "Explain it like to a we child."]
+    engine = ["Can you make it a runny yotained?", "Explain it like a recently child.",
+              "Explain it like to a we child."]
     for weights in (DEFAULT_WEIGHTS, FAST_WEIGHTS):
         classifier = load_classifier(weights)
         scores = realism_scores(lm, natural + odd + engine, classifier)
