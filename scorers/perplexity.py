@@ -117,12 +117,14 @@ def token_statistics(
     batch_size: int = 16,
     max_batch_tokens: int = 4096,
     show_progress: bool = False,
+    with_entropy: bool = True,
 ) -> list[TokenStats]:
     """Statistics of each target token given its prefix and the earlier targets, per (prefix, targets) pair.
 
     The first target is scored only when its prefix is non-empty. Rows are sorted by length, right-padded and
     masked (batches hold at most `batch_size` rows and `max_batch_tokens` padded tokens), so the scores equal
-    those of unbatched forwards up to float noise.
+    those of unbatched forwards up to float noise. `with_entropy=False` skips the entropy (zeros instead) and the
+    full log-softmax: surprisal = logsumexp - chosen logit, about 3x cheaper on a large vocabulary.
     """
     if len(prefixes) != len(targets):
         raise ValueError("prefixes and targets: expected the same length")
@@ -153,12 +155,18 @@ def token_statistics(
             end = len(rows[b])
             if end <= first:
                 continue
-            logp = torch.log_softmax(logits[b, first - 1 : end - 1].float(), dim=-1)  # (n, V)
-            tgt = ids[b, first:end].to(logp.device).unsqueeze(1)
-            chosen = logp.gather(1, tgt)  # (n, 1)
-            entropy = -(logp.exp() * logp).sum(dim=-1)
-            rank = (logp > chosen).sum(dim=-1).float()
-            out[i] = TokenStats(-chosen.squeeze(1).cpu(), entropy.cpu(), rank.cpu())
+            row = logits[b, first - 1 : end - 1].float()  # (n, V)
+            tgt = ids[b, first:end].to(row.device).unsqueeze(1)
+            chosen = row.gather(1, tgt)  # (n, 1) logit of the token
+            rank = (row > chosen).sum(dim=-1).float()
+            if with_entropy:
+                logp = torch.log_softmax(row, dim=-1)
+                surprisal = -logp.gather(1, tgt).squeeze(1)
+                entropy = -(logp.exp() * logp).sum(dim=-1)
+            else:
+                surprisal = torch.logsumexp(row, dim=-1) - chosen.squeeze(1)
+                entropy = torch.zeros_like(surprisal)
+            out[i] = TokenStats(surprisal.cpu(), entropy.cpu(), rank.cpu())
     return out
 
 

@@ -1,11 +1,24 @@
-"""Features for the realism classifier: LM token statistics, character and token-shape statistics, repetition.
+"""Features for the realism classifier: LM token statistics (global and local), word-level checks, character and
+token-shape statistics, repetition, and optionally the same LM statistics under a second model (the judge).
 
 Chosen to generalize across optimizers: none of them looks for a particular optimizer's artefacts, they measure
-how ordinary English text looks (to the LM and to the eye). LM statistics are taken with the prompt *alone*
-(after BOS only), so the classifier does not depend on where a prompt is placed; surprisal, entropy and rank are
-in nats / vocabulary positions (see `scorers.perplexity.token_statistics`).
+how ordinary English text looks (to the LM, to a word list and to the eye). LM statistics are taken with the prompt
+*alone* (after BOS only), so the classifier does not depend on where a prompt is placed; surprisal, entropy and
+rank are in nats / vocabulary positions (see `scorers.perplexity.token_statistics`).
 
-Features are computed in batches and can be cached on disk per (model name, feature version, text) so that
+Version 2 adds what perplexity sees but a mean hides, locally: the second-highest surprisal, where the highest
+one sits, the largest rise between neighbouring tokens, the worst pair of neighbours, counts of tokens above 6 and
+10 nats, the surprisal of ending the text there (a fragment does not end), and per word the LM surprisal minus
+the word's unigram cost (`scorers.realism_words`); plus word checks (out-of-vocabulary words, fragmented words,
+"the the"). The version-1 features keep their names and definitions, so a version-1 classifier can still be
+evaluated on version-2 rows (by selecting its columns by name).
+
+The judge block (`JUDGE_FEATURES`, names prefixed `judge_`) is the LM block computed under another model of
+another architecture (Gemma-3-270M in bfloat16; see `scorers.realism.load_judge`), so the classifier does not rely
+only on the model the search optimizes against; it leaves out the entropy features (`ENTROPY_FEATURES`), whose
+full softmax over Gemma's 262k-token vocabulary would cost as much as the forward.
+
+LM blocks are computed in batches and can be cached on disk per (model name, feature version, text) so that
 retraining does not repeat the LM forwards.
 """
 
@@ -26,10 +39,18 @@ from realize.data.atomic import write_text_atomic
 from realize.data.chat import encode
 from realize.data.models import LoadedModel, cache_root
 from realize.scorers.perplexity import TokenStats, token_statistics
+from realize.scorers.realism_words import (
+    WORD_FEATURES,
+    split_words,
+    token_spans,
+    word_features,
+    word_pieces,
+    word_surprisal_excess,
+)
 
 logger = logging.getLogger(__name__)
 
-FEATURE_VERSION = "1"  # bump when a feature's definition changes (invalidates caches and shipped weights)
+FEATURE_VERSION = "2"  # bump when a feature's definition changes (invalidates caches and shipped weights)
 WINDOW = 10
 SURPRISAL_THRESHOLDS = (4.0, 7.0, 10.0)  # nats
 
@@ -70,7 +91,30 @@ SHAPE_FEATURES = (
     "frac_vowel_in_letters",
 )
 REPETITION_FEATURES = ("frac_repeated_tokens", "max_token_count_frac", "frac_repeated_word_bigrams")
-FEATURE_NAMES: tuple[str, ...] = LM_FEATURES + SHAPE_FEATURES + REPETITION_FEATURES
+V1_FEATURE_NAMES: tuple[str, ...] = LM_FEATURES + SHAPE_FEATURES + REPETITION_FEATURES
+LOCAL_LM_FEATURES = (
+    "second_max_surprisal",  # the second-highest token surprisal (one odd token vs. two)
+    "max_surprisal_pos",  # relative position (0 first .. 1 last) of the highest surprisal
+    "max_surprisal_rise",  # largest increase of surprisal from one token to the next
+    "max_pair_surprisal",  # largest surprisal summed over two neighbouring tokens
+    "n_surprisal_gt_6",  # tokens above 6 nats (counts, not fractions: one bad word in a long prompt)
+    "n_surprisal_gt_10",
+    "max_surprisal_after_first",  # the first token has no context; the highest surprisal after it
+    "end_surprisal",  # -log p(end of text | prompt): high for a fragment
+    "max_word_excess",  # max over words of (LM surprisal of the word - its unigram cost)
+    "mean_word_excess",
+)
+LM_BLOCK: tuple[str, ...] = LM_FEATURES + LOCAL_LM_FEATURES  # computed per LM (primary and judge)
+ENTROPY_FEATURES = ("mean_excess_surprisal", "max_excess_surprisal", "mean_entropy")  # need the full softmax
+# The judge's block skips the entropy: on Gemma's 262k vocabulary the softmax costs as much as the forward.
+JUDGE_BLOCK: tuple[str, ...] = tuple(n for n in LM_BLOCK if n not in ENTROPY_FEATURES)
+JUDGE_FEATURES: tuple[str, ...] = tuple(f"judge_{n}" for n in JUDGE_BLOCK)
+# FEATURE_NAMES: the columns `extract_features` returns without a judge; ALL_FEATURE_NAMES: with one.
+FEATURE_NAMES: tuple[str, ...] = LM_BLOCK + SHAPE_FEATURES + REPETITION_FEATURES + WORD_FEATURES
+BASE_FEATURE_NAMES = FEATURE_NAMES
+ALL_FEATURE_NAMES: tuple[str, ...] = FEATURE_NAMES + JUDGE_FEATURES  # every feature this version defines
+MAX_FEATURE_TOKENS = 256  # LM features read at most this many tokens of a prompt (prompts are short; bounds memory)
+LOGIT_BUDGET = 200_000_000  # logits per forward (rows x tokens x vocabulary): ~4,000 tokens for SmolLM2, ~760 for Gemma
 
 _WORD = re.compile(r"\S+")
 _PUNCT_RUN = re.compile(r"[^\w\s]+")
@@ -159,20 +203,74 @@ def repetition_features(token_ids: Sequence[int], text: str) -> list[float]:
     ]
 
 
-def _compute(lm: LoadedModel, texts: Sequence[str], batch_size: int, show_progress: bool) -> torch.Tensor:
+def local_lm_features(stats: TokenStats, end_surprisal: float, word_excess: Sequence[float]) -> list[float]:
+    """LOCAL_LM_FEATURES of one text from its per-token surprisals, the end-of-text surprisal and the per-word
+    excess surprisals (see `scorers.realism_words.word_surprisal_excess`)."""
+    s = stats.surprisal.double()
+    n = s.numel()
+    if n == 0:
+        return [0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, end_surprisal, 0.0, 0.0]
+    top = torch.topk(s, min(2, n)).values
+    rise = float((s[1:] - s[:-1]).max()) if n > 1 else 0.0
+    pair = float((s[1:] + s[:-1]).max()) if n > 1 else float(s[0])
+    return [
+        float(top[-1]) if n > 1 else 0.0,
+        float(torch.argmax(s)) / max(n - 1, 1),
+        rise,
+        pair,
+        float((s > 6.0).sum()),
+        float((s > 10.0).sum()),
+        float(s[1:].max()) if n > 1 else 0.0,
+        end_surprisal,
+        max(word_excess, default=0.0),
+        sum(word_excess) / len(word_excess) if word_excess else 0.0,
+    ]
+
+
+def _lm_block(
+    lm: LoadedModel, texts: Sequence[str], batch_size: int, show_progress: bool, with_entropy: bool = True
+) -> torch.Tensor:
+    """LM_BLOCK rows (N, len(LM_BLOCK)) of `texts` under `lm` (the prompt after BOS, then the end-of-text token);
+    without entropy, the ENTROPY_FEATURES columns are meaningless (the judge drops them)."""
     tokenizer = lm.tokenizer
-    encoded = [encode(tokenizer, t) for t in texts]
+    encoded = [encode(tokenizer, t)[:MAX_FEATURE_TOKENS] for t in texts]
     bos = [] if tokenizer.bos_token_id is None else [int(tokenizer.bos_token_id)]
-    stats = token_statistics(lm, [bos] * len(texts), encoded, batch_size=batch_size, show_progress=show_progress)
+    eos = [] if tokenizer.eos_token_id is None else [int(tokenizer.eos_token_id)]
+    vocab = int(lm.model.get_output_embeddings().weight.shape[0])
+    stats = token_statistics(lm, [bos] * len(texts), [ids + eos for ids in encoded], batch_size=batch_size,
+                             max_batch_tokens=max(MAX_FEATURE_TOKENS + 2, LOGIT_BUDGET // vocab),
+                             show_progress=show_progress, with_entropy=with_entropy)
     rows = []
     for text, ids, st in zip(texts, encoded, stats, strict=True):
+        end = float(st.surprisal[-1]) if eos and st.surprisal.numel() else 0.0
+        if eos:
+            st = TokenStats(st.surprisal[:-1], st.entropy[:-1], st.rank[:-1])
+        offset = len(ids) - st.surprisal.numel()  # 1 when the first token is not scored (no BOS)
+        per_token: list[float | None] = [None] * offset + st.surprisal.tolist()
+        words = split_words(text)
+        if len(ids) == MAX_FEATURE_TOKENS:  # truncated: words past the kept tokens are not scored
+            ids = encode(tokenizer, text)
+        excess = word_surprisal_excess(words, word_pieces(words, token_spans(tokenizer, text, ids)), per_token)
+        rows.append(lm_features(st) + local_lm_features(st, end, excess))
+    return torch.tensor(rows, dtype=torch.float32).reshape(len(texts), len(LM_BLOCK))
+
+
+def _text_block(lm: LoadedModel, texts: Sequence[str]) -> torch.Tensor:
+    """SHAPE, REPETITION and WORD features (no forward; word pieces under the primary tokenizer)."""
+    tokenizer = lm.tokenizer
+    rows = []
+    for text in texts:
+        ids = encode(tokenizer, text)
         pieces = [tokenizer.decode([i]) for i in ids]
-        rows.append(lm_features(st) + shape_features(text, pieces) + repetition_features(ids, text))
-    return torch.tensor(rows, dtype=torch.float32).reshape(len(texts), len(FEATURE_NAMES))
+        words = split_words(text)
+        rows.append(shape_features(text, pieces) + repetition_features(ids, text)
+                    + word_features(words, word_pieces(words, token_spans(tokenizer, text, ids))))
+    width = len(SHAPE_FEATURES) + len(REPETITION_FEATURES) + len(WORD_FEATURES)
+    return torch.tensor(rows, dtype=torch.float32).reshape(len(texts), width)
 
 
-def _cache_path(model_name: str) -> Path:
-    safe = re.sub(r"[^A-Za-z0-9_.-]", "_", model_name)
+def _cache_path(model_name: str, with_entropy: bool) -> Path:
+    safe = re.sub(r"[^A-Za-z0-9_.-]", "_", model_name) + ("" if with_entropy else "-judge")
     return cache_root() / "realism_features" / f"{safe}-v{FEATURE_VERSION}.json"
 
 
@@ -180,24 +278,13 @@ def _key(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:32]
 
 
-def extract_features(
-    lm: LoadedModel,
-    texts: Sequence[str],
-    *,
-    batch_size: int = 32,
-    use_cache: bool = False,
-    show_progress: bool = False,
+def _cached_lm_block(
+    lm: LoadedModel, texts: Sequence[str], batch_size: int, use_cache: bool, show_progress: bool,
+    with_entropy: bool = True,
 ) -> torch.Tensor:
-    """Feature matrix (N, len(FEATURE_NAMES)) for `texts` (non-empty strings).
-
-    With `use_cache`, rows are read from / added to a JSON cache under `cache_root()/realism_features/`, keyed by
-    model name, FEATURE_VERSION and the text (written atomically).
-    """
-    if any(not t.strip() for t in texts):
-        raise ValueError("texts: expected non-empty strings")
     if not use_cache:
-        return _compute(lm, texts, batch_size, show_progress)
-    path = _cache_path(lm.name)
+        return _lm_block(lm, texts, batch_size, show_progress, with_entropy)
+    path = _cache_path(lm.name, with_entropy)
     cache: dict[str, list[float]] = {}
     if path.is_file():
         try:
@@ -206,8 +293,41 @@ def extract_features(
             logger.warning("feature cache %s unreadable; recomputing", path)
     missing = sorted({t for t in texts if _key(t) not in cache})
     if missing:
-        logger.info("computing realism features for %d texts", len(missing))
-        new = _compute(lm, missing, batch_size, show_progress)
+        logger.info("computing realism LM features under %s for %d texts", lm.name, len(missing))
+        new = _lm_block(lm, missing, batch_size, show_progress, with_entropy)
         cache.update({_key(t): row for t, row in zip(missing, new.tolist(), strict=True)})
         write_text_atomic(path, json.dumps(cache))
-    return torch.tensor([cache[_key(t)] for t in texts], dtype=torch.float32).reshape(len(texts), -1)
+    return torch.tensor([cache[_key(t)] for t in texts], dtype=torch.float32).reshape(len(texts), len(LM_BLOCK))
+
+
+def extract_features(
+    lm: LoadedModel,
+    texts: Sequence[str],
+    *,
+    judge: LoadedModel | None = None,
+    batch_size: int = 32,
+    use_cache: bool = False,
+    show_progress: bool = False,
+) -> torch.Tensor:
+    """Feature matrix for `texts` (non-empty strings): columns `FEATURE_NAMES` (no judge), or `ALL_FEATURE_NAMES`
+    when a `judge` model is given (its LM block appended as `judge_*`).
+
+    With `use_cache`, LM blocks are read from / added to a JSON cache per model under
+    `cache_root()/realism_features/`, keyed by model name, FEATURE_VERSION and the text (written atomically).
+    """
+    if any(not t.strip() for t in texts):
+        raise ValueError("texts: expected non-empty strings")
+    blocks = [_cached_lm_block(lm, texts, batch_size, use_cache, show_progress), _text_block(lm, texts)]
+    if judge is not None:
+        block = _cached_lm_block(judge, texts, batch_size, use_cache, show_progress, with_entropy=False)
+        blocks.append(select_columns(block, LM_BLOCK, JUDGE_BLOCK))
+    return torch.cat(blocks, dim=1)
+
+
+def select_columns(features: torch.Tensor, names: Sequence[str], wanted: Sequence[str]) -> torch.Tensor:
+    """The columns `wanted` of a feature matrix whose columns are `names` (raises ValueError for a missing one)."""
+    missing = [n for n in wanted if n not in names]
+    if missing:
+        raise ValueError(f"features: columns {missing} not computed")
+    index = {n: i for i, n in enumerate(names)}
+    return features[:, [index[n] for n in wanted]]

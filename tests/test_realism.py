@@ -1,4 +1,5 @@
-"""Realism classifier: features, AUC, fitting, weight files (round trip and bad files), dataset splits."""
+"""Realism classifier: features, AUC, fitting and calibration, weight files (round trip, bad files, the previous
+version), judge features, dataset splits by cluster, reproducible training."""
 
 from __future__ import annotations
 
@@ -9,18 +10,33 @@ import pytest
 import torch
 
 from realize.data.errors import UserInputError
-from realize.data.realism_dataset import HELD_OUT_SOURCES, RealismDatasetConfig, build_realism_dataset
+from realize.data.realism_dataset import (
+    NATURAL_SOURCES,
+    NEAR_NATURAL_SOURCES,
+    RealismDatasetConfig,
+    build_realism_dataset,
+)
+from realize.scorers import realism
 from realize.scorers.realism import (
     DEFAULT_WEIGHTS,
+    FAST_WEIGHTS,
     RealismTrainConfig,
     auc,
     best_threshold,
+    calibrated_threshold,
     fit_classifier,
     load_classifier,
     realism_scores,
     save_classifier,
 )
-from realize.scorers.realism_features import FEATURE_NAMES, extract_features, shape_features
+from realize.scorers.realism_features import (
+    ALL_FEATURE_NAMES,
+    FEATURE_NAMES,
+    V1_FEATURE_NAMES,
+    extract_features,
+    select_columns,
+    shape_features,
+)
 
 
 def test_features_shape_and_finite(tiny) -> None:
@@ -32,6 +48,11 @@ def test_features_shape_and_finite(tiny) -> None:
     assert x[2, col("frac_odd_unicode")] > x[0, col("frac_odd_unicode")] == 0
     assert x[1, col("max_punct_run")] >= 3 and x[0, col("ends_sentence_punct")] == 1.0
     assert extract_features(tiny, texts[:1]).allclose(x[:1], atol=1e-4)  # batching does not change rows
+    with_judge = extract_features(tiny, texts, judge=tiny)
+    assert with_judge.shape == (3, len(ALL_FEATURE_NAMES))
+    pair = ["mean_surprisal", "end_surprisal"]
+    judge_cols = select_columns(with_judge, ALL_FEATURE_NAMES, [f"judge_{n}" for n in pair])
+    torch.testing.assert_close(judge_cols, select_columns(x, FEATURE_NAMES, pair), atol=1e-4, rtol=1e-4)  # same block
 
 
 def test_shape_features_case_changes() -> None:
@@ -102,29 +123,90 @@ def test_realism_scores_are_probabilities(tiny) -> None:
     texts = ["Explain it like I am five years old.", "zxq;;; 9f8AS]]", "Write a short poem about the sea."]
     x = extract_features(tiny, texts)
     model = fit_classifier(x, torch.tensor([1.0, 0.0, 1.0]), FEATURE_NAMES, RealismTrainConfig(steps=5))
+    assert not model.uses_judge
     scores = realism_scores(tiny, texts, model)
     assert len(scores) == 3 and all(0.0 <= s <= 1.0 for s in scores)
 
 
 def test_shipped_weights_load() -> None:
     model = load_classifier(DEFAULT_WEIGHTS)
-    assert model.feature_names == FEATURE_NAMES
+    assert set(model.feature_names) <= set(ALL_FEATURE_NAMES)
     assert model.metadata.get("metrics", {}).get("auc", 0) > 0.9
+    assert 0.0 < model.threshold < 1.0 and model.calibration[0] > 0
 
 
-def test_dataset_splits_by_source(tiny) -> None:
-    config = RealismDatasetConfig(n_random_tokens=20, n_keyboard_mash=10, n_per_corruption=15, n_lm_samples=4,
-                                  max_sample_tokens=8)
+def test_previous_weights_need_opt_in() -> None:
+    from realize.commands.train_realism import PREVIOUS_WEIGHTS
+
+    with pytest.raises(UserInputError, match="other features"):
+        load_classifier(PREVIOUS_WEIGHTS)
+    old = load_classifier(PREVIOUS_WEIGHTS, check_version=False)
+    assert old.feature_names == V1_FEATURE_NAMES  # v2 keeps every v1 feature, so old weights can be compared
+    assert old.calibration == (1.0, 0.0)
+
+
+def test_calibrated_threshold_passes_naturals() -> None:
+    g = torch.Generator().manual_seed(3)
+    nat, neg = torch.rand(200, generator=g) * 0.6 + 0.4, torch.rand(200, generator=g) * 0.6
+    s, y = torch.cat([nat, neg]), torch.cat([torch.ones(200), torch.zeros(200)])
+    for share in (0.9, 0.97, 1.0):
+        t = calibrated_threshold(s, y, share)
+        assert float((nat >= t).float().mean()) >= share
+    assert calibrated_threshold(s, y, 0.9) >= calibrated_threshold(s, y, 1.0)
+
+
+def test_validation_calibrates(tmp_path) -> None:
+    x, y = _synthetic(400)
+    model = fit_classifier(x[:200], y[:200], FEATURE_NAMES, RealismTrainConfig(steps=30),
+                           validation=(x[200:], y[200:]))
+    assert model.calibration != (1.0, 0.0) and model.calibration[0] > 0
+    assert float((model.predict_proba(x[200:])[y[200:] > 0.5] >= model.threshold).float().mean()) >= 0.97
+    save_classifier(model, tmp_path / "w.json")
+    torch.testing.assert_close(load_classifier(tmp_path / "w.json").predict_proba(x), model.predict_proba(x))
+
+
+def test_realism_scores_with_judge(tiny, monkeypatch) -> None:
+    texts = ["Explain it like I am five years old.", "zxq;;; 9f8AS]]", "Write a short poem about the sea."]
+    names = ("mean_surprisal", "judge_mean_surprisal", "judge_max_word_excess")
+    x = select_columns(extract_features(tiny, texts, judge=tiny), ALL_FEATURE_NAMES, names)
+    model = fit_classifier(x, torch.tensor([1.0, 0.0, 1.0]), names, RealismTrainConfig(steps=5))
+    assert model.uses_judge
+    loaded: list[str] = []
+    monkeypatch.setattr(realism, "load_judge", lambda name: loaded.append(name) or tiny)
+    scores = realism_scores(tiny, texts, model)
+    assert loaded and torch.allclose(torch.tensor(scores), model.predict_proba(x))
+
+
+_SMALL = dict(n_random_tokens=20, n_keyboard_mash=10, n_per_corruption=15, n_lm_samples=4, max_sample_tokens=8)
+
+
+def test_dataset_splits_by_cluster(tiny, tmp_path) -> None:
+    mined = tmp_path / "mined.jsonl"
+    rows = [{"text": "Explain it like a recently child.", "generator": "mined_gcg", "label": 0,
+             "parent": "Explain it to a child.", "target": "Explain it like I am five years old."},
+            {"text": "It feels so bad.", "generator": "mined_beam", "label": 1, "parent": None, "target": "x"},
+            {"text": "unsure one", "generator": "mined_beam", "label": None, "parent": None, "target": "x"}]
+    mined.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    config = RealismDatasetConfig(**_SMALL, mined_path=str(mined))
     ds = build_realism_dataset(tiny, config)
-    assert set(ds.column_names) >= {"text", "label", "source", "split"}
-    rows = ds.to_list()
-    assert all(r["split"] == "test" for r in rows if r["source"] in HELD_OUT_SOURCES)
-    assert {r["source"] for r in rows if r["label"] == 1} >= {"natural_prompts", "contexts"}
-    train_sources = {r["source"] for r in rows if r["split"] == "train"}
-    assert not train_sources & set(HELD_OUT_SOURCES)
-    assert len({r["text"] for r in rows}) == len(rows)
+    assert set(ds.column_names) >= {"text", "label", "source", "split", "cluster"}
+    out = ds.to_list()
+    assert {r["split"] for r in out} == {"train", "validation", "test"}
+    by_cluster: dict[str, set[str]] = {}
+    for r in out:
+        if r["cluster"] and r["source"] != "mined_natural_looking":
+            by_cluster.setdefault(r["cluster"], set()).add(r["split"])
+    assert all(len(v) == 1 for v in by_cluster.values())  # corruptions share their parent's split
+    assert {r["source"] for r in out if r["label"] == 1} >= {"natural_prompts", "contexts"}
+    assert "positive_prompts" not in NATURAL_SOURCES
+    assert {r["source"] for r in out} >= set(NEAR_NATURAL_SOURCES)
+    gcg = [r for r in out if r["source"] == "mined_gcg"]
+    assert len(gcg) == 1 and gcg[0]["label"] == 0
+    assert [r["split"] for r in out if r["source"] == "mined_natural_looking"] == ["test"]
+    assert "unsure one" not in {r["text"] for r in out}
+    assert len({r["text"] for r in out}) == len(out)
     again = build_realism_dataset(tiny, config)
-    assert list(again["text"]) == list(ds["text"])  # deterministic given the seed
+    assert list(again["text"]) == list(ds["text"]) and list(again["split"]) == list(ds["split"])
 
 
 def test_train_and_evaluate_on_tiny(tiny, tmp_path, capsys) -> None:
@@ -133,17 +215,23 @@ def test_train_and_evaluate_on_tiny(tiny, tmp_path, capsys) -> None:
     config = RealismDatasetConfig(n_random_tokens=40, n_keyboard_mash=20, n_per_corruption=30, n_lm_samples=10,
                                   max_sample_tokens=8)
     data_path = tmp_path / "ds.jsonl"
-    model, report = train_and_evaluate(tiny, config, RealismTrainConfig(steps=20), use_cache=False,
-                                       save_dataset=str(data_path))
-    assert report["n_train"] > 0 and report["n_test"] > 0
-    assert 0.5 < report["test"]["auc"] <= 1.0  # keyboard mash and random tokens are easy even on a random LM
-    assert set(report["test"]["per_source_accuracy"]) >= set(HELD_OUT_SOURCES)
-    assert model.metadata["model"] == tiny.name and model.metadata["metrics"]["auc"] == report["test"]["auc"]
-    assert len(data_path.read_text(encoding="utf-8").splitlines()) == report["n_train"] + report["n_test"]
+    train = RealismTrainConfig(steps=20)
+    model, report = train_and_evaluate(tiny, config, train, use_cache=False, save_dataset=str(data_path))
+    assert report["n"]["train"] > 0 and report["n"]["validation"] > 0 and report["n"]["test"] > 0
+    assert 0.5 < report["auc_test"] <= 1.0  # keyboard mash and random tokens are easy even on a random LM
+    assert set(report["per_kind"]) >= set(NEAR_NATURAL_SOURCES) | {"random_tokens", "keyboard_mash"}
+    assert all("auc_held_out" in r and "auc_previous" in r for r in report["per_kind"].values())
+    assert report["natural_pass_validation"] >= 0.97
+    assert model.metadata["model"] == tiny.name and model.metadata["metrics"]["auc"] == report["auc_test"]
+    assert len(data_path.read_text(encoding="utf-8").splitlines()) == sum(report["n"].values())
     print_report(report)
-    assert "hard-slice AUC" in capsys.readouterr().out
+    assert "AUC held-out" in capsys.readouterr().out
     save_classifier(model, tmp_path / "w.json")
     assert load_classifier(tmp_path / "w.json").metadata["seed"] == 0
+    again, _ = train_and_evaluate(tiny, config, train, use_cache=False, leave_one_out=False)
+    save_classifier(again, tmp_path / "w2.json")  # same seed -> same weights
+    strip = lambda p: {k: v for k, v in json.loads(p.read_text()).items() if k != "metadata"}  # noqa: E731
+    assert strip(tmp_path / "w.json") == strip(tmp_path / "w2.json")
 
 
 @pytest.mark.slow
@@ -153,5 +241,12 @@ def test_shipped_classifier_on_real_model() -> None:
     lm = load_model()
     natural = ["Explain it like I am five years old.", "You are a pirate.", "Answer in French, please."]
     odd = ["ounced)=\\ Ingredients cornerstone.scalablytyped quaint", "asdf jkl; qwer zxcv", "the the is of ,, and"]
-    scores = realism_scores(lm, natural + odd)
-    assert min(scores[:3]) > max(scores[3:])
+    # near-natural outputs of the engine quoted in the issue (held-out GCG/fluent searches): caught
+    engine = ["Can you make it a runny yotained?", "Explain it like a recently child.",
+              "Explain it like to a we child."]
+    for weights in (DEFAULT_WEIGHTS, FAST_WEIGHTS):
+        classifier = load_classifier(weights)
+        scores = realism_scores(lm, natural + odd + engine, classifier)
+        assert min(scores[:3]) > max(scores[3:])
+        assert all(s >= classifier.threshold for s in scores[:3])
+        assert sum(s < classifier.threshold for s in scores[6:]) >= 2
