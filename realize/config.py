@@ -88,9 +88,14 @@ class AuditConfig:
     def __post_init__(self) -> None:
         if self.budget not in BUDGETS:
             raise ValueError(f"budget: expected one of {', '.join(BUDGETS)}, got {self.budget!r}")
-        for name, value in PRESETS[self.budget].items():
-            if getattr(self, name) is None:
-                object.__setattr__(self, name, value)
+        from_preset = {name for name in PRESETS[self.budget] if getattr(self, name) is None}
+        for name in from_preset:
+            object.__setattr__(self, name, PRESETS[self.budget][name])
+        if "behavior_contexts" in from_preset:  # a preset's behavior subsets shrink with smaller context sets
+            object.__setattr__(self, "behavior_contexts",
+                               min(self.behavior_contexts, self.n_opt_contexts, self.n_selection))
+        if "behavior_test_contexts" in from_preset:
+            object.__setattr__(self, "behavior_test_contexts", min(self.behavior_test_contexts, self.n_test))
         for name in ("n_opt_contexts", "n_selection", "n_test", "n_positive", "behavior_contexts",
                      "behavior_test_contexts", "behavior_tokens", "distill_steps"):
             if getattr(self, name) < 1:
