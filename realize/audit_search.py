@@ -150,13 +150,18 @@ def search(setting: AuditSetting, target: torch.Tensor, budget: SearchBudget, *,
     fluent = fluent_run(objective, lm, setting.layout, config, init=start)
     attack = "fluent" if retrieval else "fluent-from-beam"
     candidates += [(point.ids, attack) for point in fluent.frontier]
+    return unique(candidates)
+
+
+def unique(candidates: Sequence[Candidate]) -> list[Candidate]:
+    """Non-empty candidates, each prompt once (the first attack that found it), in order."""
     seen: set[tuple[int, ...]] = set()
-    unique = []
+    out = []
     for ids, name in candidates:
         if ids and ids not in seen:
             seen.add(ids)
-            unique.append((ids, name))
-    return unique
+            out.append((ids, name))
+    return out
 
 
 def _per_context(deltas: Sequence[torch.Tensor]) -> torch.Tensor:

@@ -25,7 +25,7 @@ from realize.attacks.baselines import RetrievalConfig, natural_retrieval
 from realize.attacks.behavior_objective import BehaviorObjective
 from realize.attacks.fluent import FluentConfig
 from realize.attacks.fluent import run as fluent_run
-from realize.audit_search import AuditSetting, Candidate
+from realize.audit_search import AuditSetting, Candidate, unique
 from realize.audit_types import BehaviorScore
 from realize.config import SearchBudget
 from realize.data.steered import SteeredContext
@@ -66,13 +66,7 @@ def search_behavior(setting: AuditSetting, effects: PromptEffects, opt: Sequence
                               restart_every=max(budget.behavior_steps // 2, 1))
         fluent = fluent_run(objective, lm, setting.layout, config, init=candidates[0][0])
         candidates += [(point.ids, "fluent") for point in fluent.frontier]
-    seen: set[tuple[int, ...]] = set()
-    unique = []
-    for ids, attack in candidates:
-        if ids and ids not in seen:
-            seen.add(ids)
-            unique.append((ids, attack))
-    return unique
+    return unique(candidates)
 
 
 def judge_behavior(setting: AuditSetting, selection: Sequence[SteeredContext], test: Sequence[SteeredContext],

@@ -47,6 +47,32 @@ def _judgement_block(judgement: Judgement, axis: Axis) -> str:
     return "".join(parts)
 
 
+def _at(values: Sequence[str], i: int) -> str:
+    return values[i] if i < len(values) else ""
+
+
+def _evidence(name: str, axis: str, points: Sequence[tuple[float, float, float]],
+              marks: Sequence[tuple[float, float, str, str]], null: Sequence[float], positive: Sequence[float],
+              ylabel: str, bars: tuple[Sequence[float], float, str, str] | None, columns: Sequence[str],
+              rows: Sequence[tuple[str, str, Sequence[str], float, float, str]]) -> str:
+    """The frontier plot, the best prompt's per-context bars, and every evaluated prompt with its own verdict
+    (rows: prompt, attack, formatted value cells, perplexity, realism, verdict)."""
+    images = [scatter_plot(name, f"{axis} frontier", points, marks, null, positive, ylabel)]
+    if bars is not None:
+        images.append(bars_plot(name, *bars))
+    parts = ['<div class="plots">' + "".join(f'<img alt="plot" src="{src}">' for src in images) + "</div>"]
+    if rows:
+        header = "".join(f"<th>{h(c)}</th>" for c in columns)
+        parts.append(f"<details><summary>every evaluated prompt ({axis})</summary><table><tr><th>prompt</th>"
+                     f"<th>attack</th>{header}<th>ppl</th><th>realism</th><th>its own verdict</th></tr>")
+        for prompt, attack, cells, perplexity, realism, verdict in rows:
+            values = "".join(f"<td>{c}</td>" for c in cells)
+            parts.append(f"<tr><td><code>{h(prompt, multiline=True)}</code></td><td>{h(attack)}</td>{values}"
+                         f"<td>{perplexity:.0f}</td><td>{realism:.2f}</td><td>{h(verdict)}</td></tr>")
+        parts.append("</table></details>")
+    return "".join(parts)
+
+
 def _activation_section(judged: JudgedAudit, null: Sequence[float], positive: Sequence[float]) -> str:
     audit, judgement = judged.audit, judged.activation
     assert judgement is not None
@@ -68,25 +94,18 @@ def _activation_section(judged: JudgedAudit, null: Sequence[float], positive: Se
     marks = [(s.perplexity, s.specific_cos, m, label) for s, m, label in
              ((audit.best, "*", "best (chosen on selection contexts)"), (audit.best_unrelated, "D", "best corpus"))
              if s is not None]
-    images = [scatter_plot(audit.name, "activation frontier",
-                           [(p.perplexity, p.specific_cos, p.realism) for p in audit.frontier], marks, null, positive,
-                           "test-context specific cosine")]
-    if audit.best is not None and audit.best.per_context_cos:
-        images.append(bars_plot(audit.name, audit.best.per_context_cos, audit.best.cos, "cos(D_k, a·v)",
-                                f"mean-shift cos {audit.best.cos:.2f}"))
-    parts.append('<div class="plots">' + "".join(f'<img alt="plot" src="{src}">' for src in images) + "</div>")
-    if audit.frontier:
-        parts.append("<details><summary>every evaluated prompt (activation)</summary><table><tr><th>prompt</th>"
-                     "<th>attack</th><th>selection specific cos</th><th>test cos</th><th>test specific cos</th>"
-                     "<th>FVE</th><th>ppl</th><th>realism</th><th>its own verdict</th></tr>")
-        verdicts = judgement.prompt_verdicts
-        for i in sorted(range(len(audit.frontier)), key=lambda k: -audit.frontier[k].selection_specific_cos):
-            p = audit.frontier[i]
-            parts.append(f"<tr><td><code>{h(p.prompt, multiline=True)}</code></td><td>{h(p.attack)}</td>"
-                         f"<td>{p.selection_specific_cos:.2f}</td><td>{p.cos:.2f}</td><td>{p.specific_cos:.2f}</td>"
-                         f"<td>{fmt(p.fve)}</td><td>{p.perplexity:.0f}</td><td>{p.realism:.2f}</td>"
-                         f"<td>{h(verdicts[i] if i < len(verdicts) else '')}</td></tr>")
-        parts.append("</table></details>")
+    best = audit.best
+    bars = None if best is None or not best.per_context_cos else (
+        best.per_context_cos, best.cos, "cos(D_k, a·v)", f"mean-shift cos {best.cos:.2f}")
+    order = sorted(range(len(audit.frontier)), key=lambda k: -audit.frontier[k].selection_specific_cos)
+    rows = [(audit.frontier[i], i) for i in order]
+    parts.append(_evidence(
+        audit.name, "activation", [(p.perplexity, p.specific_cos, p.realism) for p in audit.frontier], marks, null,
+        positive, "test-context specific cosine", bars,
+        ["selection specific cos", "test cos", "test specific cos", "FVE"],
+        [(p.prompt, p.attack, [f"{p.selection_specific_cos:.2f}", f"{p.cos:.2f}", f"{p.specific_cos:.2f}",
+                               fmt(p.fve)], p.perplexity, p.realism, _at(judgement.prompt_verdicts, i))
+         for p, i in rows]))
     return "\n".join(parts)
 
 
@@ -106,25 +125,17 @@ def _behavior_section(judged: JudgedAudit, null: Sequence[float], positive: Sequ
     marks = [(s.perplexity, s.recovery, m, label) for s, m, label in
              ((axis.best, "*", "best (chosen on selection contexts)"), (axis.best_unrelated, "D", "best corpus"))
              if s is not None]
-    images = [scatter_plot(audit.name, "behavior frontier",
-                           [(p.perplexity, p.recovery, p.realism) for p in axis.frontier], marks, null, positive,
-                           "test-context behavior recovery")]
-    if axis.best is not None and axis.best.per_context:
-        images.append(bars_plot(audit.name, axis.best.per_context, axis.best.recovery, "recovery r_k",
-                                f"mean {axis.best.recovery:.2f}"))
-    parts.append('<div class="plots">' + "".join(f'<img alt="plot" src="{src}">' for src in images) + "</div>")
-    if axis.frontier:
-        parts.append("<details><summary>every evaluated prompt (behavior)</summary><table><tr><th>prompt</th>"
-                     "<th>attack</th><th>selection recovery</th><th>test recovery</th><th>direction cos</th>"
-                     "<th>push vs vector</th><th>ppl</th><th>realism</th><th>its own verdict</th></tr>")
-        verdicts = judgement.prompt_verdicts
-        for i in sorted(range(len(axis.frontier)), key=lambda k: -axis.frontier[k].selection_recovery):
-            p = axis.frontier[i]
-            parts.append(f"<tr><td><code>{h(p.prompt, multiline=True)}</code></td><td>{h(p.attack)}</td>"
-                         f"<td>{fmt(p.selection_recovery)}</td><td>{fmt(p.recovery)}</td><td>{fmt(p.direction_cos)}"
-                         f"</td><td>{fmt(p.effect_ratio)}x</td><td>{p.perplexity:.0f}</td><td>{p.realism:.2f}</td>"
-                         f"<td>{h(verdicts[i] if i < len(verdicts) else '')}</td></tr>")
-        parts.append("</table></details>")
+    best = axis.best
+    bars = None if best is None or not best.per_context else (
+        best.per_context, best.recovery, "recovery r_k", f"mean {best.recovery:.2f}")
+    order = sorted(range(len(axis.frontier)), key=lambda k: -axis.frontier[k].selection_recovery)
+    parts.append(_evidence(
+        audit.name, "behavior", [(p.perplexity, p.recovery, p.realism) for p in axis.frontier], marks, null,
+        positive, "test-context behavior recovery", bars,
+        ["selection recovery", "test recovery", "direction cos", "push vs vector"],
+        [(p.prompt, p.attack, [fmt(p.selection_recovery), fmt(p.recovery), fmt(p.direction_cos),
+                               f"{fmt(p.effect_ratio)}x"], p.perplexity, p.realism, _at(judgement.prompt_verdicts, i))
+         for i in order for p in (axis.frontier[i],)]))
     if axis.generations:
         parts.append("<table><tr><th>test context</th><th>steered (vector)</th><th>prompted (best prompt)</th>"
                      "<th>base</th></tr>")

@@ -33,11 +33,13 @@ that give the point verdict is reported beside the score's interval.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
 import torch
+
+from realize.data.resample import percentile_interval, resample_weights
 
 DirectionVerdict = Literal["realizable", "partially realizable", "not realizable", "inconclusive",
                            "no natural candidate"]
@@ -352,10 +354,8 @@ def joint_bootstrap(
         raise ValueError("evidence: every item must come from the same test contexts")
     point, _ = decide(None if target is None else target.value(), [e.value() for e in null],
                       [e.value() for e in positive])
-    generator = torch.Generator().manual_seed(seed)
     same, scores, values = 0, [], []
-    for _ in range(n_resamples):
-        w = torch.bincount(torch.randint(0, k, (k,), generator=generator), minlength=k)
+    for w in resample_weights(k, n_resamples, seed):
         value = None if target is None else target.value(w)
         verdict, score = decide(value, [e.value(w) for e in null], [e.value(w) for e in positive])
         same += verdict == point
@@ -363,17 +363,4 @@ def joint_bootstrap(
             scores.append(score)
         if value is not None:
             values.append(value)
-    return Stability(same / n_resamples, _interval(scores, level), _interval(values, level))
-
-
-def _interval(values: Sequence[float], level: float) -> tuple[float, float] | None:
-    if not values:
-        return None
-    t = torch.tensor(list(values), dtype=torch.float64)
-    return float(t.quantile((1 - level) / 2)), float(t.quantile((1 + level) / 2))
-
-
-def counts(verdicts: Mapping[str, int] | Sequence[str]) -> dict[str, int]:
-    """Verdict -> count, in `VERDICTS` order (for summaries)."""
-    items = list(verdicts)
-    return {v: items.count(v) for v in VERDICTS if v in items}
+    return Stability(same / n_resamples, percentile_interval(scores, level), percentile_interval(values, level))

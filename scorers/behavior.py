@@ -33,6 +33,7 @@ import torch
 
 from realize.data.chat import ChatLayout, Placement, chat_layout, encode
 from realize.data.models import LoadedModel
+from realize.data.resample import bootstrap_mean_interval
 from realize.data.steered import SteeredContext, forced_logprobs, greedy_batch, steered_contexts
 
 logger = logging.getLogger(__name__)
@@ -106,14 +107,7 @@ def recovery_from_logits(
 
 def bootstrap_interval(values: Sequence[float], n: int, confidence: float, seed: int) -> tuple[float, float]:
     """Percentile bootstrap interval of the mean of finite `values` (nan, nan if there are none)."""
-    finite = torch.tensor([v for v in values if math.isfinite(v)], dtype=torch.float64)
-    if finite.numel() == 0:
-        return math.nan, math.nan
-    gen = torch.Generator().manual_seed(seed)
-    idx = torch.randint(0, finite.numel(), (n, finite.numel()), generator=gen)
-    means = finite[idx].mean(dim=1)
-    alpha = (1.0 - confidence) / 2
-    return float(torch.quantile(means, alpha)), float(torch.quantile(means, 1 - alpha))
+    return bootstrap_mean_interval(values, n, confidence, seed)
 
 
 def forced_logits(lm: LoadedModel, inputs: Sequence[Sequence[int]], continuations: Sequence[Sequence[int]],
