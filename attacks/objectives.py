@@ -16,6 +16,7 @@ Public API (stable):
         .shift_metrics_by_layer(prompt (L,)) -> {layer: data.shift.ShiftMetrics}
         .per_context_shifts(prompts (B, L)) -> (B, K, d)                                (one layer)
         .per_context_shifts_by_layer(prompts (B, L)) -> {layer: (B, K, d)}
+        .restricted(context indices) -> ActivationShiftObjective on those contexts only (probe sampling)
         attributes: model, tokenizer, layout, layers (ascending), layer (the deepest), targets, generics, config,
                     context_ids, bases ({layer: per context (n_k, d) prompt-free activations at the aligned
                     positions}); one layer also: target, generic, base (the same for that layer)
@@ -333,6 +334,17 @@ class ActivationShiftObjective:
         if prompts.numel() and (prompts.min() < 0 or prompts.max() >= self.vocab_size):
             raise ValueError(f"prompts: token ids must lie in 0..{self.vocab_size - 1}")
         return prompts.to(self.device, torch.long)
+
+    def restricted(self, contexts: Sequence[int]) -> ActivationShiftObjective:
+        """The same objective (targets, g, config) on a subset of its contexts, by index: e.g. probe sampling's
+        cheap first pass."""
+        idx = list(contexts)
+        if not idx or any(not 0 <= i < len(self.context_ids) for i in idx):
+            raise ValueError(f"contexts: expected indices in 0..{len(self.context_ids) - 1}, got {idx}")
+        return ActivationShiftObjective(self.model, self.tokenizer, self.layout, dict(self.targets), None,
+                                        [self.context_ids[i] for i in idx],
+                                        generic=None if self.generics is None else dict(self.generics),
+                                        config=self.config)
 
     # ---- Objective protocol ---------------------------------------------------------------------------------
     @torch.no_grad()
