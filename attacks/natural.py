@@ -4,7 +4,7 @@ every word whole, and a fluency budget decides what is scored at all, so the pro
 Public API (stable):
 
     NaturalConfig(*, steps=40, width=32, top_k=48, lm_top_k=64, lm_share=0.5, p_insert=0.2, p_delete=0.1,
-                  p_double=0.25, max_ce=4.5, max_surprisal=12.0, fluency_weight=0.05, max_tokens=32,
+                  p_double=0.25, max_ce=5.5, max_surprisal=14.0, fluency_weight=0.02, max_tokens=32,
                   probe_contexts=0, probe_keep=0.5, max_frontier=12, ascii_only=True, seed=0, init_beam=BeamConfig(),
                   show_progress=False)
     run(objective, lm, layout, config, *, init=None) -> AttackResult    # init: start prompt ids (else the beam's)
@@ -23,9 +23,10 @@ Each step (the loop reads like the algorithm):
      appear;
   3. filter: in-context retokenization round trip; nothing evaluated before;
   4. fluency budget, before any objective forward (it is ~6x cheaper than the objective on 8 contexts): the
-     surprisal of every candidate token under the LM; a candidate whose mean surprisal (CE) exceeds `max_ce` or
-     whose worst token exceeds `max_surprisal` is dropped (a current prompt over budget keeps the candidates that
-     shrink its excess);
+     surprisal of every candidate token under the LM; a candidate whose mean surprisal (CE) exceeds the budget's
+     CE or whose worst token exceeds its worst-token surprisal is dropped. The budget is `max_ce` /
+     `max_surprisal` (defaults: about the 80th / 88th percentiles of the shipped natural prompts, SmolLM2, chat
+     position), raised to the start prompt's own values when a natural start is above them;
   5. probe sampling (`probe_contexts` > 0 and an objective with `restricted`): the survivors are first scored on
      that many of the objective's contexts and only the best `probe_keep` share is scored on all of them;
   6. batched objective loss; score = loss + fluency_weight * CE; the prompt moves to the step's best candidate
@@ -74,9 +75,9 @@ class NaturalConfig:
     p_insert: float = 0.2  # share of moves that insert a word
     p_delete: float = 0.1  # share of moves that delete a word
     p_double: float = 0.25  # share of candidates that make two moves instead of one
-    max_ce: float = 4.5  # fluency budget: mean surprisal of the prompt's tokens under the LM (nats)
-    max_surprisal: float = 12.0  # fluency budget: surprisal of the worst token (nats)
-    fluency_weight: float = 0.05  # score = objective loss + this * CE (prefers the more fluent of near-ties)
+    max_ce: float = 5.5  # fluency budget: mean surprisal of the prompt's tokens under the LM, nats (or the start's)
+    max_surprisal: float = 14.0  # fluency budget: surprisal of the worst token, nats (or the start's)
+    fluency_weight: float = 0.02  # score = objective loss + this * CE (prefers the more fluent of near-ties)
     max_tokens: int = 32  # longest prompt an insertion may produce
     probe_contexts: int = 0  # probe sampling: rank candidates on this many contexts first (0 = off)
     probe_keep: float = 0.5  # probe sampling: share of candidates scored on all contexts
@@ -215,9 +216,9 @@ def _losses(objective: Objective, rows: Sequence[torch.Tensor]) -> torch.Tensor:
     return out
 
 
-def _excess(ce: torch.Tensor, worst: torch.Tensor, config: NaturalConfig) -> torch.Tensor:
-    """How far over the fluency budget (0 = within it), in nats."""
-    return (ce - config.max_ce).clamp_min(0) + (worst - config.max_surprisal).clamp_min(0)
+def _excess(ce: torch.Tensor, worst: torch.Tensor, budget: tuple[float, float]) -> torch.Tensor:
+    """How far over the fluency budget (max CE, max worst-token surprisal) (0 = within it), in nats."""
+    return (ce - budget[0]).clamp_min(0) + (worst - budget[1]).clamp_min(0)
 
 
 def _draft(objective: Objective, config: NaturalConfig) -> Objective | None:
@@ -258,10 +259,9 @@ def run(
     ce0, worst0 = _surprisal_stats(model, head, [current])
     loss0 = _losses(objective, [current])
     n_evals += 1
-    cur_loss, cur_ce, cur_excess = float(loss0[0]), float(ce0[0]), float(_excess(ce0, worst0, config)[0])
-    archive: list[tuple[tuple[int, ...], float, float]] = []  # (ids, loss, ce) within the budget
-    if cur_excess == 0:
-        archive.append((tuple(current.tolist()), cur_loss, cur_ce))
+    budget = (max(config.max_ce, float(ce0[0])), max(config.max_surprisal, float(worst0[0])))
+    cur_loss, cur_ce = float(loss0[0]), float(ce0[0])
+    archive = [(tuple(current.tolist()), cur_loss, cur_ce)]  # (ids, loss, ce): every scored prompt (all in budget)
     seen = {tuple(current.tolist())}
     grad_for: tuple[int, ...] | None = None
     trajectory: list[Step] = []
@@ -293,45 +293,36 @@ def run(
         step_best = math.inf
         if kept:
             ce, worst = _surprisal_stats(model, head, kept)
-            excess = _excess(ce, worst, config)
-            ok = excess <= 0 if cur_excess == 0 else excess < cur_excess
-            pool = [kept[i] for i in ok.nonzero().flatten().tolist()]
-            ce, excess = ce[ok], excess[ok]
+            ok = _excess(ce, worst, budget) <= 0
+            pool, ce = [kept[i] for i in ok.nonzero().flatten().tolist()], ce[ok]
             if pool and draft is not None and len(pool) > 2:
                 n_screened += len(pool)
                 rough = _losses(draft, pool) + config.fluency_weight * ce
                 keep = rough.argsort()[: max(1, math.ceil(config.probe_keep * len(pool)))]
-                pool, ce, excess = [pool[i] for i in keep.tolist()], ce[keep], excess[keep]
+                pool, ce = [pool[i] for i in keep.tolist()], ce[keep]
             if pool:
                 loss = _losses(objective, pool)
                 n_scored = len(pool)
                 n_evals += n_scored
+                archive.extend((tuple(r.tolist()), lo, c) for r, lo, c in zip(pool, loss.tolist(), ce.tolist(),
+                                                                               strict=True))
                 score = loss + config.fluency_weight * ce
-                for row, lo, c, e in zip(pool, loss.tolist(), ce.tolist(), excess.tolist(), strict=True):
-                    if e == 0:
-                        archive.append((tuple(row.tolist()), lo, c))
-                # over budget: rank by excess first, so the prompt walks back into the budget
-                order = score + 1e3 * excess
-                j = int(order.argmin())
+                j = int(score.argmin())
                 step_best = float(loss[j])
-                cur_score = cur_loss + config.fluency_weight * cur_ce + 1e3 * cur_excess
-                if float(order[j]) < cur_score:
-                    current = pool[j]
-                    cur_loss, cur_ce, cur_excess = float(loss[j]), float(ce[j]), float(excess[j])
-        best_loss = min((a[1] for a in archive), default=cur_loss)
+                if float(score[j]) < cur_loss + config.fluency_weight * cur_ce:
+                    current, cur_loss, cur_ce = pool[j], float(loss[j]), float(ce[j])
+        best_loss = min(a[1] for a in archive)
         text = tokenizer.decode(current.tolist(), clean_up_tokenization_spaces=False)
         trajectory.append(Step(step=step, loss=step_best, best_loss=best_loss, prompt_ids=tuple(current.tolist()),
                                prompt=text, seconds=time.perf_counter() - t0, n_candidates=n_scored,
                                metrics={"ce": cur_ce, "n_proposed": float(len(proposals)),
-                                        "n_in_budget": float(len(kept) and n_scored)}))
+                                        "n_new": float(len(kept))}))
         bar.set_postfix(loss=f"{cur_loss:.4f}", ce=f"{cur_ce:.2f}", prompt=repr(text[:40]))
     frontier = _frontier(objective, tokenizer, archive, config)
-    if archive:
-        ids, loss, _ = min(archive, key=lambda a: a[1] + config.fluency_weight * a[2])
-    else:  # nothing within budget (a start far over it that never got back): the last prompt
-        ids, loss = tuple(current.tolist()), cur_loss
+    ids, loss, _ = min(archive, key=lambda a: a[1] + config.fluency_weight * a[2])
     cfg = asdict(config)
     cfg["n_screened"] = n_screened
+    cfg["fluency_budget"] = {"max_ce": budget[0], "max_surprisal": budget[1]}
     return AttackResult(
         attack="natural", best_ids=ids, best_prompt=tokenizer.decode(list(ids), clean_up_tokenization_spaces=False),
         best_loss=loss, trajectory=tuple(trajectory), seconds=time.perf_counter() - started, n_evaluations=n_evals,
@@ -343,8 +334,6 @@ def _frontier(objective: Objective, tokenizer: object, archive: Sequence[tuple[t
               config: NaturalConfig) -> tuple[FrontierPoint, ...]:
     """The archive's Pareto set over (loss, CE), at most `max_frontier` points spread over CE, lowest loss first;
     each with the objective's metrics."""
-    if not archive:
-        return ()
     unique = {ids: (loss, ce) for ids, loss, ce in archive}
     keys = list(unique)
     costs = torch.tensor([unique[k] for k in keys], dtype=torch.float64)
