@@ -3,7 +3,7 @@ every word whole, and a fluency budget decides what is scored at all, so the pro
 
 Public API (stable):
 
-    NaturalConfig(*, steps=40, width=32, top_k=48, lm_top_k=64, lm_share=0.5, p_insert=0.2, p_delete=0.1,
+    NaturalConfig(*, steps=40, width=48, top_k=48, lm_top_k=64, lm_share=0.75, p_insert=0.15, p_delete=0.15,
                   p_double=0.25, max_ce=5.5, max_surprisal=14.0, fluency_weight=0.02, max_tokens=32,
                   probe_contexts=0, probe_keep=0.5, max_frontier=12, ascii_only=True, seed=0, init_beam=BeamConfig(),
                   show_progress=False)
@@ -68,12 +68,12 @@ class NaturalConfig:
     """Settings of natural GCG."""
 
     steps: int = 40  # search steps
-    width: int = 32  # candidates proposed per step (before the filters and the fluency budget)
+    width: int = 48  # candidates proposed per step (before the filters and the fluency budget)
     top_k: int = 48  # objective-gradient top-k whole-word tokens per slot
     lm_top_k: int = 64  # the LM's top-k next tokens per slot, re-ranked by the gradient
-    lm_share: float = 0.5  # share of new tokens drawn from the LM's proposals
-    p_insert: float = 0.2  # share of moves that insert a word
-    p_delete: float = 0.1  # share of moves that delete a word
+    lm_share: float = 0.75  # share of new tokens from the LM's proposals (most gradient-only words break the budget)
+    p_insert: float = 0.15  # share of moves that insert a word
+    p_delete: float = 0.15  # share of moves that delete a word (as many as insertions: no drift to long prompts)
     p_double: float = 0.25  # share of candidates that make two moves instead of one
     max_ce: float = 5.5  # fluency budget: mean surprisal of the prompt's tokens under the LM, nats (or the start's)
     max_surprisal: float = 14.0  # fluency budget: surprisal of the worst token, nats (or the start's)

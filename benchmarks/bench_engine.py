@@ -175,7 +175,8 @@ def _curve(setting: AuditSetting, target, checkpoints, extra_seconds: float) -> 
 
 def converge(args: argparse.Namespace, setting: AuditSetting) -> dict[str, object]:
     lm = setting.lm
-    rows = []
+    rows: list[dict[str, object]] = []
+    partial = f"{args.out_dir}/engine_converge{args.tag}.partial.json"
     for ht in heldout_targets(setting, args.first_target + args.targets)[args.first_target :]:
         objective = objective_for(setting, ht.target)
         row: dict[str, object] = {"cluster": ht.cluster, "true_prompt": ht.prompt}
@@ -202,6 +203,7 @@ def converge(args: argparse.Namespace, setting: AuditSetting) -> dict[str, objec
             print(ht.cluster, "nanogcg_style",
                   {k: v for k, v in row["nanogcg_style"].items() if k != "checkpoints"}, flush=True)
         rows.append(row)
+        write_json(partial, {"machine": machine(), "args": vars(args), "rows": rows})  # survives an interruption
     return {"threshold": THRESHOLD, "min_realism": setting.min_realism, "steps": args.steps, "rows": rows}
 
 
@@ -210,12 +212,33 @@ def speed(args: argparse.Namespace, setting: AuditSetting) -> dict[str, object]:
     objective = objective_for(setting, ht.target)
     start = retrieve(setting, ht.target, 1, (ht.cluster,))[0][0]
     out: dict[str, object] = {"cluster": ht.cluster, "steps": args.steps, "width": args.width}
+    # what the fluency budget costs next to the objective, per candidate (the check runs first)
+    from realize.attacks.fluency import encode_head, lm_head_ids, prompt_surprisal
+    from realize.attacks.sampling import allowed_token_mask, random_candidates
+
+    lm = setting.lm
+    head = encode_head(lm.model, lm_head_ids(setting.layout))
+    mask = allowed_token_mask(lm.tokenizer, vocab_size=lm.model.get_input_embeddings().weight.shape[0])
+    cands = random_candidates(32, 12, mask=mask, generator=torch.Generator().manual_seed(0))
+    objective.losses(cands[:4])
+    prompt_surprisal(lm.model, head, cands[:4])
+    t0 = time.perf_counter()
+    objective.losses(cands)
+    t_obj = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    prompt_surprisal(lm.model, head, cands)
+    t_flu = time.perf_counter() - t0
+    out["per_candidate_seconds"] = {"objective_8_contexts": t_obj / 32, "fluency_check": t_flu / 32,
+                                    "ratio": t_obj / t_flu}
+    print(out["per_candidate_seconds"], flush=True)
     for name, extra in (("full", {}), ("probe", {"probe_contexts": 2, "probe_keep": 0.5})):
         r = natural_run(objective, setting.lm, setting.layout,
                         NaturalConfig(steps=args.steps, width=args.width, seed=0, **extra), init=start)
         scored = sum(s.n_candidates for s in r.trajectory)
         secs = sum(s.seconds for s in r.trajectory)
-        out[name] = {"seconds": secs, "scored": scored, "screened": r.config.get("n_screened", 0),
+        new = sum(int(s.metrics.get("n_new", 0)) for s in r.trajectory)
+        out[name] = {"seconds": secs, "new_candidates": new, "scored": scored,
+                     "screened": r.config.get("n_screened", 0),
                      "proposed_in_budget_per_s": (r.config.get("n_screened", 0) or scored) / secs,
                      "scored_per_s": scored / secs, "best_loss": r.best_loss, "prompt": r.best_prompt}
         print(name, out[name], flush=True)
@@ -229,7 +252,7 @@ def main() -> None:
     parser.add_argument("--targets", type=int, default=6)
     parser.add_argument("--steps", type=int, default=40)
     parser.add_argument("--every", type=int, default=5)
-    parser.add_argument("--width", type=int, default=32, help="natural GCG candidates proposed per step")
+    parser.add_argument("--width", type=int, default=48, help="natural GCG candidates proposed per step")
     parser.add_argument("--gcg-width", type=int, default=64, help="plain / nanoGCG-style candidates per step")
     parser.add_argument("--top-k", dest="top_k", type=int, default=64)
     parser.add_argument("--budget", default="default", choices=("quick", "default"))
