@@ -72,16 +72,22 @@ def next_token_logprobs(model: nn.Module, head: HeadState, prompts: torch.Tensor
 
 
 @torch.no_grad()
-def prompt_ce(model: nn.Module, head: HeadState, prompts: torch.Tensor, *, batch_size: int = 64) -> torch.Tensor:
-    """prompts (B, L) long, L >= 1 -> mean negative log-prob of the prompt tokens, (B,) float."""
+def prompt_surprisal(model: nn.Module, head: HeadState, prompts: torch.Tensor, *, batch_size: int = 64) -> torch.Tensor:
+    """prompts (B, L) long, L >= 1 -> (B, L) float: -log P(p_j | head, p_<j) of every prompt token, in nats."""
     if prompts.ndim != 2 or prompts.shape[1] == 0:
         raise ValueError(f"prompts: expected shape (B, L) with L >= 1, got {tuple(prompts.shape)}")
     out = []
     for start in range(0, prompts.shape[0], batch_size):
         chunk = prompts[start : start + batch_size].to(head.first_logprobs.device)
         logprobs = next_token_logprobs(model, head, chunk[:, :-1])  # (b, L, V): position j predicts p_j
-        out.append(-logprobs.gather(-1, chunk.unsqueeze(-1)).squeeze(-1).mean(dim=1))
+        out.append(-logprobs.gather(-1, chunk.unsqueeze(-1)).squeeze(-1))
     return torch.cat(out).cpu()
+
+
+@torch.no_grad()
+def prompt_ce(model: nn.Module, head: HeadState, prompts: torch.Tensor, *, batch_size: int = 64) -> torch.Tensor:
+    """prompts (B, L) long, L >= 1 -> mean negative log-prob of the prompt tokens, (B,) float."""
+    return prompt_surprisal(model, head, prompts, batch_size=batch_size).mean(dim=1)
 
 
 def prompt_ce_and_grad(

@@ -5,6 +5,7 @@ Public API (stable):
     KV = tuple[tuple[Tensor, Tensor], ...]           # per block 0..layer: (keys, values), each (B, heads, T, head_dim)
     run_to_layer(model, layer, *, input_ids=None, inputs_embeds=None, attention_mask=None, position_ids=None,
                  past=None) -> (hidden (B, T, d) = raw output of block `layer`, KV of blocks 0..layer, past + new)
+    run_to_layers(model, layers, *, ...same keywords...) -> ({layer: hidden (B, T, d)}, KV of blocks 0..max(layers))
     packed_mask(past_len, lengths, dtype, device) -> (1, 1, T, past_len + T) additive mask for packed segments
     expand_kv(kv, batch) -> KV                       # broadcast a batch-1 KV to `batch` rows (no copy)
     repeat_kv_rows(kv, times) -> KV                  # (B, ...) -> (B*times, ...), each row repeated `times` in a row
@@ -43,6 +44,33 @@ from realize.data.chat import ChatLayout
 KV = tuple[tuple[torch.Tensor, torch.Tensor], ...]
 
 
+def run_to_layers(
+    model: nn.Module,
+    layers: Sequence[int],
+    *,
+    input_ids: torch.Tensor | None = None,
+    inputs_embeds: torch.Tensor | None = None,
+    attention_mask: torch.Tensor | None = None,
+    position_ids: torch.Tensor | None = None,
+    past: KV | None = None,
+) -> tuple[dict[int, torch.Tensor], KV]:
+    """Run new tokens (B, T) after an optional cached `past` (B rows, P tokens) up to the deepest of `layers`.
+
+    attention_mask is None (causal), (B, P + T) with 1 for real tokens (right padding), or a prepared 4D additive
+    mask (B or 1, 1, T, P + T) that transformers passes through as is; position_ids (B or 1, T) default to
+    P..P+T-1. Returns the raw output of every block in `layers` for the new tokens ({layer: (B, T, d)}) and the
+    KV of blocks 0..max(layers) for all P + T tokens. Gradients flow through inputs_embeds and through `past`.
+    The forward is `data.activations.block_outputs` (later blocks, the final norm and the LM head never run)
+    with a fresh `DynamicCache` holding `past`.
+    """
+    deepest = max(layers)
+    cache = DynamicCache(ddp_cache_data=list(past)) if past else DynamicCache(config=model.config)
+    hidden = block_outputs(model, list(layers), input_ids=input_ids, inputs_embeds=inputs_embeds,
+                           attention_mask=attention_mask, position_ids=position_ids, cache=cache)
+    kv = tuple((cache.layers[i].keys, cache.layers[i].values) for i in range(deepest + 1))
+    return hidden, kv
+
+
 def run_to_layer(
     model: nn.Module,
     layer: int,
@@ -53,20 +81,11 @@ def run_to_layer(
     position_ids: torch.Tensor | None = None,
     past: KV | None = None,
 ) -> tuple[torch.Tensor, KV]:
-    """Run new tokens (B, T) after an optional cached `past` (B rows, P tokens) up to block `layer`.
-
-    attention_mask is None (causal), (B, P + T) with 1 for real tokens (right padding), or a prepared 4D additive
-    mask (B or 1, 1, T, P + T) that transformers passes through as is; position_ids (B or 1, T) default to
-    P..P+T-1. Returns the raw output of block `layer` for the new tokens (B, T, d) and the KV of blocks 0..layer
-    for all P + T tokens. Gradients flow through inputs_embeds and through `past`. The forward is
-    `data.activations.block_outputs` (later blocks, the final norm and the LM head never run) with a fresh
-    `DynamicCache` holding `past`.
-    """
-    cache = DynamicCache(ddp_cache_data=list(past)) if past else DynamicCache(config=model.config)
-    hidden = block_outputs(model, [layer], input_ids=input_ids, inputs_embeds=inputs_embeds,
-                           attention_mask=attention_mask, position_ids=position_ids, cache=cache)[layer]
-    kv = tuple((cache.layers[i].keys, cache.layers[i].values) for i in range(layer + 1))
-    return hidden, kv
+    """`run_to_layers` for one block: (raw output of block `layer` for the new tokens (B, T, d), KV of blocks
+    0..layer for all P + T tokens)."""
+    hidden, kv = run_to_layers(model, (layer,), input_ids=input_ids, inputs_embeds=inputs_embeds,
+                               attention_mask=attention_mask, position_ids=position_ids, past=past)
+    return hidden[layer], kv
 
 
 def packed_mask(past_len: int, lengths: Sequence[int], dtype: torch.dtype, device: torch.device) -> torch.Tensor:

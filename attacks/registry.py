@@ -1,6 +1,6 @@
 """The attacks by name, each with its entry point and config class (the CLI and the library dispatch through it).
 
-    ATTACKS: dict[str, AttackSpec]       # "gcg", "beam", "fluent", "relaxed", "random", "retrieval"
+    ATTACKS: dict[str, AttackSpec]       # "natural", "gcg", "beam", "fluent", "relaxed", "random", "retrieval"
     spec = ATTACKS["gcg"]
     result = spec.run(objective, lm, layout, spec.config(steps=50), init=None)
 
@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from realize.attacks import baselines, beam, fluent, gcg, relaxed
+from realize.attacks import baselines, beam, fluent, gcg, natural, relaxed
 from realize.attacks.base import Attack
 
 __all__ = ["ATTACKS", "AttackSpec"]
@@ -30,6 +30,7 @@ class AttackSpec:
 
 
 ATTACKS: dict[str, AttackSpec] = {
+    "natural": AttackSpec(natural.run, natural.NaturalConfig, takes_init=True, needs_layout=True),
     "gcg": AttackSpec(gcg.run, gcg.GCGConfig, takes_init=True, needs_layout=False),
     "beam": AttackSpec(beam.run, beam.BeamConfig, takes_init=False, needs_layout=True),
     "fluent": AttackSpec(fluent.run, fluent.FluentConfig, takes_init=True, needs_layout=True),

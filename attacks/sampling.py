@@ -9,6 +9,14 @@ Public API (stable):
     random_candidates(n, length, *, mask, generator) -> (n, length)
     retokenization_filter(tokenizer, layout | None, candidates (B, L), *, context=()) -> (B,) bool
     dedupe(candidates (B, L), seen: set[tuple[int, ...]]) -> (B', L)
+    token_strings(tokenizer, vocab_size=None) -> list[str]           # each id decoded alone ("" if unknown)
+    word_token_masks(strings) -> (first (V,), inner (V,)) bool        # tokens that are a whole word
+    word_spans(strings of a prompt's tokens) -> list[(start, end)]    # the prompt's words as token spans
+
+Words (for searches that keep words whole): a token starts a word when it is the first one, begins with
+whitespace, or begins with punctuation other than an apostrophe or hyphen (so "'t", "-like" continue a word).
+A whole-word token is, at the prompt's first position, letters only (no leading space: the chat turn starts
+there); elsewhere, a space followed by letters only, or one punctuation mark (`PUNCTUATION`).
 
 All randomness comes from the `generator` argument (a CPU torch.Generator), so a seed fixes every draw.
 """
@@ -23,9 +31,11 @@ from transformers import PreTrainedTokenizerBase
 from realize.data.chat import ChatLayout
 
 __all__ = [
-    "allowed_token_mask", "dedupe", "delete_candidates", "insert_candidates", "random_candidates",
-    "retokenization_filter", "sample_candidates",
+    "PUNCTUATION", "allowed_token_mask", "dedupe", "delete_candidates", "insert_candidates", "random_candidates",
+    "retokenization_filter", "sample_candidates", "token_strings", "word_spans", "word_token_masks",
 ]
+
+PUNCTUATION = (",", ".", "?", "!", ":", ";")  # tokens that count as a whole word after the first position
 
 
 def allowed_token_mask(
@@ -157,3 +167,35 @@ def dedupe(candidates: torch.Tensor, seen: set[tuple[int, ...]]) -> torch.Tensor
         local.add(key)
         keep.append(i)
     return candidates[keep]
+
+
+def token_strings(tokenizer: PreTrainedTokenizerBase, vocab_size: int | None = None) -> list[str]:
+    """Each id 0..V-1 decoded on its own (V = `vocab_size` or len(tokenizer)); "" for special and unknown ids."""
+    size = int(vocab_size if vocab_size is not None else len(tokenizer))
+    n = min(size, len(tokenizer))
+    special = set(tokenizer.all_special_ids) | set(getattr(tokenizer, "added_tokens_decoder", {}) or {})
+    texts = tokenizer.batch_decode([[i] for i in range(n)], clean_up_tokenization_spaces=False)
+    return [("" if i in special else t) for i, t in enumerate(texts)] + [""] * (size - n)
+
+
+def _letters(text: str) -> bool:
+    return text.isascii() and text.isalpha()
+
+
+def word_token_masks(strings: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
+    """strings (V,) from `token_strings` -> (first, inner), each (V,) bool: tokens that are a whole word at the
+    prompt's first position (letters only) and after it (a space then letters only, or one punctuation mark)."""
+    first = torch.tensor([_letters(t) for t in strings], dtype=torch.bool)
+    inner = torch.tensor([(t[:1] == " " and _letters(t[1:])) or t in PUNCTUATION for t in strings],
+                         dtype=torch.bool)
+    return first, inner
+
+
+def _starts_word(text: str) -> bool:
+    return bool(text) and (text[0].isspace() or (not text[0].isalnum() and text[0] not in "'-"))
+
+
+def word_spans(strings: Sequence[str]) -> list[tuple[int, int]]:
+    """The decoded tokens of one prompt -> its words as [start, end) token spans, in order, covering every token."""
+    starts = [i for i, t in enumerate(strings) if i == 0 or _starts_word(t)]
+    return [(a, b) for a, b in zip(starts, [*starts[1:], len(strings)], strict=True)]

@@ -1,7 +1,7 @@
 """One audit target: search for prompts on optimization contexts, choose on selection contexts, measure on test.
 
 - `search`: the best corpus prompts by the activation objective on the optimization contexts (retrieval, one matrix
-  product over the cached corpus shifts), plus the fluent Pareto search's frontier.
+  product over the cached corpus shifts), plus the frontier of natural GCG started from the best of them.
 - `judge`: every candidate re-measured on selection contexts (specific cosine only: it chooses) and on test
   contexts (raw and specific cosine, per-position cosine, norm ratio, FVE), and scored for naturalness.
 - `pick`: the highest *selection* specific cosine among prompts at or above the realism threshold. Its test numbers
@@ -20,8 +20,8 @@ from pathlib import Path
 import torch
 
 from realize.attacks.beam import BeamConfig
-from realize.attacks.fluent import FluentConfig
-from realize.attacks.fluent import run as fluent_run
+from realize.attacks.natural import NaturalConfig
+from realize.attacks.natural import run as natural_run
 from realize.attacks.objectives import ActivationObjectiveConfig, ActivationShiftObjective, estimate_generic
 from realize.audit_types import PromptScore
 from realize.config import SearchBudget
@@ -131,8 +131,9 @@ def retrieve(setting: AuditSetting, target: torch.Tensor, keep: int,
 def search(setting: AuditSetting, target: torch.Tensor, budget: SearchBudget, *, seed: int,
            exclude_clusters: Sequence[str] = (), retrieval: bool = True) -> list[Candidate]:
     """Candidate prompts for `target` = a*v (d,), unique ids. With `retrieval` (the audit's search): the best corpus
-    prompts, then the fluent search started from the best of them (a natural start). Without it (what the search
-    alone does, reported for positives): the fluent search started from the LM-guided beam's prompt."""
+    prompts, then natural GCG (word-level moves, fluency budget; `realize.attacks.natural`) from each of the best
+    `budget.starts` of them. Without it (what the search alone does, reported for positives): natural GCG from
+    the LM-guided beam's prompt."""
     lm = setting.lm
     candidates = retrieve(setting, target, budget.keep_retrieval, exclude_clusters) if retrieval else []
     objective = ActivationShiftObjective(
@@ -140,16 +141,15 @@ def search(setting: AuditSetting, target: torch.Tensor, budget: SearchBudget, *,
         [encode(lm.tokenizer, c) for c in setting.contexts.optimization], generic=setting.generic_opt,
         config=ActivationObjectiveConfig(),
     )
-    config = FluentConfig(
-        lambdas=budget.lambdas, steps=budget.fluent_steps, width=budget.fluent_width,
-        max_frontier=budget.max_frontier, seed=seed, restart_every=max(budget.fluent_steps // 3, 1),
-        init_beam=BeamConfig(beam_width=budget.beam_width, samples_per_beam=budget.beam_samples,
-                             length=budget.beam_length, seed=seed),
-    )
-    start = candidates[0][0] if candidates else None
-    fluent = fluent_run(objective, lm, setting.layout, config, init=start)
-    attack = "fluent" if retrieval else "fluent-from-beam"
-    candidates += [(point.ids, attack) for point in fluent.frontier]
+    beam = BeamConfig(beam_width=budget.beam_width, samples_per_beam=budget.beam_samples,
+                      length=budget.beam_length, seed=seed)
+    starts: list[tuple[int, ...] | None] = [ids for ids, _ in candidates[: budget.starts]] or [None]
+    attack = "natural" if retrieval else "natural-from-beam"
+    for i, start in enumerate(starts):
+        config = NaturalConfig(steps=budget.steps, width=budget.width, max_frontier=budget.max_frontier,
+                               seed=seed + i, init_beam=beam)
+        result = natural_run(objective, lm, setting.layout, config, init=start)
+        candidates += [(point.ids, attack) for point in result.frontier]
     return unique(candidates)
 
 

@@ -8,7 +8,8 @@ sets and `behavior_test_contexts` of the test set; on each, the steered model's 
    (probability change, averaged over the behavior optimization contexts) is cached once per (model, placement,
    contexts) (`prompt_effects`); the vector's own effect there ranks them by cosine (one matrix product), and the
    best `behavior_probe` are scored with the real objective (KL along the steered continuations);
-2. fluent search (`realize.attacks.fluent`) on the behavior objective, started from the best of them;
+2. natural GCG (`realize.attacks.natural`: whole-word moves under a fluency budget) on the behavior objective,
+   started from the best of them;
 3. judging: every candidate's recovery on selection contexts (it chooses) and on test contexts (it is reported),
    with effect sizes and the direction of the effect (`realize.scorers.behavior.measure_prompts`).
 """
@@ -23,8 +24,8 @@ import torch
 
 from realize.attacks.baselines import RetrievalConfig, natural_retrieval
 from realize.attacks.behavior_objective import BehaviorObjective
-from realize.attacks.fluent import FluentConfig
-from realize.attacks.fluent import run as fluent_run
+from realize.attacks.natural import NaturalConfig
+from realize.attacks.natural import run as natural_run
 from realize.audit_search import AuditSetting, Candidate, unique
 from realize.audit_types import BehaviorScore
 from realize.config import SearchBudget
@@ -56,16 +57,15 @@ def retrieve_by_behavior(setting: AuditSetting, effects: PromptEffects, opt: Seq
 
 def search_behavior(setting: AuditSetting, effects: PromptEffects, opt: Sequence[SteeredContext],
                     budget: SearchBudget, *, seed: int, exclude_clusters: Sequence[str] = ()) -> list[Candidate]:
-    """Candidates for the behavior axis: retrieved by behavior, then the fluent search on the behavior objective."""
+    """Candidates for the behavior axis: retrieved by behavior, then natural GCG on the behavior objective."""
     lm = setting.lm
     objective = BehaviorObjective(lm.model, lm.tokenizer, setting.layout, opt)
     candidates = retrieve_by_behavior(setting, effects, opt, objective, budget, exclude_clusters)
-    if candidates and budget.behavior_steps > 0:
-        config = FluentConfig(lambdas=budget.lambdas, steps=budget.behavior_steps, width=budget.behavior_width,
-                              max_frontier=budget.max_frontier, seed=seed,
-                              restart_every=max(budget.behavior_steps // 2, 1))
-        fluent = fluent_run(objective, lm, setting.layout, config, init=candidates[0][0])
-        candidates += [(point.ids, "fluent") for point in fluent.frontier]
+    if candidates:
+        config = NaturalConfig(steps=budget.behavior_steps, width=budget.behavior_width,
+                               max_frontier=budget.max_frontier, seed=seed)
+        result = natural_run(objective, lm, setting.layout, config, init=candidates[0][0])
+        candidates += [(point.ids, "natural") for point in result.frontier]
     return unique(candidates)
 
 

@@ -19,31 +19,37 @@ from realize.verdict import VerdictThresholds
 
 @dataclass(frozen=True, kw_only=True)
 class SearchBudget:
-    """Search effort per target."""
+    """Search effort per target (every target and control of an audit runs the same): natural GCG
+    (`realize.attacks.natural`) from the best retrieved corpus prompts, or from the LM-guided beam's prompt when
+    retrieval is off."""
 
-    fluent_steps: int  # fluent search swap steps
-    fluent_width: int  # candidates per fluency weight per step
-    lambdas: tuple[float, ...]  # fluency weights of the population
+    steps: int  # natural GCG steps per start
+    width: int  # candidates proposed per step
+    starts: int  # natural GCG runs, from the best `starts` retrieved prompts (retrieval off: one, from the beam)
     beam_width: int  # beam initializer (searches without retrieval only): prompts kept
     beam_samples: int  # beam initializer: samples per kept prompt
     beam_length: int  # beam initializer: max prompt tokens
     keep_retrieval: int  # best retrieved corpus prompts carried to evaluation
-    max_frontier: int  # fluent frontier points carried to evaluation
+    max_frontier: int  # natural GCG frontier points carried to evaluation, per start
     behavior_probe: int  # behavior axis: corpus prompts scored with the objective after the effect ranking
-    behavior_steps: int  # behavior axis: fluent swap steps on the behavior objective
-    behavior_width: int  # behavior axis: candidates per fluency weight per step
+    behavior_steps: int  # behavior axis: natural GCG steps on the behavior objective
+    behavior_width: int  # behavior axis: candidates per step
+
+    def __post_init__(self) -> None:
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{f.name}: expected an int >= 1, got {value!r}")
 
 
 BUDGETS: dict[str, SearchBudget] = {
-    "quick": SearchBudget(fluent_steps=6, fluent_width=12, lambdas=(0.0, 0.1), beam_width=4, beam_samples=8,
-                          beam_length=8, keep_retrieval=4, max_frontier=8, behavior_probe=12, behavior_steps=2,
-                          behavior_width=8),
-    "default": SearchBudget(fluent_steps=10, fluent_width=16, lambdas=(0.0, 0.1), beam_width=5, beam_samples=8,
-                            beam_length=10, keep_retrieval=6, max_frontier=10, behavior_probe=24, behavior_steps=4,
-                            behavior_width=8),
-    "thorough": SearchBudget(fluent_steps=40, fluent_width=24, lambdas=(0.0, 0.01, 0.03, 0.1, 0.3),
-                             beam_width=8, beam_samples=16, beam_length=12, keep_retrieval=10, max_frontier=24,
-                             behavior_probe=64, behavior_steps=12, behavior_width=16),
+    "quick": SearchBudget(steps=12, width=32, starts=1, beam_width=4, beam_samples=8, beam_length=8,
+                          keep_retrieval=4, max_frontier=6, behavior_probe=12, behavior_steps=2, behavior_width=8),
+    "default": SearchBudget(steps=24, width=48, starts=1, beam_width=5, beam_samples=8, beam_length=10,
+                            keep_retrieval=6, max_frontier=8, behavior_probe=24, behavior_steps=4, behavior_width=8),
+    "thorough": SearchBudget(steps=40, width=48, starts=2, beam_width=8, beam_samples=16, beam_length=12,
+                             keep_retrieval=10, max_frontier=12, behavior_probe=64, behavior_steps=12,
+                             behavior_width=16),
 }
 
 # Everything a budget name sets besides the search itself. Controls: `n_null` nulls drawn from the layer's natural

@@ -39,6 +39,8 @@ SMALL = {  # CPU-seconds configs for the tiny model
                    init_beam=BeamConfig(beam_width=2, samples_per_beam=3, length=3)),
     "relaxed": dict(length=4, steps=3, polish_steps=1, polish=GCGConfig(width=6, top_k=6)),
     "random": dict(steps=2, width=8, length=4),
+    "natural": dict(steps=2, width=8, top_k=8, lm_top_k=16, max_ce=50.0, max_surprisal=50.0,
+                    init_beam=BeamConfig(beam_width=2, samples_per_beam=3, length=3)),
     "retrieval": dict(prompts=("You are a pirate.", "Explain it like I am five.", "Please answer briefly."), keep=2),
 }
 
@@ -57,7 +59,7 @@ def objective(tiny: LoadedModel):
 
 
 def test_registry_covers_every_attack_with_its_config() -> None:
-    assert set(ATTACKS) == {"gcg", "beam", "fluent", "relaxed", "random", "retrieval"} == set(SMALL)
+    assert set(ATTACKS) == {"natural", "gcg", "beam", "fluent", "relaxed", "random", "retrieval"} == set(SMALL)
     for spec in ATTACKS.values():
         assert isinstance(spec, AttackSpec) and dataclasses.is_dataclass(spec.config)
         assert spec.config.__dataclass_params__.frozen
@@ -80,7 +82,7 @@ def test_every_attack_runs_and_returns_typed_results(tiny: LoadedModel, objectiv
     assert isinstance(result, AttackResult) and result.attack == name and result.best_ids
     assert result.best_loss == pytest.approx(float(objective.losses(torch.tensor([result.best_ids]))[0]), abs=1e-4)
     assert all(isinstance(p, FrontierPoint) for p in result.frontier)
-    assert bool(result.frontier) == (name in {"fluent", "retrieval"})
+    assert bool(result.frontier) == (name in {"fluent", "natural", "retrieval"})
     json.dumps([dataclasses.asdict(p) for p in result.frontier])  # the optimize command writes them as JSON
     start = encode(tiny.tokenizer, "Please answer")
     if spec.takes_init:

@@ -254,3 +254,16 @@ def test_optimize_cli_tokenizer_without_chat_template(tmp_path, tiny):
     assert json.loads((tmp_path / "o.json").read_text())["best_ids"]
     with pytest.raises(UserInputError, match="chat template"):
         _cli([*argv, "--placement", "system"])
+
+
+def test_optimize_cli_default_is_natural_from_retrieval(tmp_path, tiny_dir):
+    """Without --attack: natural GCG started from the best prompt of the retrieval corpus (--prompts)."""
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("Write a short poem about the sea.\nYou are a pirate.\n", encoding="utf-8")
+    out = tmp_path / "run.json"
+    argv = ["optimize", str(_vector(tmp_path)), "--model", str(tiny_dir), "--prompts", str(prompts), "--steps", "2",
+            "--width", "8", "--contexts", "2", "--heldout", "2", "--quiet", "--out", str(out)]
+    assert _cli(argv) == 0
+    data = json.loads(out.read_text())
+    assert data["attack"] == "natural" and data["config"]["attack"]["init_from"] == "retrieval"
+    assert data["config"]["attack"]["init_prompt_text"] in {"Write a short poem about the sea.", "You are a pirate."}

@@ -1,5 +1,7 @@
 """`realize optimize VECTOR --layer I --scale A --out run.json`: search for a prompt whose activation shift at
-layer I reproduces a*v, then evaluate the best prompt on held-out contexts.
+layer I reproduces a*v, then evaluate the best prompt on held-out contexts. The default search is the strongest one,
+`--attack natural` (GCG with whole-word moves and a fluency budget) started from the best natural prompt of the
+retrieval corpus.
 
 Attacks are dispatched through `realize.attacks.ATTACKS` (name -> entry point with the one signature
 `run(objective, lm, layout, config, *, init=None)` and its config class); this command only maps flags onto the
@@ -46,7 +48,7 @@ def attack_config(name: str, args: argparse.Namespace) -> Any:
         "early_stop_loss": args.early_stop, "show_progress": not args.quiet,
     }
     values = {k: v for k, v in flags.items() if k in fields and v is not None}
-    if name == "fluent":
+    if name in ("fluent", "natural"):
         values["init_beam"] = attack_config("beam", args)
         if args.top_k is not None:
             values["lm_top_k"] = max(64, args.top_k)
@@ -70,11 +72,14 @@ def _with_start(result: AttackResult, start: AttackResult | None) -> AttackResul
 def run_attack(args: argparse.Namespace, objective: ActivationShiftObjective, lm: LoadedModel,
                layout: ChatLayout) -> AttackResult:
     """--attack from --init (text) or --init-from (the best prompt of retrieval or beam search), or its default
-    start."""
+    start (natural: the best prompt of retrieval, i.e. a natural start)."""
     start = None
     init = None if args.init is None else encode(lm.tokenizer, args.init)
-    if args.init_from is not None:
-        start = ATTACKS[args.init_from].run(objective, lm, layout, attack_config(args.init_from, args))
+    init_from = args.init_from
+    if init_from is None and args.init is None and args.attack == "natural":
+        init_from = "retrieval"
+    if init_from is not None:
+        start = ATTACKS[init_from].run(objective, lm, layout, attack_config(init_from, args))
         init = start.best_ids
     spec = ATTACKS[args.attack]
     result = spec.run(objective, lm, layout, attack_config(args.attack, args), init=init)
@@ -85,17 +90,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("optimize", help="search for a prompt that reproduces a steering vector's shift")
     p.add_argument("vector", metavar="VECTOR", help="vector file (.safetensors, .pt, .gguf, .npy)")
     p.add_argument("--out", required=True, help="output JSON path (written atomically)")
-    p.add_argument("--attack", default="gcg", help=f"search method: {', '.join(ATTACKS)} (default gcg)")
+    p.add_argument("--attack", default="natural",
+                   help=f"search method: {', '.join(ATTACKS)} (default natural: GCG with whole-word moves and a "
+                        "fluency budget, from the best natural prompt of --prompts)")
     p.add_argument("--index", type=int, default=0, help="which vector of a multi-vector file (default 0)")
     p.add_argument("--steps", type=int, default=60, help="optimization steps (default 60)")
-    p.add_argument("--width", type=int, default=None, help="candidates per step (default 64 CPU / 512 GPU)")
+    p.add_argument("--width", type=int, default=None,
+                   help="candidates per step (default: natural 32; gcg 64 CPU / 512 GPU)")
     p.add_argument("--top-k", "--topk", dest="top_k", type=int, default=None,
                    help="top-k tokens per position (default 64 CPU / 256 GPU)")
     p.add_argument("--length", type=int, default=12, help="initial prompt length in tokens (default 12)")
     p.add_argument("--init", default=None, help="start prompt text (default: the attack's own start)")
     p.add_argument("--init-from", choices=("retrieval", "beam"), default=None,
                    help=f"{'/'.join(_takers())}: start from the best natural prompt (--prompts corpus) or the beam "
-                        "search's prompt")
+                        "search's prompt (default: retrieval for natural, the attack's own start for the others)")
     p.add_argument("--early-stop", type=float, default=None, help="stop once the loss is at most this")
     p.add_argument("--placement", choices=PLACEMENTS, default="prefix", help="where the prompt goes (default prefix)")
     p.add_argument("--contexts", type=int, default=8, help="optimization contexts (default 8)")
