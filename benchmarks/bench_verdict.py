@@ -28,12 +28,12 @@ from realize.audit_search import ContextSplit
 from realize.cli import main as realize_main
 from realize.config import AuditConfig
 from realize.audit_batch import model_fingerprint
-from realize.corpus_shifts import corpus_shifts, mean_shifts
+from realize.corpus_shifts import corpus_shifts, corpus_shifts_at, mean_shifts, mean_shifts_at
 from realize.data.chat import chat_layout
 from realize.data.corpora import load_corpus, read_clustered_file
 from realize.data.models import cache_root, load_model
 from realize.data.results_dataset import read_rows
-from realize.data.vectors import SteeringVector, save_safetensors
+from realize.data.vectors import SteeringVector, save_control_vector_gguf, save_safetensors
 from realize.targets import isotropic_nulls, natural_nulls
 
 HERE = Path(__file__).resolve().parent
@@ -75,6 +75,31 @@ def build_vectors(layer: int, n_targets: int, config: AuditConfig, seed: int) ->
     return vectors
 
 
+def build_multilayer(layers: list[int], config: AuditConfig, seed: int, folder: Path) -> list[str]:
+    """Two repeng-style GGUF control vectors at `layers`: the per-layer mean shifts of the first held-out target
+    (a natural steer at every layer at once), and random directions from each layer's natural shift distribution at
+    the same per-layer norms."""
+    lm = load_model()
+    layout = chat_layout(lm.tokenizer, "prefix")
+    target = read_clustered_file(HERE / "heldout_targets.tsv")[0]
+    shifts = mean_shifts_at(lm, layout, layers, [target.prompt], unused_contexts(config, 8))
+    split = ContextSplit.of(load_corpus("contexts"), config.n_opt_contexts, config.n_selection, config.n_test,
+                            config.seed)
+    corpora = corpus_shifts_at(lm, layout, layers, split.optimization, fingerprint=model_fingerprint(lm),
+                               cache_dir=cache_root() / "corpus_shifts")
+    gen = torch.Generator().manual_seed(seed + 777)
+    natural = {i: shifts[i][0] for i in layers}
+    random = {i: natural_nulls(corpora[i].shifts[corpora[i].select("natural_prompts")[0]], 1,
+                               float(natural[i].norm()), gen)[0] for i in layers}
+    files = []
+    for name, directions in (("multilayer-heldout", natural), ("multilayer-random", random)):
+        path = folder / f"{name}.gguf"
+        save_control_vector_gguf(SteeringVector(directions=directions, scale=1.0, name=name), path,
+                                 model_hint=lm.name)
+        files.append(str(path))
+    return files
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--layer", type=int, default=7)
@@ -82,6 +107,8 @@ def main() -> None:
     parser.add_argument("--targets", type=int, default=4)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default="runs/bench-verdict")
+    parser.add_argument("--multilayer", default="", help="e.g. 6,7,8,9,10,11,12: also audit two 7-layer GGUF "
+                        "control vectors (a held-out prompt's per-layer shifts; random per-layer directions)")
     args = parser.parse_args()
     out = Path(args.out)
     config = AuditConfig(budget=args.budget, seed=args.seed)
@@ -92,6 +119,9 @@ def main() -> None:
         for vector in build_vectors(args.layer, args.targets, config, args.seed):
             files.append(str(folder / f"{vector.name}.safetensors"))  # one file each: a file has one scale/notes
             save_safetensors([vector], files[-1])
+        if args.multilayer:
+            files += build_multilayer([int(x) for x in args.multilayer.split(",")], config, args.seed, folder)
+    files += sorted(str(p) for p in folder.glob("*.gguf") if str(p) not in files)
     start = time.perf_counter()
     code = realize_main(["audit", *files, "--budget", args.budget, "--seed",
                          str(args.seed), "--out", str(out / "audit"), "--quiet", "--overwrite"])

@@ -27,7 +27,8 @@ FEATURES = datasets.Features(
         "kind": datasets.Value("string"),  # "vector" | "null" | "null-isotropic" (random directions) | "positive"
         "axis": datasets.Value("string"),  # "activation": the prompt's shift at the layer; "behavior": its outputs
         "model": datasets.Value("string"),
-        "layer": datasets.Value("int32"),
+        "layer": datasets.Value("int32"),  # the deepest layer of the steer
+        "layers": datasets.Sequence(datasets.Value("int32")),  # every layer it acts at (one for most vectors)
         "scale": datasets.Value("float32"),
         "target_norm": datasets.Value("float32"),  # |scale * v|
         "method": datasets.Value("string"),
@@ -42,6 +43,7 @@ FEATURES = datasets.Features(
         "per_position_cos": datasets.Value("float32"),
         "norm_ratio": datasets.Value("float32"),
         "fve": datasets.Value("float32"),  # 1 - |s - t|^2 / |t|^2
+        "per_layer_specific_cos": datasets.Sequence(datasets.Value("float32")),  # several layers: per layer
         "perplexity": datasets.Value("float32"),
         "worst_window_perplexity": datasets.Value("float32"),
         "realism": datasets.Value("float32"),

@@ -13,14 +13,14 @@ This module is for evaluation (many prompts, no gradients); attacks have their o
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from realize.data.activations import block_output
+from realize.data.activations import block_outputs
 from realize.data.chat import ChatLayout
 
 
@@ -62,28 +62,66 @@ def pad_right(rows: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor,
 
 
 @torch.no_grad()
-def aligned_activations(
+def aligned_activations_at(
     model: nn.Module,
     layout: ChatLayout,
     prompt: Sequence[int] | None,
     contexts: Sequence[Sequence[int]],
-    layer: int,
+    layers: Sequence[int],
     *,
     pad_id: int = 0,
     batch_size: int = 32,
-) -> list[torch.Tensor]:
-    """Block `layer` outputs at the aligned positions, one (n_k, d) tensor per context."""
+) -> dict[int, list[torch.Tensor]]:
+    """Per layer, the block outputs at the aligned positions, one (n_k, d) tensor per context (one forward for all
+    layers, stopped after the deepest)."""
     placed = [layout.place(prompt, ctx) for ctx in contexts]
-    out: list[torch.Tensor] = []
+    out: dict[int, list[torch.Tensor]] = {i: [] for i in layers}
     for start in range(0, len(placed), batch_size):
         chunk = placed[start : start + batch_size]
         ids, mask = pad_right([p.ids for p in chunk], pad_id)
-        hidden = block_output(model, layer, ids, mask)
-        out.extend(hidden[b, list(p.aligned)].float() for b, p in enumerate(chunk))
+        hidden = block_outputs(model, list(layers), input_ids=ids, attention_mask=mask)
+        for i in layers:
+            out[i].extend(hidden[i][b, list(p.aligned)].float() for b, p in enumerate(chunk))
     return out
 
 
+def aligned_activations(model: nn.Module, layout: ChatLayout, prompt: Sequence[int] | None,
+                        contexts: Sequence[Sequence[int]], layer: int, *, pad_id: int = 0,
+                        batch_size: int = 32) -> list[torch.Tensor]:
+    """Block `layer` outputs at the aligned positions, one (n_k, d) tensor per context."""
+    return aligned_activations_at(model, layout, prompt, contexts, [layer], pad_id=pad_id, batch_size=batch_size)[layer]
+
+
 @torch.no_grad()
+def prompt_shifts_at(
+    model: nn.Module,
+    layout: ChatLayout,
+    prompts: Sequence[Sequence[int]],
+    contexts: Sequence[Sequence[int]],
+    layers: Sequence[int],
+    *,
+    base: Mapping[int, Sequence[torch.Tensor]] | None = None,
+    pad_id: int = 0,
+    batch_size: int = 32,
+) -> dict[int, list[list[torch.Tensor]]]:
+    """Per layer, per-position deltas for many prompts: result[i][p][k] is (n_k, d) = h_i(prompt p + c_k) - h_i(c_k)
+    at the aligned positions (one forward per batch for all layers). `base` (from `aligned_activations_at(...,
+    prompt=None)`) is computed when not given."""
+    if base is None:
+        base = aligned_activations_at(model, layout, None, contexts, layers, pad_id=pad_id, batch_size=batch_size)
+    pairs = [(p, k) for p in range(len(prompts)) for k in range(len(contexts))]
+    result = {i: [[torch.empty(0)] * len(contexts) for _ in prompts] for i in layers}
+    for start in range(0, len(pairs), batch_size):
+        chunk = pairs[start : start + batch_size]
+        placed = [layout.place(prompts[p], contexts[k]) for p, k in chunk]
+        ids, mask = pad_right([x.ids for x in placed], pad_id)
+        hidden = block_outputs(model, list(layers), input_ids=ids, attention_mask=mask)
+        for i in layers:
+            for b, ((p, k), x) in enumerate(zip(chunk, placed, strict=True)):
+                result[i][p][k] = hidden[i][b, list(x.aligned)].float() - base[i][k]
+    return result
+
+
 def prompt_shifts(
     model: nn.Module,
     layout: ChatLayout,
@@ -97,18 +135,8 @@ def prompt_shifts(
 ) -> list[list[torch.Tensor]]:
     """Per-position deltas for many prompts: result[p][k] is (n_k, d) = h(prompt p + c_k) - h(c_k) at the aligned
     positions. `base` (from `aligned_activations(..., prompt=None)`) is computed when not given."""
-    if base is None:
-        base = aligned_activations(model, layout, None, contexts, layer, pad_id=pad_id, batch_size=batch_size)
-    pairs = [(p, k) for p in range(len(prompts)) for k in range(len(contexts))]
-    result: list[list[torch.Tensor]] = [[torch.empty(0)] * len(contexts) for _ in prompts]
-    for start in range(0, len(pairs), batch_size):
-        chunk = pairs[start : start + batch_size]
-        placed = [layout.place(prompts[p], contexts[k]) for p, k in chunk]
-        ids, mask = pad_right([x.ids for x in placed], pad_id)
-        hidden = block_output(model, layer, ids, mask)
-        for b, ((p, k), x) in enumerate(zip(chunk, placed, strict=True)):
-            result[p][k] = hidden[b, list(x.aligned)].float() - base[k]
-    return result
+    return prompt_shifts_at(model, layout, prompts, contexts, [layer], base=None if base is None else {layer: base},
+                            pad_id=pad_id, batch_size=batch_size)[layer]
 
 
 def mean_shift(deltas: Sequence[torch.Tensor]) -> torch.Tensor:

@@ -36,10 +36,10 @@ from realize.data.models import LoadedModel, cache_root
 from realize.data.vectors import SteeringVector
 from realize.judging import judge_all
 from realize.scorers.realism import RealismClassifier, load_classifier
-from realize.targets import Target, norm_bin, null_targets, positive_targets, vector_targets
+from realize.targets import Target, norm_bins, null_targets, positive_targets, vector_targets
 
 logger = logging.getLogger(__name__)
-CALIBRATION_VERSION = "2"  # bump when the search, the controls or what an item stores changes
+CALIBRATION_VERSION = "3"  # bump when the search, the controls or what an item stores changes
 
 
 def model_fingerprint(lm: LoadedModel) -> str:
@@ -61,8 +61,11 @@ def classifier_digest(classifier: RealismClassifier) -> str:
 
 @dataclass(frozen=True)
 class AuditPlan:
-    settings: Mapping[int, AuditSetting]  # layer -> shared contexts, generic directions, corpus shifts
-    targets: tuple[Target, ...]  # per layer: controls first, then that layer's vectors
+    settings: Mapping[tuple[int, ...], AuditSetting]  # layers -> shared contexts, generic directions, corpus shifts
+    targets: tuple[Target, ...]  # per set of layers: controls first, then its vectors
+
+    def setting(self, target: Target) -> AuditSetting:
+        return self.settings[target.layers]
 
 
 def plan_audit(lm: LoadedModel, vectors: Sequence[SteeringVector], config: AuditConfig,
@@ -81,19 +84,19 @@ def plan_audit(lm: LoadedModel, vectors: Sequence[SteeringVector], config: Audit
     behavior = None
     if "behavior" in config.axes:
         behavior = contexts.subset(config.behavior_contexts, config.behavior_contexts, config.behavior_test_contexts)
-    settings: dict[int, AuditSetting] = {}
+    settings: dict[tuple[int, ...], AuditSetting] = {}
     targets: list[Target] = []
     shifts_dir = cache_dir if cache_dir is not None else cache_root() / "corpus_shifts"
-    for layer in sorted({t.layer for t in vector_items}):
-        setting = make_setting(lm, layer, config.placement, contexts, classifier, config.thresholds.min_realism,
+    for layers in sorted({t.layers for t in vector_items}):
+        setting = make_setting(lm, layers, config.placement, contexts, classifier, config.thresholds.min_realism,
                                fingerprint=fingerprint, cache_dir=shifts_dir, behavior_contexts=behavior,
                                show_progress=config.show_progress)
-        settings[layer] = setting
-        layer_items = [t for t in vector_items if t.layer == layer]
-        controls = positive_targets(setting.corpus, layer, config, key)
-        for bin_index in sorted({norm_bin(float(t.goal.norm())) for t in layer_items}):
-            controls += null_targets(setting.corpus, layer, bin_index, config, key)
-        targets += controls + layer_items
+        settings[layers] = setting
+        items = [t for t in vector_items if t.layers == layers]
+        controls = positive_targets(setting.corpora, config, key)
+        for bins in sorted({norm_bins(t.goal) for t in items}):
+            controls += null_targets(setting.corpora, bins, config, key)
+        targets += controls + items
     return AuditPlan(settings, tuple(targets))
 
 
@@ -131,7 +134,7 @@ def audit_shard(
         if audit is not None:
             logger.info("%s: already audited (%s), skipped", target.name, store.path(target.vector_id))
         else:
-            audit = audit_target(plan.settings[target.layer], target, config)
+            audit = audit_target(plan.setting(target), target, config)
             store.save(audit)
             if control_cache is not None and target.kind != "vector":
                 control_cache.save(audit)

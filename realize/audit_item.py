@@ -24,12 +24,19 @@ from realize.distill import DistillConfig, train_distilled
 from realize.scorers.behavior import BehaviorConfig, measure_prompts
 from realize.scorers.manifold import manifold_share
 from realize.targets import Target
-from realize.verdict import ContextEvidence, MeanEvidence, magnitude
+from realize.verdict import ContextEvidence, LayersEvidence, MeanEvidence, magnitude_at
 
 logger = logging.getLogger(__name__)
 
 
-def _activation(setting: AuditSetting, target: Target, goal: torch.Tensor, config: AuditConfig) -> dict[str, object]:
+def _evidence(per_context: dict[int, torch.Tensor], goal: dict[int, torch.Tensor],
+              setting: AuditSetting) -> ContextEvidence | LayersEvidence:
+    parts = tuple(ContextEvidence.from_shifts(per_context[i], goal[i], setting.generic_test[i]) for i in sorted(goal))
+    return parts[0] if len(parts) == 1 else LayersEvidence(parts)
+
+
+def _activation(setting: AuditSetting, target: Target, goal: dict[int, torch.Tensor],
+                config: AuditConfig) -> dict[str, object]:
     candidates = search(setting, goal, config.search, seed=config.seed, exclude_clusters=target.exclude_clusters)
     scores, per_context = judge(setting, goal, candidates)
     floor = setting.min_realism
@@ -46,8 +53,7 @@ def _activation(setting: AuditSetting, target: Target, goal: torch.Tensor, confi
     return {
         "frontier": tuple(scores), "best": chosen(best_index),
         "best_unrelated": chosen(pick(scores, floor, attacks=("retrieval",))), "best_no_retrieval": best_no_retrieval,
-        "evidence": None if best_index is None else ContextEvidence.from_shifts(per_context[best_index], goal,
-                                                                                setting.generic_test),
+        "evidence": None if best_index is None else _evidence(per_context[best_index], goal, setting),
     }
 
 
@@ -102,14 +108,14 @@ def _behavior(setting: AuditSetting, target: Target, directions: dict[int, torch
 def audit_target(setting: AuditSetting, target: Target, config: AuditConfig) -> VectorAudit:
     """The evidence for one target (see module docstring)."""
     start = time.perf_counter()
-    direction, distill_losses = target.direction, None
+    directions, distill_losses = dict(target.directions), None
     if target.kind == "behavior-positive":
         distilled = train_distilled(setting.lm, setting.layout, target.prompt, target.layer,
                                     setting.contexts.optimization,
                                     DistillConfig(steps=config.distill_steps, tokens=config.behavior_tokens))
-        direction = distilled.vector.directions[target.layer]
+        directions = dict(distilled.vector.directions)
         distill_losses = (distilled.losses[0], distilled.losses[-1])
-    goal = target.scale * direction.float()
+    goal = {i: target.scale * v.float() for i, v in sorted(directions.items())}
     activation: dict[str, object] = {"frontier": (), "best": None, "best_unrelated": None,
                                      "best_no_retrieval": None, "evidence": None}
     if "activation" in target.axes:
@@ -117,18 +123,23 @@ def audit_target(setting: AuditSetting, target: Target, config: AuditConfig) -> 
     best = activation["best"]
     behavior = None
     if "behavior" in target.axes:
-        behavior = _behavior(setting, target, {target.layer: direction}, target.scale, config,
+        behavior = _behavior(setting, target, directions, target.scale, config,
                              best if isinstance(best, PromptScore) else None, distill_losses)
-    mag = magnitude(float(goal.norm()), target.scale, setting.corpus.natural_norms(),
-                    best.fve if isinstance(best, PromptScore) else None)
+    mag = magnitude_at({i: float(t.norm()) for i, t in goal.items()}, target.scale,
+                       {i: setting.corpora[i].natural_norms() for i in goal},
+                       best.fve if isinstance(best, PromptScore) else None)
     manifold: dict[str, float] = {}
     if target.kind == "vector" and config.manifold:
-        share = manifold_share(setting.lm, target.direction, target.layer)
-        manifold = {"share90": share.share90, "share99": share.share99,
-                    "random_share90": share.random_share90, "random_share99": share.random_share99}
+        for i, v in directions.items():
+            share = manifold_share(setting.lm, v, i)
+            suffix = "" if len(directions) == 1 else f"@L{i}"
+            manifold |= {f"share90{suffix}": share.share90, f"share99{suffix}": share.share99,
+                         f"random_share90{suffix}": share.random_share90,
+                         f"random_share99{suffix}": share.random_share99}
     return VectorAudit(
         vector_id=target.vector_id, name=target.name, source=target.source, kind=target.kind, axes=target.axes,
-        layer=target.layer, scale=target.scale, method=target.method, target_norm=float(goal.norm()),
+        layer=target.layer, layers=tuple(sorted(goal)), scale=target.scale, method=target.method,
+        target_norm=float(torch.linalg.vector_norm(torch.cat([goal[i] for i in sorted(goal)]))),
         magnitude=mag, min_realism=setting.min_realism, behavior=behavior, manifold=manifold,
         seconds=time.perf_counter() - start, **activation,  # type: ignore[arg-type]
     )

@@ -39,7 +39,8 @@ def _common(judged: JudgedAudit, axis: str, *, model: str, seed: int, budget: st
     cal, interval = judgement.calibration, judgement.score_interval
     return {
         "vector_id": audit.vector_id, "vector_name": audit.name, "source_file": audit.source, "kind": audit.kind,
-        "axis": axis, "model": model, "layer": audit.layer, "scale": audit.scale, "target_norm": audit.target_norm,
+        "axis": axis, "model": model, "layer": audit.layer, "layers": list(audit.layers), "scale": audit.scale,
+        "target_norm": audit.target_norm,
         "method": audit.method, "verdict": judgement.verdict, "direction_verdict": judgement.direction,
         "verdict_stability": judgement.stability, "null_percentile": cal.null_percentile if cal else NAN,
         "realizability_score": cal.score if cal else NAN, "score_low": interval[0] if interval else NAN,
@@ -72,6 +73,7 @@ def audit_rows(judged: JudgedAudit, *, model: str, seed: int, budget: str) -> li
                 "selection_specific_cos": score.selection_specific_cos, "cos_test": score.cos,
                 "specific_cos_test": score.specific_cos, "per_position_cos": score.per_position_cos,
                 "norm_ratio": score.norm_ratio, "fve": score.fve, "perplexity": score.perplexity,
+                "per_layer_specific_cos": [x[2] for x in score.per_layer],
                 "worst_window_perplexity": score.worst_window_perplexity, "realism": score.realism,
                 "behavior_recovery": _num(behavior),
             })
@@ -81,7 +83,8 @@ def audit_rows(judged: JudgedAudit, *, model: str, seed: int, budget: str) -> li
         verdicts = judged.behavior.prompt_verdicts
         for i, b in enumerate(axis.frontier):
             rows.append({
-                **common, **dict.fromkeys(_ACTIVATION_ONLY, NAN), "attack": b.attack, "prompt": b.prompt,
+                **common, **dict.fromkeys(_ACTIVATION_ONLY, NAN), "per_layer_specific_cos": [],
+                "attack": b.attack, "prompt": b.prompt,
                 "prompt_ids": list(b.ids), "is_best": axis.best is not None and b.ids == axis.best.ids,
                 "prompt_verdict": verdicts[i] if i < len(verdicts) else "",
                 "selection_recovery": b.selection_recovery, "recovery_test": b.recovery,
@@ -132,7 +135,7 @@ IDENTITY, PLAN, ITEMS = "audit.json", "plan.json", "items"
 
 def write_plan(out_dir: str | os.PathLike[str], targets: Sequence[Target]) -> None:
     """Record the planned items (ids, kinds, names, layers) in `plan.json`, atomically."""
-    items = [{"id": t.vector_id, "kind": t.kind, "name": t.name, "layer": t.layer} for t in targets]
+    items = [{"id": t.vector_id, "kind": t.kind, "name": t.name, "layers": list(t.layers)} for t in targets]
     write_text_atomic(Path(out_dir) / PLAN, json.dumps({"items": items}, indent=1) + "\n")
 
 

@@ -22,13 +22,13 @@ import torch
 from realize.attacks.beam import BeamConfig
 from realize.attacks.natural import NaturalConfig
 from realize.attacks.natural import run as natural_run
-from realize.attacks.objectives import ActivationObjectiveConfig, ActivationShiftObjective, estimate_generic
+from realize.attacks.objectives import ActivationObjectiveConfig, ActivationShiftObjective, estimate_generics
 from realize.audit_types import PromptScore
 from realize.config import SearchBudget
-from realize.corpus_shifts import CorpusShifts, corpus_shifts, retrieval_losses
+from realize.corpus_shifts import CorpusShifts, corpus_shifts_at, retrieval_losses
 from realize.data.chat import ChatLayout, Placement, chat_layout, encode
 from realize.data.models import LoadedModel, pad_id
-from realize.data.shift import aligned_activations, prompt_shifts, shift_metrics
+from realize.data.shift import aligned_activations_at, prompt_shifts_at, shift_metrics
 from realize.prompt_effects import PromptEffects, prompt_effects
 from realize.scorers.perplexity import score_perplexity
 from realize.scorers.realism import RealismClassifier, realism_scores
@@ -62,84 +62,99 @@ class ContextSplit:
         return cls(tuple(rest[n_selection : n_selection + n_opt]), tuple(rest[:n_selection]), tuple(test))
 
 
+Goal = dict[int, torch.Tensor]  # layer -> a*v at that layer (d,): one steer, at one layer or several
+
+
 @dataclass(frozen=True)
 class AuditSetting:
-    """What every target at one (model, layer, placement) shares."""
+    """What every target at one (model, set of layers, placement) shares. A multi-layer steer is one target: its
+    loss, shifts and corpus retrieval sum or average over its layers; everything is kept per layer."""
 
     lm: LoadedModel
-    layer: int
+    layers: tuple[int, ...]  # ascending
     placement: Placement
     layout: ChatLayout
     contexts: ContextSplit
-    generic_opt: torch.Tensor  # g on each context set, (d,)
-    generic_selection: torch.Tensor
-    generic_test: torch.Tensor
-    corpus: CorpusShifts  # every shipped prompt's mean shift on the optimization contexts
+    generic_opt: dict[int, torch.Tensor]  # g per layer on each context set, (d,)
+    generic_selection: dict[int, torch.Tensor]
+    generic_test: dict[int, torch.Tensor]
+    corpora: dict[int, CorpusShifts]  # per layer: every shipped prompt's mean shift on the optimization contexts
     classifier: RealismClassifier
     min_realism: float  # realism a prompt needs to count as natural
-    base_selection: tuple[torch.Tensor, ...]  # prompt-free aligned activations, (n_k, d) per context
-    base_test: tuple[torch.Tensor, ...]
+    base_selection: dict[int, tuple[torch.Tensor, ...]]  # per layer: prompt-free aligned activations per context
+    base_test: dict[int, tuple[torch.Tensor, ...]]
     behavior_contexts: ContextSplit | None = None  # the behavior axis's subsets of `contexts` (None: axis off)
     effects: PromptEffects | None = None  # the retrieval corpus's first-answer effects (behavior retrieval)
 
+    @property
+    def layer(self) -> int:
+        """The deepest layer (where the forward stops)."""
+        return self.layers[-1]
 
-def make_setting(lm: LoadedModel, layer: int, placement: Placement, contexts: ContextSplit,
+    @property
+    def corpus(self) -> CorpusShifts:
+        """The corpus (prompts, clusters) with its shifts at the deepest layer."""
+        return self.corpora[self.layer]
+
+
+def make_setting(lm: LoadedModel, layers: int | Sequence[int], placement: Placement, contexts: ContextSplit,
                  classifier: RealismClassifier, min_realism: float | None, *, fingerprint: str,
                  cache_dir: Path | None, behavior_contexts: ContextSplit | None = None,
                  show_progress: bool = False) -> AuditSetting:
-    """Everything shared at one layer. `behavior_contexts` (subsets of `contexts`) turns the behavior axis on: the
-    corpus's first-answer effects on its optimization contexts are then computed (or read from the cache)."""
+    """Everything shared at one layer or set of layers. `behavior_contexts` (subsets of `contexts`) turns the
+    behavior axis on: the corpus's first-answer effects on its optimization contexts are then computed (or read
+    from the cache)."""
+    layers = (layers,) if isinstance(layers, int) else tuple(sorted(set(layers)))
     layout = chat_layout(lm.tokenizer, placement)
     pad = pad_id(lm.tokenizer)
 
-    def base(texts: Sequence[str]) -> tuple[torch.Tensor, ...]:
+    def base(texts: Sequence[str]) -> dict[int, tuple[torch.Tensor, ...]]:
         ids = [encode(lm.tokenizer, c) for c in texts]
-        return tuple(aligned_activations(lm.model, layout, None, ids, layer, pad_id=pad))
+        return {i: tuple(v) for i, v in aligned_activations_at(lm.model, layout, None, ids, layers, pad_id=pad).items()}
 
-    corpus = corpus_shifts(lm, layout, layer, contexts.optimization, fingerprint=fingerprint, cache_dir=cache_dir,
-                           show_progress=show_progress)
+    corpora = corpus_shifts_at(lm, layout, layers, contexts.optimization, fingerprint=fingerprint,
+                               cache_dir=cache_dir, show_progress=show_progress)
     effects = None
     if behavior_contexts is not None:
-        effects = prompt_effects(lm, layout, corpus, behavior_contexts.optimization, cache_dir=cache_dir,
-                                 fingerprint=fingerprint)
+        effects = prompt_effects(lm, layout, corpora[layers[-1]], behavior_contexts.optimization,
+                                 cache_dir=cache_dir, fingerprint=fingerprint)
     return AuditSetting(
-        lm=lm, layer=layer, placement=placement, layout=layout, contexts=contexts,
-        generic_opt=estimate_generic(lm, layout, layer, contexts.optimization),
-        generic_selection=estimate_generic(lm, layout, layer, contexts.selection),
-        generic_test=estimate_generic(lm, layout, layer, contexts.test),
-        corpus=corpus, classifier=classifier,
+        lm=lm, layers=layers, placement=placement, layout=layout, contexts=contexts,
+        generic_opt=estimate_generics(lm, layout, layers, contexts.optimization),
+        generic_selection=estimate_generics(lm, layout, layers, contexts.selection),
+        generic_test=estimate_generics(lm, layout, layers, contexts.test),
+        corpora=corpora, classifier=classifier,
         min_realism=classifier.threshold if min_realism is None else min_realism,
         base_selection=base(contexts.selection), base_test=base(contexts.test),
         behavior_contexts=behavior_contexts, effects=effects,
     )
 
 
-def retrieve(setting: AuditSetting, target: torch.Tensor, keep: int,
-             exclude_clusters: Sequence[str] = ()) -> list[Candidate]:
-    """The `keep` natural prompts (retrieval corpus, excluded clusters removed) with the lowest objective loss on the
-    optimization contexts, from the cached shifts."""
+def retrieve(setting: AuditSetting, goal: Goal, keep: int, exclude_clusters: Sequence[str] = ()) -> list[Candidate]:
+    """The `keep` natural prompts (retrieval corpus, excluded clusters removed) with the lowest objective loss (summed
+    over the goal's layers) on the optimization contexts, from the cached shifts."""
     corpus = setting.corpus
     rows = [i for i, (c, k) in enumerate(zip(corpus.corpora, corpus.clusters, strict=True))
             if c == "natural_prompts" and k not in set(exclude_clusters)]
     if not rows or keep < 1:
         return []
-    losses = retrieval_losses(corpus.shifts[rows], target, setting.generic_opt)
-    order = losses.argsort()[:keep].tolist()
+    losses = sum(retrieval_losses(setting.corpora[i].shifts[rows], t, setting.generic_opt[i]) for i, t in goal.items())
+    order = losses.argsort()[:keep].tolist()  # type: ignore[union-attr]
     return [(tuple(encode(setting.lm.tokenizer, corpus.prompts[rows[i]])), "retrieval") for i in order]
 
 
-def search(setting: AuditSetting, target: torch.Tensor, budget: SearchBudget, *, seed: int,
+def search(setting: AuditSetting, goal: Goal, budget: SearchBudget, *, seed: int,
            exclude_clusters: Sequence[str] = (), retrieval: bool = True) -> list[Candidate]:
-    """Candidate prompts for `target` = a*v (d,), unique ids. With `retrieval` (the audit's search): the best corpus
+    """Candidate prompts for `goal` = {layer: a*v} (one steer, its loss summed over its layers), unique ids. With `retrieval` (the audit's search): the best corpus
     prompts, then natural GCG (word-level moves, fluency budget; `realize.attacks.natural`) from each of the best
     `budget.starts` of them. Without it (what the search alone does, reported for positives): natural GCG from
     the LM-guided beam's prompt."""
     lm = setting.lm
-    candidates = retrieve(setting, target, budget.keep_retrieval, exclude_clusters) if retrieval else []
+    candidates = retrieve(setting, goal, budget.keep_retrieval, exclude_clusters) if retrieval else []
     objective = ActivationShiftObjective(
-        lm.model, lm.tokenizer, setting.layout, target, setting.layer,
-        [encode(lm.tokenizer, c) for c in setting.contexts.optimization], generic=setting.generic_opt,
-        config=ActivationObjectiveConfig(),
+        lm.model, lm.tokenizer, setting.layout, dict(goal), None,
+        [encode(lm.tokenizer, c) for c in setting.contexts.optimization],
+        generic={i: setting.generic_opt[i] for i in goal}, config=ActivationObjectiveConfig(),
     )
     beam = BeamConfig(beam_width=budget.beam_width, samples_per_beam=budget.beam_samples,
                       length=budget.beam_length, seed=seed)
@@ -168,35 +183,49 @@ def _per_context(deltas: Sequence[torch.Tensor]) -> torch.Tensor:
     return torch.stack([d.mean(dim=0) for d in deltas])
 
 
-def judge(setting: AuditSetting, target: torch.Tensor,
-          candidates: Sequence[Candidate]) -> tuple[list[PromptScore], list[torch.Tensor]]:
+def _mean(values: Sequence[float]) -> float:
+    return float(sum(values) / len(values))
+
+
+def judge(setting: AuditSetting, goal: Goal,
+          candidates: Sequence[Candidate]) -> tuple[list[PromptScore], list[dict[int, torch.Tensor]]]:
     """Selection and test metrics and naturalness of each candidate; also each candidate's per-test-context mean
-    shifts (K, d) (for the bootstrap evidence of whichever is picked)."""
+    shifts {layer: (K, d)} (for the bootstrap evidence of whichever is picked). Several layers: each number is the
+    mean over the layers (FVE pools them: 1 - sum |s_i - t_i|^2 / sum |t_i|^2); `per_layer` keeps the breakdown."""
     if not candidates:
         return [], []
     lm, split = setting.lm, setting.contexts
+    layers = sorted(goal)
     contexts = [encode(lm.tokenizer, c) for c in (*split.selection, *split.test)]
-    deltas = prompt_shifts(lm.model, setting.layout, [list(ids) for ids, _ in candidates], contexts, setting.layer,
-                           base=[*setting.base_selection, *setting.base_test], pad_id=pad_id(lm.tokenizer))
+    deltas = prompt_shifts_at(lm.model, setting.layout, [list(ids) for ids, _ in candidates], contexts, layers,
+                              base={i: [*setting.base_selection[i], *setting.base_test[i]] for i in layers},
+                              pad_id=pad_id(lm.tokenizer))
     n_sel = len(split.selection)
     texts = [lm.tokenizer.decode(list(ids)) for ids, _ in candidates]
     ppl = score_perplexity(lm, texts)
     realism = realism_scores(lm, texts, setting.classifier)
     scores, per_context = [], []
-    t = target.float()
-    for (ids, attack), text, d, p, r in zip(candidates, texts, deltas, ppl, realism, strict=True):
-        selection = shift_metrics(d[:n_sel], t, setting.generic_selection)
-        test = shift_metrics(d[n_sel:], t, setting.generic_test)
-        test_shifts = _per_context(d[n_sel:])
-        mean = test_shifts.mean(dim=0)
-        fve = 1.0 - float((mean - t).pow(2).sum() / t.pow(2).sum().clamp_min(1e-12))
+    for c, ((ids, attack), text, p, r) in enumerate(zip(candidates, texts, ppl, realism, strict=True)):
+        selection, test, shifts, residual, energy = [], [], {}, 0.0, 0.0
+        for i in layers:
+            d, t = deltas[i][c], goal[i].float()
+            selection.append(shift_metrics(d[:n_sel], t, setting.generic_selection[i]))
+            test.append(shift_metrics(d[n_sel:], t, setting.generic_test[i]))
+            shifts[i] = _per_context(d[n_sel:])
+            residual += float((shifts[i].mean(dim=0) - t).pow(2).sum())
+            energy += float(t.pow(2).sum())
+        per_layer = tuple((i, m.cos, float(m.specific_cos), m.norm_ratio) for i, m in zip(layers, test, strict=True))
         scores.append(PromptScore(
-            prompt=text, ids=ids, attack=attack, selection_specific_cos=float(selection.specific_cos),
-            cos=test.cos, specific_cos=float(test.specific_cos), per_position_cos=test.per_position_cos,
-            norm_ratio=test.norm_ratio, fve=fve, perplexity=p.perplexity,
-            worst_window_perplexity=p.worst_window_perplexity, realism=float(r), per_context_cos=test.per_context_cos,
+            prompt=text, ids=ids, attack=attack,
+            selection_specific_cos=_mean([float(m.specific_cos) for m in selection]),
+            cos=_mean([m.cos for m in test]), specific_cos=_mean([float(m.specific_cos) for m in test]),
+            per_position_cos=_mean([m.per_position_cos for m in test]),
+            norm_ratio=_mean([m.norm_ratio for m in test]), fve=1.0 - residual / max(energy, 1e-12),
+            perplexity=p.perplexity, worst_window_perplexity=p.worst_window_perplexity, realism=float(r),
+            per_context_cos=tuple(_mean(v) for v in zip(*(m.per_context_cos for m in test), strict=True)),
+            per_layer=per_layer if len(layers) > 1 else (),
         ))
-        per_context.append(test_shifts)
+        per_context.append(shifts)
     return scores, per_context
 
 

@@ -16,16 +16,17 @@ from typing import Any
 
 from realize.audit_types import BehaviorAxis, BehaviorScore, Generation, PromptScore, VectorAudit
 from realize.data.atomic import write_text_atomic
-from realize.verdict import ContextEvidence, Magnitude, MeanEvidence
+from realize.verdict import ContextEvidence, LayersEvidence, Magnitude, MeanEvidence
 
 logger = logging.getLogger(__name__)
-STORE_VERSION = 3
+STORE_VERSION = 4
 
 
 def _score(raw: Mapping[str, Any] | None) -> PromptScore | None:
     if raw is None:
         return None
-    return PromptScore(**{**raw, "ids": tuple(raw["ids"]), "per_context_cos": tuple(raw["per_context_cos"])})
+    return PromptScore(**{**raw, "ids": tuple(raw["ids"]), "per_context_cos": tuple(raw["per_context_cos"]),
+                          "per_layer": tuple(tuple(r) for r in raw.get("per_layer", ()))})
 
 
 def _pair(raw: Any) -> tuple[float, float] | None:
@@ -53,6 +54,10 @@ def _behavior(raw: Mapping[str, Any] | None) -> BehaviorAxis | None:
     })
 
 
+def _context_evidence(raw: Mapping[str, Any]) -> ContextEvidence:
+    return ContextEvidence(tuple(raw["dots"]), tuple(tuple(r) for r in raw["gram"]))
+
+
 def to_dict(audit: VectorAudit) -> dict[str, Any]:
     return {"store_version": STORE_VERSION, **dataclasses.asdict(audit)}
 
@@ -62,6 +67,10 @@ def from_dict(raw: Mapping[str, Any]) -> VectorAudit:
         raise ValueError(f"store_version {raw.get('store_version')!r}, expected {STORE_VERSION}")
     fields = {k: v for k, v in raw.items() if k != "store_version"}
     evidence = fields["evidence"]
+    if evidence is not None and "parts" in evidence:
+        evidence = LayersEvidence(tuple(_context_evidence(p) for p in evidence["parts"]))
+    elif evidence is not None:
+        evidence = _context_evidence(evidence)
     return VectorAudit(
         **{
             **fields,
@@ -69,10 +78,11 @@ def from_dict(raw: Mapping[str, Any]) -> VectorAudit:
             "best": _score(fields["best"]),
             "best_unrelated": _score(fields["best_unrelated"]),
             "best_no_retrieval": _score(fields["best_no_retrieval"]),
-            "evidence": None if evidence is None else ContextEvidence(
-                tuple(evidence["dots"]), tuple(tuple(r) for r in evidence["gram"])),
+            "evidence": evidence,
             "axes": tuple(fields["axes"]),
-            "magnitude": Magnitude(**fields["magnitude"]),
+            "layers": tuple(fields["layers"]),
+            "magnitude": Magnitude(**{**fields["magnitude"],
+                                      "per_layer": tuple(tuple(r) for r in fields["magnitude"]["per_layer"])}),
             "behavior": _behavior(fields["behavior"]),
         }
     )

@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
-from realize.verdict import Calibration, ContextEvidence, DirectionVerdict, Magnitude, MeanEvidence, Verdict
+from realize.verdict import Calibration, ContextEvidence, DirectionVerdict, LayersEvidence, Magnitude, MeanEvidence, Verdict
 
 Kind = Literal["vector", "null", "null-isotropic", "positive", "behavior-positive"]
 KINDS: tuple[Kind, ...] = ("vector", "null", "null-isotropic", "positive", "behavior-positive")
@@ -41,6 +41,7 @@ class PromptScore:
     worst_window_perplexity: float
     realism: float
     per_context_cos: tuple[float, ...] = ()
+    per_layer: tuple[tuple[int, float, float, float], ...] = ()  # several layers: (layer, cos, specific cos, ratio)
 
 
 @dataclass(frozen=True)
@@ -105,15 +106,16 @@ class VectorAudit:
     source: str
     kind: Kind
     axes: tuple[Axis, ...]  # the axes measured for this item
-    layer: int
+    layer: int  # the deepest of `layers`
+    layers: tuple[int, ...]  # every layer the steer acts at (one for most vectors)
     scale: float
     method: str
-    target_norm: float  # |scale * v|
+    target_norm: float  # |scale * v| (several layers: over all of them together)
     frontier: tuple[PromptScore, ...]  # activation axis from here to `magnitude`: every evaluated prompt
     best: PromptScore | None  # best selection-context specific cos among natural-enough prompts (None: none)
     best_unrelated: PromptScore | None  # the same among retrieved corpus prompts only
     best_no_retrieval: PromptScore | None  # positives: the same from a second search with retrieval turned off
-    evidence: ContextEvidence | None  # per-test-context numbers of `best`, for the joint bootstrap
+    evidence: ContextEvidence | LayersEvidence | None  # per-test-context numbers of `best`, for the joint bootstrap
     magnitude: Magnitude
     min_realism: float  # the realism threshold a best prompt had to pass
     behavior: BehaviorAxis | None = None  # the behavior axis (None: not measured for this item)

@@ -85,12 +85,12 @@ def _rows() -> tuple[list[str], list[str], list[str]]:
 
 
 @torch.no_grad()
-def mean_shifts(lm: LoadedModel, layout: ChatLayout, layer: int, prompts: Sequence[str],
-                contexts: Sequence[str], *, batch_size: int = 64, show_progress: bool = False) -> torch.Tensor:
-    """(n, d) mean shift (over `contexts`, each context's aligned positions averaged first) of each prompt, computed
-    with the objective's early-exit, KV-reusing forward, prompts batched by token length."""
+def mean_shifts_at(lm: LoadedModel, layout: ChatLayout, layers: Sequence[int], prompts: Sequence[str],
+                   contexts: Sequence[str], *, batch_size: int = 64, show_progress: bool = False) -> dict[int, torch.Tensor]:
+    """Per layer, (n, d) mean shift (over `contexts`, each context's aligned positions averaged first) of each prompt,
+    computed with the objective's early-exit, KV-reusing forward (all layers at once), prompts batched by length."""
     tok = lm.tokenizer
-    probe = ActivationShiftObjective(lm.model, tok, layout, torch.ones(lm.hidden_size), layer,
+    probe = ActivationShiftObjective(lm.model, tok, layout, {i: torch.ones(lm.hidden_size) for i in layers}, None,
                                      [encode(tok, c) for c in contexts], config=ActivationObjectiveConfig())
     ids = [encode(tok, p) for p in prompts]
     if any(not row for row in ids):
@@ -98,38 +98,66 @@ def mean_shifts(lm: LoadedModel, layout: ChatLayout, layer: int, prompts: Sequen
     by_length: dict[int, list[int]] = {}
     for i, row in enumerate(ids):
         by_length.setdefault(len(row), []).append(i)
-    out = torch.zeros(len(prompts), lm.hidden_size)
+    out = {i: torch.zeros(len(prompts), lm.hidden_size) for i in layers}
     chunks = [rows[s : s + batch_size] for rows in by_length.values() for s in range(0, len(rows), batch_size)]
     for chunk in tqdm(chunks, desc="corpus shifts", disable=not show_progress):
-        per_context = probe.per_context_shifts(torch.tensor([ids[i] for i in chunk]))  # (B, K, d)
-        out[chunk] = per_context.mean(dim=1).cpu()
+        for layer, per_context in probe.per_context_shifts_by_layer(torch.tensor([ids[i] for i in chunk])).items():
+            out[layer][chunk] = per_context.mean(dim=1).cpu()  # (B, K, d) -> (B, d)
     return out
+
+
+def mean_shifts(lm: LoadedModel, layout: ChatLayout, layer: int, prompts: Sequence[str], contexts: Sequence[str],
+                *, batch_size: int = 64, show_progress: bool = False) -> torch.Tensor:
+    """(n, d) mean shift of each prompt at one layer (see `mean_shifts_at`)."""
+    return mean_shifts_at(lm, layout, [layer], prompts, contexts, batch_size=batch_size,
+                          show_progress=show_progress)[layer]
+
+
+def _cache_path(cache_dir: Path | None, layer: int, key: str) -> Path | None:
+    return None if cache_dir is None else Path(cache_dir) / f"L{layer}-{hashlib.sha256(key.encode()).hexdigest()[:24]}.safetensors"
+
+
+def corpus_shifts_at(lm: LoadedModel, layout: ChatLayout, layers: Sequence[int], contexts: Sequence[str], *,
+                     fingerprint: str, cache_dir: Path | None,
+                     show_progress: bool = False) -> dict[int, CorpusShifts]:
+    """Per layer, the shifts of every shipped prompt on `contexts`: from the cache where present (one file per layer,
+    so single- and multi-layer audits share them), the missing layers computed in one pass."""
+    prompts, clusters, corpora = _rows()
+    out: dict[int, CorpusShifts] = {}
+    keys: dict[int, str] = {}
+    for layer in layers:
+        keys[layer] = json.dumps({"version": VERSION, "model": fingerprint, "layer": layer,
+                                  "placement": layout.placement,
+                                  "layout": [layout.head, layout.tail, layout.sep, layout.sys_head, layout.sys_tail],
+                                  "contexts": list(contexts), "prompts": prompts}, sort_keys=True)
+        path = _cache_path(cache_dir, layer, keys[layer])
+        if path is not None and path.is_file():
+            try:
+                shifts = load_file(str(path))["shifts"]
+                if shifts.shape == (len(prompts), lm.hidden_size):
+                    out[layer] = CorpusShifts(tuple(prompts), tuple(clusters), tuple(corpora), shifts)
+            except (OSError, ValueError, KeyError, RuntimeError) as err:  # unreadable: recompute
+                logger.warning("%s: unreadable corpus-shift cache (%s); recomputing", path, err)
+    missing = [layer for layer in layers if layer not in out]
+    if missing:
+        logger.info("computing the shifts of %d corpus prompts at layer(s) %s (once per model, layer and contexts)",
+                    len(prompts), missing)
+        computed = mean_shifts_at(lm, layout, missing, prompts, contexts, show_progress=show_progress)
+        for layer, shifts in computed.items():
+            path = _cache_path(cache_dir, layer, keys[layer])
+            if path is not None:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                with atomic_output(path) as tmp:
+                    save_file({"shifts": shifts.contiguous()}, str(tmp), metadata={"key": keys[layer][:2000]})
+            out[layer] = CorpusShifts(tuple(prompts), tuple(clusters), tuple(corpora), shifts)
+    return {layer: out[layer] for layer in layers}
 
 
 def corpus_shifts(lm: LoadedModel, layout: ChatLayout, layer: int, contexts: Sequence[str], *, fingerprint: str,
                   cache_dir: Path | None, show_progress: bool = False) -> CorpusShifts:
     """The shifts of every shipped prompt on `contexts` at `layer`, from the cache when present."""
-    prompts, clusters, corpora = _rows()
-    key = json.dumps({"version": VERSION, "model": fingerprint, "layer": layer, "placement": layout.placement,
-                      "layout": [layout.head, layout.tail, layout.sep, layout.sys_head, layout.sys_tail],
-                      "contexts": list(contexts), "prompts": prompts}, sort_keys=True)
-    name = hashlib.sha256(key.encode()).hexdigest()[:24]
-    path = None if cache_dir is None else Path(cache_dir) / f"L{layer}-{name}.safetensors"
-    if path is not None and path.is_file():
-        try:
-            shifts = load_file(str(path))["shifts"]
-            if shifts.shape == (len(prompts), lm.hidden_size):
-                return CorpusShifts(tuple(prompts), tuple(clusters), tuple(corpora), shifts)
-        except (OSError, ValueError, KeyError, RuntimeError) as err:  # unreadable: recompute
-            logger.warning("%s: unreadable corpus-shift cache (%s); recomputing", path, err)
-    logger.info("computing the shifts of %d corpus prompts at layer %d (once per model, layer and contexts)",
-                len(prompts), layer)
-    shifts = mean_shifts(lm, layout, layer, prompts, contexts, show_progress=show_progress)
-    if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with atomic_output(path) as tmp:
-            save_file({"shifts": shifts.contiguous()}, str(tmp), metadata={"key": key[:2000]})
-    return CorpusShifts(tuple(prompts), tuple(clusters), tuple(corpora), shifts)
+    return corpus_shifts_at(lm, layout, [layer], contexts, fingerprint=fingerprint, cache_dir=cache_dir,
+                            show_progress=show_progress)[layer]
 
 
 def retrieval_losses(shifts: torch.Tensor, target: torch.Tensor, generic: torch.Tensor | None,

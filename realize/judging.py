@@ -1,4 +1,4 @@
-"""Turn the evidence of every item of an audit into verdicts, per axis, using the controls of the same layer.
+"""Turn the evidence of every item of an audit into verdicts, per axis, using the controls of the same layer(s).
 
 - Activation axis: a vector is judged against the natural-distribution nulls of its layer and norm bin and the
   activation positives of its layer (held-out natural prompts' shifts); the verdict is qualified by magnitude.
@@ -31,19 +31,27 @@ POSITIVE_KIND = {"activation": "positive", "behavior": "behavior-positive"}
 _RANK = {"realizable": 2, "partially realizable": 1}
 
 
-def _nearest_bin_nulls(pool: Sequence[VectorAudit], norm: float, axis: Axis) -> list[VectorAudit]:
-    nulls = [a for a in pool if a.kind == "null" and axis in a.axes]
+def bins(audit: VectorAudit) -> tuple[int, ...]:
+    """The norm bin of the audited steer at each of its layers."""
+    per_layer = audit.magnitude.per_layer
+    if per_layer:
+        return tuple(norm_bin(norm) for _, norm, _, _ in per_layer)
+    return (norm_bin(audit.magnitude.target_norm),)
+
+
+def _nearest_bin_nulls(pool: Sequence[VectorAudit], audit: VectorAudit, axis: Axis) -> list[VectorAudit]:
+    nulls = [a for a in pool if a.kind == "null" and axis in a.axes and a.layers == audit.layers]
     if not nulls:
         return []
-    want = norm_bin(norm)
-    nearest = min({norm_bin(a.target_norm) for a in nulls}, key=lambda b: (abs(b - want), b))
-    return [a for a in nulls if norm_bin(a.target_norm) == nearest]
+    want = bins(audit)
+    nearest = min({bins(a) for a in nulls}, key=lambda b: (sum(abs(x - y) for x, y in zip(b, want, strict=True)), b))
+    return [a for a in nulls if bins(a) == nearest]
 
 
 def controls_for(audit: VectorAudit, pool: Sequence[VectorAudit],
                  axis: Axis = "activation") -> tuple[list[VectorAudit], list[VectorAudit]]:
     """The (null, positive) controls that judge `audit` on `axis`, itself excluded."""
-    nulls = [a for a in _nearest_bin_nulls(pool, audit.target_norm, axis) if a.vector_id != audit.vector_id]
+    nulls = [a for a in _nearest_bin_nulls(pool, audit, axis) if a.vector_id != audit.vector_id]
     positives = [a for a in pool if a.kind == POSITIVE_KIND[axis] and a.vector_id != audit.vector_id]
     return nulls, positives
 
@@ -135,14 +143,14 @@ def judge_one(audit: VectorAudit, nulls: Sequence[VectorAudit], positives: Seque
 
 def judge_all(audits: Sequence[VectorAudit], thresholds: VerdictThresholds, *, seed: int = 0) -> list[JudgedAudit]:
     """Verdicts for every item on each of its axes, in order, each against the controls of its layer."""
-    by_layer: dict[int, list[VectorAudit]] = {}
+    by_layers: dict[tuple[int, ...], list[VectorAudit]] = {}
     for audit in audits:
-        by_layer.setdefault(audit.layer, []).append(audit)
+        by_layers.setdefault(audit.layers, []).append(audit)
     judged = []
     for audit in audits:
         verdicts: dict[str, Judgement] = {}
         for axis in audit.axes:
-            nulls, positives = controls_for(audit, by_layer[audit.layer], axis)
+            nulls, positives = controls_for(audit, by_layers[audit.layers], axis)
             verdicts[axis] = judge_one(audit, nulls, positives, thresholds, axis=axis, seed=seed)
         judged.append(JudgedAudit(audit, verdicts.get("activation"), verdicts.get("behavior")))
     return judged

@@ -25,6 +25,24 @@ from realize.report_parts import (
 _POSITIVES = {"activation": "positive", "behavior": "behavior-positive"}
 
 
+def _layers(audit: VectorAudit) -> str:
+    return ",".join(map(str, audit.layers))
+
+
+def _per_layer_table(audit: VectorAudit) -> str:
+    """Several layers: the best prompt's cos, specific cos and norm ratio, and the magnitude, at each layer."""
+    if len(audit.layers) < 2:
+        return ""
+    rows = {i: [f"{norm:.2f}", f"{p99:.2f}", f"{k:.2f}x"] for i, norm, p99, k in audit.magnitude.per_layer}
+    if audit.best is not None:
+        for i, cos, specific, ratio in audit.best.per_layer:
+            rows.setdefault(i, ["–"] * 3).extend([f"{cos:.2f}", f"{specific:.2f}", f"{ratio:.2f}"])
+    body = "".join(f"<tr><td>{i}</td>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>"
+                   for i, cells in sorted(rows.items()))
+    return ("<table><tr><th>layer</th><th>|a·v_i|</th><th>natural p99</th><th>magnitude</th><th>test cos</th>"
+            "<th>test specific cos</th><th>norm ratio</th></tr>" + body + "</table>")
+
+
 def _values(audits: Sequence[VectorAudit], axis: Axis) -> list[float]:
     return [v for a in audits if (v := a.axis_value(axis)) is not None]
 
@@ -81,7 +99,7 @@ def _activation_section(judged: JudgedAudit, null: Sequence[float], positive: Se
              f"<p class='muted'>Magnitude: |a·v| = {mag.target_norm:.2f} against natural shift norms at this layer "
              f"(median {mag.natural_p50:.2f}, p99 {mag.natural_p99:.2f}): <b>{mag.factor:.2f}x</b> the p99; "
              f"realizable scale a* = {mag.realizable_scale:.3g} (file scale {mag.scale:g}); FVE of the best prompt "
-             f"{fmt(mag.fve)}.</p>",
+             f"{fmt(mag.fve)}.</p>" + _per_layer_table(audit),
              "<table><tr><th>best prompt (chosen on selection contexts)</th><th>best corpus prompt</th>"
              "<th>search alone, retrieval off (positives)</th><th>its behavior recovery</th>"
              "<th>on-manifold share</th></tr><tr>"]
@@ -151,7 +169,7 @@ def _item_section(judged: JudgedAudit, pool: Sequence[VectorAudit]) -> str:
     badges = " ".join(f"{axis}: {badge(j.verdict)}" for axis, j in (("activation", judged.activation),
                                                                     ("behavior", judged.behavior)) if j is not None)
     parts = [f'<div class="vec" id="{h(audit.vector_id)}"><h2>{h(audit.name)}</h2><p>{badges}</p>',
-             f"<p class='muted'>{h(audit.kind)} · source {h(audit.source)} · layer {audit.layer} · scale "
+             f"<p class='muted'>{h(audit.kind)} · source {h(audit.source)} · layer(s) {_layers(audit)} · scale "
              f"{audit.scale:g} · method {h(audit.method)} · {audit.seconds:.0f} s</p>"]
     for axis, section in (("activation", _activation_section), ("behavior", _behavior_section)):
         if judged.judgement(axis) is not None:  # type: ignore[arg-type]
@@ -170,8 +188,9 @@ def _controls_table(audits: Sequence[VectorAudit]) -> str:
              ("activation", "positive", "positives: held-out natural prompts' shifts"),
              ("behavior", "null", "nulls: the same random directions"),
              ("behavior", "behavior-positive", "positives: vectors distilled from held-out prompts"))
-    for layer in sorted({a.layer for a in audits}):
-        pool = [a for a in audits if a.layer == layer]
+    for layers in sorted({a.layers for a in audits}):
+        pool = [a for a in audits if a.layers == layers]
+        layer = ",".join(map(str, layers))
         for axis, kind, label in kinds:
             items = [a for a in pool if a.kind == kind and axis in a.axes]
             if not items:
@@ -204,11 +223,11 @@ def render_report(judged: Sequence[JudgedAudit], *, title: str = "realize audit"
         for judgement in (j.activation, j.behavior):
             cells.append("–" if judgement is None else f"{badge(judgement.verdict)} {judgement.stability:.2f}")
         best = h(a.best.prompt, multiline=True) if a.best else "–"
-        rows.append(f"<tr><td><a href='#{h(a.vector_id)}'>{h(a.name)}</a></td><td>{h(a.kind)}</td><td>{a.layer}</td>"
+        rows.append(f"<tr><td><a href='#{h(a.vector_id)}'>{h(a.name)}</a></td><td>{h(a.kind)}</td><td>{_layers(a)}</td>"
                     f"<td>{cells[0]}</td><td>{cells[1]}</td><td>{fmt(a.value)}</td>"
                     f"<td>{fmt(a.behavior.value if a.behavior else None)}</td><td>{a.magnitude.factor:.2f}x</td>"
                     f"<td><code>{best}</code></td></tr>")
-    sections = "".join(_item_section(j, [a for a in audits if a.layer == j.audit.layer]) for j in judged)
+    sections = "".join(_item_section(j, [a for a in audits if a.layers == j.audit.layers]) for j in judged)
     return f"""<!doctype html><html><head><meta charset="utf-8"><title>{h(title)}</title>
 <style>{CSS}</style></head><body><h1>{h(title)}</h1>
 <p class="muted">{h(settings)}</p>

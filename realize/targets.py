@@ -17,6 +17,10 @@ Controls (see `realize.verdict` for how they decide):
 Axes: vectors and `null` controls are measured on every axis of the audit; `null-isotropic` and `positive` on the
 activation axis, `behavior-positive` on the behavior axis.
 
+Several layers: a steer with directions at several layers (repeng / CAA / llama.cpp control vectors) is one target.
+Its nulls are random directions at every layer, each from that layer's natural shift distribution and at that layer's
+norm; its positives are natural prompts' shifts at the same layers.
+
 Norm bins: nulls depend on the target norm only through the search's norm term beta * (|M| / |t| - 1)^2 (the
 specific cosine ignores scale), so vectors share nulls per bin of 2^(1/2): a null is drawn at most 2^(1/4) = 1.19x
 from the vector's norm, which moves that term by under 0.004 (beta 0.1) against cosine terms of order 1. Every
@@ -37,38 +41,52 @@ import torch
 from realize.audit_types import Axis, Kind
 from realize.config import AuditConfig
 from realize.corpus_shifts import CorpusShifts
-from realize.data.vectors import SteeringVector, single_layer
+from realize.data.vectors import SteeringVector
 
 BINS_PER_OCTAVE = 2
 
 
 @dataclass(frozen=True)
 class Target:
-    """One thing to audit: a vector's single layer, or a control."""
+    """One thing to audit: a vector (at one layer or several), or a control."""
 
     vector_id: str
     name: str
     source: str
     kind: Kind
     axes: tuple[Axis, ...]  # what to measure
-    layer: int
     scale: float
     method: str
-    direction: torch.Tensor  # v (d,); the target is scale * direction (behavior positives: trained later, zeros)
+    directions: dict[int, torch.Tensor]  # layer -> v (d,); the steer adds scale * v there (behavior positives: zeros)
     exclude_clusters: tuple[str, ...] = ()  # clusters retrieval must not return (a positive's own)
     prompt: str = ""  # positives: the natural prompt behind the target
 
     @property
-    def goal(self) -> torch.Tensor:
-        return self.scale * self.direction.float()
+    def layers(self) -> tuple[int, ...]:
+        return tuple(sorted(self.directions))
+
+    @property
+    def layer(self) -> int:
+        """The deepest layer."""
+        return self.layers[-1]
+
+    @property
+    def goal(self) -> dict[int, torch.Tensor]:
+        return {i: self.scale * self.directions[i].float() for i in self.layers}
 
 
-def item_id(kind: str, direction: torch.Tensor, layer: int, scale: float, key: Mapping[str, Any]) -> str:
-    """Stable id of a work item: hash of the vector bytes, its layer/scale, and what its result depends on."""
+def item_id(kind: str, directions: torch.Tensor | Mapping[int, torch.Tensor], layer: int | None, scale: float,
+            key: Mapping[str, Any]) -> str:
+    """Stable id of a work item: hash of the vector bytes, its layers/scale, and what its result depends on."""
+    if isinstance(directions, torch.Tensor):
+        assert layer is not None, "a single direction needs its layer"
+        directions = {layer: directions}
     digest = hashlib.sha256()
-    digest.update(direction.detach().to(torch.float32).contiguous().numpy().tobytes())
-    digest.update(json.dumps({"kind": kind, "layer": layer, "scale": scale, **key}, sort_keys=True,
-                             default=str).encode())
+    for i in sorted(directions):
+        digest.update(directions[i].detach().to(torch.float32).contiguous().numpy().tobytes())
+    layers = sorted(directions)
+    digest.update(json.dumps({"kind": kind, "layer": layers[0] if len(layers) == 1 else layers, "scale": scale, **key},
+                             sort_keys=True, default=str).encode())
     return digest.hexdigest()[:16]
 
 
@@ -90,18 +108,24 @@ def _axes(kind: Kind, config: AuditConfig) -> tuple[Axis, ...]:
     return tuple(a for a in own if a in config.axes)  # type: ignore[misc]
 
 
+def norm_bins(goal: Mapping[int, torch.Tensor]) -> tuple[tuple[int, int], ...]:
+    """((layer, norm bin), ...) of a goal {layer: a*v}: targets with the same bins share nulls."""
+    return tuple((i, norm_bin(float(goal[i].norm()))) for i in sorted(goal))
+
+
 def vector_targets(vectors: Sequence[SteeringVector], key: Mapping[str, Any], config: AuditConfig) -> list[Target]:
-    """One target per vector (its single layer). Every vector must carry a scale (loaders fill it from --scale)."""
+    """One target per vector (all of its layers: a multi-layer steer is one target). Every vector must carry a scale
+    (loaders fill it from the `scale` argument)."""
     targets = []
     for i, vector in enumerate(vectors):
-        layer, direction = single_layer(vector)
+        directions = {layer: t.float() for layer, t in vector.directions.items()}
         if vector.scale is None:
             raise ValueError(f"vectors[{i}] ({vector.name or vector.source or 'unnamed'}): no scale; give the "
                              "coefficient a (steering adds a*v)")
         scale = float(vector.scale)
-        targets.append(Target(item_id("vector", direction, layer, scale, key), vector.name or "vector",
-                              vector.source or "", "vector", _axes("vector", config), layer, scale,
-                              vector.method or "unknown", direction))
+        targets.append(Target(item_id("vector", directions, None, scale, key), vector.name or "vector",
+                              vector.source or "", "vector", _axes("vector", config), scale,
+                              vector.method or "unknown", directions))
     return targets
 
 
@@ -125,50 +149,57 @@ def isotropic_nulls(dim: int, count: int, norm: float, generator: torch.Generato
     return (draws / draws.norm(dim=1, keepdim=True) * norm).float()
 
 
-def null_targets(corpus: CorpusShifts, layer: int, bin_index: int, config: AuditConfig,
+def null_targets(corpora: Mapping[int, CorpusShifts], bins: Sequence[tuple[int, int]], config: AuditConfig,
                  key: Mapping[str, Any]) -> list[Target]:
-    """The nulls of one (layer, norm bin): `n_null` natural-distribution ones, then `n_isotropic` isotropic ones.
-    Null j is the same direction whatever the count, so raising n_null reuses the finished ones."""
-    rows, _ = corpus.select("natural_prompts")
-    natural = corpus.shifts[rows]
-    norm = bin_norm(bin_index)
+    """The nulls of one set of (layer, norm bin): `n_null` natural-distribution ones, then `n_isotropic` isotropic
+    ones; at every layer a direction drawn for that layer at its bin's norm. Null j is the same whatever the count,
+    so raising n_null reuses the finished ones."""
+    label_bins = ",".join(f"L{i}:{bin_norm(b):.3g}" for i, b in bins)
     targets = []
     for kind, count in (("null", config.n_null), ("null-isotropic", config.n_isotropic)):
         axes = _axes(kind, config)  # type: ignore[arg-type]
         for j in range(count if axes else 0):
-            generator = _generator(config.seed, "null", kind, layer, bin_index, j)
-            if kind == "null":
-                direction = natural_nulls(natural, 1, norm, generator)[0]
-            else:
-                direction = isotropic_nulls(natural.shape[1], 1, norm, generator)[0]
+            directions = {}
+            for layer, bin_index in bins:
+                rows, _ = corpora[layer].select("natural_prompts")
+                natural = corpora[layer].shifts[rows]
+                generator = _generator(config.seed, "null", kind, layer, bin_index, j, [list(b) for b in bins])
+                if kind == "null":
+                    directions[layer] = natural_nulls(natural, 1, bin_norm(bin_index), generator)[0]
+                else:
+                    directions[layer] = isotropic_nulls(natural.shape[1], 1, bin_norm(bin_index), generator)[0]
             label = "natural-shift distribution" if kind == "null" else "isotropic"
-            targets.append(Target(item_id(kind, direction, layer, 1.0, key), f"{kind}.L{layer}.norm{norm:.3g}.{j}",
-                                  f"random direction ({label}), norm {norm:.3g}", kind, axes, layer,  # type: ignore[arg-type]
-                                  1.0, "random", direction))
+            targets.append(Target(item_id(kind, directions, None, 1.0, key), f"{kind}.{label_bins}.{j}",
+                                  f"random direction ({label}), norms {label_bins}", kind, axes, 1.0,  # type: ignore[arg-type]
+                                  "random", directions))
     return targets
 
 
-def positive_targets(corpus: CorpusShifts, layer: int, config: AuditConfig, key: Mapping[str, Any]) -> list[Target]:
+def positive_targets(corpora: Mapping[int, CorpusShifts], config: AuditConfig,
+                     key: Mapping[str, Any]) -> list[Target]:
     """`n_positive` held-out natural prompts (seeded choice from the positive corpus): on the activation axis a target
-    = the prompt's mean shift on the optimization contexts, on the behavior axis a vector distilled from the prompt;
-    retrieval excludes the prompt's cluster on both."""
+    = the prompt's mean shift on the optimization contexts at each layer, on the behavior axis a vector distilled
+    from the prompt (at the deepest layer); retrieval excludes the prompt's cluster on both."""
+    layers = sorted(corpora)
+    corpus = corpora[layers[-1]]
     rows, prompts = corpus.select("positive_prompts")
     if not rows:
         raise ValueError("positive_prompts: the corpus is empty")
-    order = torch.randperm(len(rows), generator=_generator(config.seed, "positive", layer)).tolist()
+    order = torch.randperm(len(rows), generator=_generator(config.seed, "positive", layers)).tolist()
+    tag = "L" + ",".join(map(str, layers))
     targets = []
     for j, i in enumerate(order[: config.n_positive]):
         row, prompt = rows[i], prompts[i]
         cluster = (corpus.clusters[row],)
         if "activation" in config.axes:
-            direction = corpus.shifts[row].clone()
-            targets.append(Target(item_id("positive", direction, layer, 1.0, key), f"positive.L{layer}.{j}",
-                                  f"natural prompt: {prompt}", "positive", ("activation",), layer, 1.0,
-                                  "natural-prompt shift", direction, exclude_clusters=cluster, prompt=prompt))
+            directions = {layer: corpora[layer].shifts[row].clone() for layer in layers}
+            targets.append(Target(item_id("positive", directions, None, 1.0, key), f"positive.{tag}.{j}",
+                                  f"natural prompt: {prompt}", "positive", ("activation",), 1.0,
+                                  "natural-prompt shift", directions, exclude_clusters=cluster, prompt=prompt))
         if "behavior" in config.axes:
-            placeholder = torch.zeros_like(corpus.shifts[row])
-            targets.append(Target(item_id("behavior-positive", placeholder, layer, 1.0, {**key, "prompt": prompt}),
-                                  f"behavior-positive.L{layer}.{j}", f"distilled from: {prompt}", "behavior-positive",
-                                  ("behavior",), layer, 1.0, "prompt-distilled vector", placeholder,
+            placeholder = {layers[-1]: torch.zeros_like(corpus.shifts[row])}
+            targets.append(Target(item_id("behavior-positive", placeholder, None, 1.0, {**key, "prompt": prompt}),
+                                  f"behavior-positive.L{layers[-1]}.{j}", f"distilled from: {prompt}",
+                                  "behavior-positive", ("behavior",), 1.0, "prompt-distilled vector", placeholder,
                                   exclude_clusters=cluster, prompt=prompt))
     return targets

@@ -32,8 +32,9 @@ that give the point verdict is reported beside the score's interval.
 
 from __future__ import annotations
 
+import dataclasses
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -235,6 +236,21 @@ class Magnitude:
     factor: float  # k = |a v| / natural_p99
     realizable_scale: float  # a* = natural_p99 / |v|: the largest coefficient natural prompts reach in norm
     fve: float | None  # 1 - |s - t|^2 / |t|^2 of the best prompt's test-context shift s (None: no best prompt)
+    per_layer: tuple[tuple[int, float, float, float], ...] = ()  # several layers: (layer, |a v_i|, p99_i, k_i)
+
+
+def magnitude_at(targets: Mapping[int, float], scale: float, natural_norms: Mapping[int, Sequence[float]],
+                 fve: float | None) -> Magnitude:
+    """A steer at one layer or several: per layer |a v_i| against that layer's natural norms. Several layers report
+    the worst layer (largest factor k, and the smallest a*, since every layer must reach its norm at once)."""
+    parts = {i: magnitude(norm, scale, natural_norms[i], fve) for i, norm in targets.items()}
+    if len(parts) == 1:
+        return next(iter(parts.values()))
+    worst = max(parts.values(), key=lambda m: m.factor)
+    return dataclasses.replace(
+        worst, realizable_scale=min(m.realizable_scale for m in parts.values()),
+        target_norm=math.sqrt(sum(m.target_norm**2 for m in parts.values())),
+        per_layer=tuple((i, m.target_norm, m.natural_p99, m.factor) for i, m in sorted(parts.items())))
 
 
 def magnitude(target_norm: float, scale: float, natural_norms: Sequence[float], fve: float | None) -> Magnitude:
@@ -324,7 +340,21 @@ class MeanEvidence:
         return max(mean, self.floor)
 
 
-Evidence = ContextEvidence | MeanEvidence
+@dataclass(frozen=True)
+class LayersEvidence:
+    """A steer at several layers: its value is the mean over layers of each layer's specific cosine."""
+
+    parts: tuple[ContextEvidence, ...]
+
+    @property
+    def size(self) -> int:
+        return self.parts[0].size
+
+    def value(self, weights: torch.Tensor | None = None) -> float:
+        return sum(p.value(weights) for p in self.parts) / len(self.parts)
+
+
+Evidence = ContextEvidence | MeanEvidence | LayersEvidence
 
 
 @dataclass(frozen=True)

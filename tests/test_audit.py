@@ -58,6 +58,7 @@ def test_plan_controls(tiny, always_natural, tmp_path):
     unit = unit / unit.norm() * 4.0  # a bin centre: 4.0 and 4.08 share a bin, 40 has its own
     vectors = [SteeringVector(directions={2: unit}, scale=s, name=f"v{s}") for s in (1.0, 1.02, 10.0)]
     plan = plan_audit(tiny, vectors, CONFIG, always_natural, cache_dir=tmp_path)
+    assert set(plan.settings) == {(2,)}
     kinds = [t.kind for t in plan.targets]
     assert kinds.count("positive") == 3 and kinds.count("vector") == 3 and kinds.count("behavior-positive") == 3
     assert {t.prompt for t in plan.targets if t.kind == "positive"} == {
@@ -65,14 +66,15 @@ def test_plan_controls(tiny, always_natural, tmp_path):
     # two norm bins (1.0 and 1.02 share one): each has its own nulls, and no two nulls share a direction
     assert kinds.count("null") == 6 and kinds.count("null-isotropic") == 2
     nulls = [t for t in plan.targets if t.kind.startswith("null")]
-    directions = torch.stack([t.direction / t.direction.norm() for t in nulls])
+    directions = torch.stack([t.directions[2] / t.directions[2].norm() for t in nulls])
     off_diagonal = (directions @ directions.T - torch.eye(len(nulls))).abs()
     assert off_diagonal.max() < 0.99
     for t in nulls:
-        assert t.direction.norm().item() == pytest.approx(bin_norm(norm_bin(t.direction.norm().item())), rel=1e-4)
+        norm = t.directions[2].norm().item()
+        assert norm == pytest.approx(bin_norm(norm_bin(norm)), rel=1e-4)
     # positives come from the held-out corpus; retrieval excludes their clusters
     positive_clusters = {c.cluster for c in load_clustered("positive_prompts")}
-    setting = plan.settings[2]
+    setting = plan.settings[(2,)]
     retrieval_clusters = {k for c, k in zip(setting.corpus.corpora, setting.corpus.clusters, strict=True)
                           if c == "natural_prompts"}
     for t in plan.targets:
@@ -136,6 +138,28 @@ def test_audit_end_to_end_and_resume(tiny, always_natural, tmp_path, monkeypatch
     html = paths["report"].read_text(encoding="utf-8")
     assert "v0" in html and "data:image/png;base64," in html
     assert (paths["dataset"] / "README.md").is_file()
+
+
+def test_multi_layer_steer_is_one_target(tiny, always_natural, tmp_path):
+    """A steer at layers 1 and 3 is audited whole: one target, nulls and positives at both layers, per-layer numbers."""
+    torch.manual_seed(2)
+    vector = SteeringVector(directions={1: torch.randn(32), 3: 2 * torch.randn(32)}, scale=1.0, name="multi")
+    config = dataclasses.replace(CONFIG, n_isotropic=0, axes=("activation",))
+    plan = plan_audit(tiny, [vector], config, always_natural, cache_dir=tmp_path)
+    assert set(plan.settings) == {(1, 3)}
+    assert all(t.layers == (1, 3) for t in plan.targets)
+    nulls = [t for t in plan.targets if t.kind == "null"]
+    for layer in (1, 3):  # each layer's null at that layer's norm bin
+        want = bin_norm(norm_bin(float(vector.directions[layer].norm())))
+        assert all(float(t.directions[layer].norm()) == pytest.approx(want, rel=1e-4) for t in nulls)
+    judged = run_audit(tiny, [vector], config, ItemStore(tmp_path / "items"), classifier=always_natural,
+                       cache_dir=tmp_path)
+    vec = next(j for j in judged if j.audit.kind == "vector")
+    assert vec.audit.layers == (1, 3) and len(vec.audit.magnitude.per_layer) == 2
+    assert [i for i, *_ in vec.audit.best.per_layer] == [1, 3]
+    per_layer = [specific for _, _, specific, _ in vec.audit.best.per_layer]
+    assert vec.audit.best.specific_cos == pytest.approx(sum(per_layer) / 2, abs=1e-6)
+    assert vec.activation.verdict in VERDICTS
 
 
 def test_corrupt_item_is_recomputed(tiny, always_natural, tmp_path):

@@ -40,6 +40,7 @@ def plain_audit(name: str, value: float | None, *, kind: str = "vector", norm: f
             "behavior-positive": ("behavior",), "null-isotropic": ("activation",)}[kind]
     return VectorAudit(
         vector_id=vector_id or f"id-{name}", name=name, source="v.safetensors", kind=kind, axes=axes, layer=12,
+        layers=(12,),
         scale=1.0, method="melbo", target_norm=norm,
         frontier=(_score("<script>alert(1)</script>", 0.7), *(() if best is None else (best,)),
                   _score("You are a pirate.", 0.5, "retrieval")),

@@ -15,7 +15,8 @@ def _row(i: int, verdict: str, kind: str = "vector", vector_verdict: str = "real
     """A results row whose *prompt* earns `verdict`; its vector's verdict is `vector_verdict`."""
     return {
         "vector_id": f"id{i}", "vector_name": f"v{i}", "source_file": "f.safetensors", "kind": kind,
-        "axis": "activation", "model": "smollm2-135m-instruct", "layer": 12, "scale": 1.5, "target_norm": 5.0,
+        "axis": "activation", "model": "smollm2-135m-instruct", "layer": 12, "layers": [12], "scale": 1.5,
+        "target_norm": 5.0, "per_layer_specific_cos": [],
         "method": "melbo", "attack": "fluent", "prompt": f"Explain it simply {i}.", "prompt_ids": [1, 2, i],
         "is_best": True, "prompt_verdict": verdict, "selection_specific_cos": 0.75, "cos_test": 0.9,
         "specific_cos_test": 0.7, "per_position_cos": 0.5, "norm_ratio": 1.1, "fve": 0.6, "perplexity": 30.0,
