@@ -107,6 +107,7 @@ def main() -> None:
     parser.add_argument("--targets", type=int, default=4)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default="runs/bench-verdict")
+    parser.add_argument("--axes", choices=("both", "activation", "behavior"), default="both")
     parser.add_argument("--multilayer", default="", help="e.g. 6,7,8,9,10,11,12: also audit two 7-layer GGUF "
                         "control vectors (a held-out prompt's per-layer shifts; random per-layer directions)")
     args = parser.parse_args()
@@ -123,7 +124,7 @@ def main() -> None:
             files += build_multilayer([int(x) for x in args.multilayer.split(",")], config, args.seed, folder)
     files += sorted(str(p) for p in folder.glob("*.gguf") if str(p) not in files)
     start = time.perf_counter()
-    code = realize_main(["audit", *files, "--budget", args.budget, "--seed",
+    code = realize_main(["audit", *files, "--budget", args.budget, "--axes", args.axes, "--seed",
                          str(args.seed), "--out", str(out / "audit"), "--quiet", "--overwrite"])
     seconds = time.perf_counter() - start
     rows = read_rows(out / "audit" / "results.parquet")

@@ -19,6 +19,8 @@ __version__ = "0.2.0"
 
 _PUBLIC = {
     "audit": "realize.api",
+    "optimize": "realize.api",
+    "OptimizeReport": "realize.api",
     "load_model": "realize.api",
     "load_vectors": "realize.api",
     "AuditReport": "realize.api",
@@ -30,7 +32,7 @@ _PUBLIC = {
 __all__ = sorted(_PUBLIC)
 
 if TYPE_CHECKING:
-    from realize.api import AuditReport, audit, load_model, load_vectors
+    from realize.api import AuditReport, OptimizeReport, audit, load_model, load_vectors, optimize
     from realize.config import AuditConfig
     from realize.data.errors import UserInputError
     from realize.data.vectors import SteeringVector

@@ -32,12 +32,13 @@ from realize.data.models import DEFAULT_MODEL, LoadedModel, cache_root
 from realize.data.models import load_model as _load_model
 from realize.data.vectors import SteeringVector, check_compatible
 from realize.data.vectors import load_vectors as _load_vectors
+from realize.optimizing import OptimizeReport, OptimizeRequest, run_optimize
 from realize.scorers.realism import RealismClassifier
 
 if TYPE_CHECKING:
     import pandas
 
-__all__ = ["AuditReport", "audit", "load_model", "load_vectors"]
+__all__ = ["AuditReport", "OptimizeReport", "audit", "load_model", "load_vectors", "optimize"]
 
 
 def load_model(spec: str | os.PathLike[str] = DEFAULT_MODEL) -> LoadedModel:
@@ -174,3 +175,64 @@ def audit(
     if out is not None:
         report.save(out)
     return report
+
+
+def optimize(
+    vector: str | os.PathLike[str] | SteeringVector,
+    *,
+    model: str | LoadedModel = DEFAULT_MODEL,
+    attack: str = "natural",
+    objective: str = "activation",
+    config: Any = None,
+    steps: int | None = None,
+    init: str | None = None,
+    init_from: str | None = "retrieval",
+    scale: float | None = None,
+    index: int = 0,
+    placement: str = "prefix",
+    n_contexts: int = 8,
+    n_heldout: int = 16,
+    split_seed: int = 0,
+    show_progress: bool = True,
+) -> OptimizeReport:
+    """Search for one prompt that does what one vector does: what `realize optimize` runs.
+
+    vector: a file (its `index`-th vector) or a `SteeringVector`; attack: a name of `realize.attacks.ATTACKS`
+    (default the strongest, natural GCG, started from the best corpus prompt: `init_from="retrieval"`; pass
+    `init_from=None` or an `init` text to start elsewhere); objective: "activation" or "behavior"; config: the
+    attack's config dataclass (`steps` overrides its steps). Contexts: the first `n_contexts` of a seeded split of the
+    shipped contexts for the search, `n_heldout` others to measure the result.
+
+    >>> report = realize.optimize("caa.safetensors", steps=20)      # doctest: +SKIP
+    >>> report.best_prompt, report.heldout["specific_cos"]          # doctest: +SKIP
+    """
+    from realize.attacks import ATTACKS
+    from realize.data.chat import encode
+    from realize.data.corpora import load_corpus, split_contexts
+
+    if attack not in ATTACKS:
+        raise UserInputError(f"attack: expected one of {', '.join(ATTACKS)}, got {attack!r}")
+    lm = model if isinstance(model, LoadedModel) else load_model(model)
+    vectors = _as_vectors(vector, lm, scale)
+    if not 0 <= index < len(vectors):
+        raise UserInputError(f"index: {index} is out of range for {len(vectors)} vector(s)")
+    spec = ATTACKS[attack]
+    if config is None:
+        fields = {f.name for f in dataclasses.fields(spec.config)}
+        config = spec.config(**{k: v for k, v in (("steps", steps), ("show_progress", show_progress))
+                                if k in fields and v is not None})
+    elif steps is not None:
+        config = dataclasses.replace(config, steps=steps)
+    if init is not None or not spec.takes_init:
+        init_from = None
+    contexts = load_corpus("contexts")
+    if n_contexts < 1 or n_heldout < 1 or n_contexts + n_heldout > len(contexts):
+        raise UserInputError(f"n_contexts, n_heldout: expected >= 1 each and at most {len(contexts)} together")
+    opt, held = split_contexts(contexts, n_heldout, split_seed)
+    try:
+        request = OptimizeRequest(attack=attack, attack_config=config, objective=objective,  # type: ignore[arg-type]
+                                  placement=placement, init_from=init_from,  # type: ignore[arg-type]
+                                  init=None if init is None else tuple(encode(lm.tokenizer, init)))
+    except ValueError as err:
+        raise UserInputError(str(err)) from None
+    return run_optimize(lm, vectors[index], opt[:n_contexts], held, request)

@@ -129,3 +129,21 @@ def test_readme_python_example_runs_from_a_project_directory(hostile_project, tm
     assert "VERDICTS {'melbo.0':" in done.stdout
     assert (hostile_project / "runs" / "audit" / "report.html").is_file()
     shutil.rmtree(hostile_project / "runs")
+
+
+def test_optimize_from_python_activation_and_behavior(tiny):
+    torch.manual_seed(1)
+    vector = SteeringVector(directions={2: torch.randn(32)}, scale=3.0, name="v")
+    report = realize.optimize(vector, model=tiny, attack="natural", steps=2, n_contexts=2, n_heldout=2,
+                              show_progress=False)
+    assert report.result.attack == "natural" and report.best_prompt and "specific_cos" in report.heldout
+    assert report.result.config.get("init_from") == "retrieval"  # the default: a natural start
+    behavior = realize.optimize(vector, model=tiny, attack="random", objective="behavior", steps=2, init_from=None,
+                                n_contexts=2, n_heldout=2, show_progress=False)
+    assert {"recovery", "direction_cos", "effect_ratio"} <= set(behavior.heldout)
+    multi = SteeringVector(directions={1: torch.randn(32), 3: torch.randn(32)}, scale=1.0, name="m")
+    both = realize.optimize(multi, model=tiny, attack="random", steps=1, init_from=None, n_contexts=2, n_heldout=2,
+                            show_progress=False)
+    assert both.layers == (1, 3) and set(both.heldout["per_layer"]) == {"1", "3"}
+    with pytest.raises(realize.UserInputError, match="attack"):
+        realize.optimize(vector, model=tiny, attack="nope")

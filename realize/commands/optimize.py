@@ -1,5 +1,6 @@
-"""`realize optimize VECTOR --layer I --scale A --out run.json`: search for a prompt whose activation shift at
-layer I reproduces a*v, then evaluate the best prompt on held-out contexts. The default search is the strongest one,
+"""`realize optimize VECTOR --scale A --out run.json [--objective activation|behavior]`: search for a prompt whose
+activation shift at the vector's layer(s) reproduces a*v (or that makes the model do what the vector does), then
+evaluate the best prompt on held-out contexts (the work is `realize.optimizing.run_optimize`). The default search is the strongest one,
 `--attack natural` (GCG with whole-word moves and a fluency budget) started from the best natural prompt of the
 retrieval corpus.
 
@@ -16,19 +17,14 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import logging
-import time
 from typing import Any
 
-import torch
 
 from realize.attacks import ATTACKS
-from realize.attacks.base import AttackResult
-from realize.attacks.objectives import ActivationObjectiveConfig, ActivationShiftObjective, estimate_generic
-from realize.data.chat import PLACEMENTS, ChatLayout, chat_layout, encode
+from realize.attacks.objectives import ActivationObjectiveConfig
+from realize.data.chat import PLACEMENTS, encode
 from realize.data.errors import UserInputError
-from realize.data.models import LoadedModel, pad_id
-from realize.data.shift import prompt_shifts, shift_metrics
-from realize.data.vectors import single_layer
+from realize.optimizing import OptimizeRequest, run_optimize
 from realize.commands.common import (
     add_model_argument, add_vector_arguments, build_config, load_model_arg, load_vectors_arg, require_scale,
     write_json_atomic,
@@ -59,33 +55,6 @@ def attack_config(name: str, args: argparse.Namespace) -> Any:
     return build_config(config_class, values)
 
 
-def _with_start(result: AttackResult, start: AttackResult | None) -> AttackResult:
-    """Record the initializer (attack, prompt, seconds) in the result's config; total seconds include it."""
-    if start is None:
-        return result
-    config = {**result.config, "init_from": start.attack, "init_prompt_text": start.best_prompt,
-              "init_seconds": start.seconds}
-    return dataclasses.replace(result, config=config, seconds=result.seconds + start.seconds,
-                               n_evaluations=result.n_evaluations + start.n_evaluations)
-
-
-def run_attack(args: argparse.Namespace, objective: ActivationShiftObjective, lm: LoadedModel,
-               layout: ChatLayout) -> AttackResult:
-    """--attack from --init (text) or --init-from (the best prompt of retrieval or beam search), or its default
-    start (natural: the best prompt of retrieval, i.e. a natural start)."""
-    start = None
-    init = None if args.init is None else encode(lm.tokenizer, args.init)
-    init_from = args.init_from
-    if init_from is None and args.init is None and args.attack == "natural":
-        init_from = "retrieval"
-    if init_from is not None:
-        start = ATTACKS[init_from].run(objective, lm, layout, attack_config(init_from, args))
-        init = start.best_ids
-    spec = ATTACKS[args.attack]
-    result = spec.run(objective, lm, layout, attack_config(args.attack, args), init=init)
-    return _with_start(result, start)
-
-
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("optimize", help="search for a prompt that reproduces a steering vector's shift")
     p.add_argument("vector", metavar="VECTOR", help="vector file (.safetensors, .pt, .gguf, .npy)")
@@ -110,6 +79,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--heldout", type=int, default=16, help="held-out contexts for evaluation (default 16)")
     p.add_argument("--contexts-file", default=None, help="file of base contexts (default: shipped corpus)")
     p.add_argument("--prompts", default=None, help="retrieval: file of natural prompts (default: shipped corpus)")
+    p.add_argument("--objective", choices=("activation", "behavior"), default="activation",
+                   help="activation: match the shift at the vector's layer(s); behavior: make the model do what the "
+                   "vector does (KL along the steered text)")
+    p.add_argument("--behavior-tokens", type=int, default=24, help="behavior: steered tokens per context (24)")
     p.add_argument("--beta", type=float, default=0.1, help="weight of the norm term (default 0.1)")
     p.add_argument("--gamma", type=float, default=1.0, help="weight of the specific-cosine term (default 1.0)")
     p.add_argument("--no-specific", action="store_true", help="do not estimate g (no specific-cosine term)")
@@ -140,16 +113,7 @@ def _contexts(args: argparse.Namespace) -> tuple[list[str], list[str]]:
     return opt[: args.contexts], held
 
 
-def evaluate_prompt(lm: LoadedModel, layout: ChatLayout, layer: int, prompt: list[int], target: torch.Tensor,
-                    contexts: list[str], generic: torch.Tensor | None) -> dict[str, Any]:
-    """Metrics of `prompt` on `contexts` via `data.shift` (full forwards, no search machinery)."""
-    tok = lm.tokenizer
-    deltas = prompt_shifts(lm.model, layout, [prompt], [encode(tok, c) for c in contexts], layer, pad_id=pad_id(tok))[0]
-    return dataclasses.asdict(shift_metrics(deltas, target, generic))
-
-
 def run_command(args: argparse.Namespace) -> int:
-    t0 = time.perf_counter()
     if args.attack not in ATTACKS:
         raise UserInputError(f"--attack {args.attack}: expected one of {', '.join(ATTACKS)}")
     if args.length < 1:
@@ -168,34 +132,31 @@ def run_command(args: argparse.Namespace) -> int:
     if not 0 <= args.index < len(vectors):
         raise UserInputError(f"--index {args.index}: {args.vector} holds {len(vectors)} vector(s)")
     vector = vectors[args.index]
-    layer, direction = single_layer(vector)
-    target = require_scale(vector, args.vector) * direction.float()
-    layout = chat_layout(lm.tokenizer, args.placement)
+    require_scale(vector, args.vector)
     opt, held = _contexts(args)
-    g_opt = None if args.no_specific else estimate_generic(lm, layout, layer, opt)
-    g_held = None if args.no_specific else estimate_generic(lm, layout, layer, held)
-    obj_config = build_config(ActivationObjectiveConfig, {"beta": args.beta, "gamma": args.gamma})
-    objective = ActivationShiftObjective(lm.model, lm.tokenizer, layout, target, layer,
-                                         [encode(lm.tokenizer, c) for c in opt], generic=g_opt, config=obj_config)
-    result = run_attack(args, objective, lm, layout)
-    best = list(result.best_ids)
-    opt_metrics = evaluate_prompt(lm, layout, layer, best, target, opt, g_opt)
-    held_metrics = evaluate_prompt(lm, layout, layer, best, target, held, g_held)
-    payload = {
-        "vector": {"path": args.vector, "name": vector.name, "layer": layer, "scale": vector.scale,
-                   "target_norm": float(target.norm())},
-        "model": lm.name, "attack": result.attack, "placement": args.placement,
-        "best_prompt": result.best_prompt, "best_ids": best, "best_loss": result.best_loss,
-        "opt": opt_metrics, "heldout": held_metrics,
-        "trajectory": [dataclasses.asdict(s) for s in result.trajectory],
-        "frontier": [dataclasses.asdict(f) for f in result.frontier],
-        "config": {"attack": dict(result.config), "objective": dataclasses.asdict(obj_config)},
-        "contexts": {"opt": opt, "heldout": held}, "n_evaluations": result.n_evaluations,
-        "search_seconds": result.seconds, "seconds": time.perf_counter() - t0,
-    }
+    init_from = args.init_from
+    if init_from is None and args.init is None and args.attack == "natural":
+        init_from = "retrieval"  # natural GCG's default start: the best natural prompt of the corpus
+    request = build_config(OptimizeRequest, {
+        "attack": args.attack, "attack_config": attack_config(args.attack, args), "objective": args.objective,
+        "objective_config": build_config(ActivationObjectiveConfig, {"beta": args.beta, "gamma": args.gamma}),
+        "specific": not args.no_specific, "behavior_tokens": args.behavior_tokens, "placement": args.placement,
+        "init": None if args.init is None else tuple(encode(lm.tokenizer, args.init)), "init_from": init_from,
+        "init_config": None if init_from is None else attack_config(init_from, args),
+    })
+    report = run_optimize(lm, vector, opt, held, request)
+    payload = {"vector": {"path": args.vector, "name": vector.name, "layers": list(vector.layers),
+                          "scale": vector.scale}, "model": lm.name, "placement": args.placement,
+               **report.to_dict(), "config": {"attack": dict(report.result.config),
+                                              "objective": dataclasses.asdict(request.objective_config)}}
     write_json_atomic(args.out, payload)
-    spec = held_metrics["specific_cos"]
-    print(f"best prompt: {result.best_prompt!r}")
-    print(f"held-out cos {held_metrics['cos']:.3f}" + ("" if spec is None else f", specific cos {spec:.3f}")
-          + f", norm ratio {held_metrics['norm_ratio']:.2f}  ({args.out})")
+    held_metrics = report.heldout
+    print(f"best prompt: {report.best_prompt!r}")
+    if args.objective == "behavior":
+        print(f"held-out behavior recovery {held_metrics['recovery']:.3f}, direction cos "
+              f"{held_metrics['direction_cos']:.2f}, push {held_metrics['effect_ratio']:.2f}x the vector's  ({args.out})")
+    else:
+        spec = held_metrics.get("specific_cos")
+        print(f"held-out cos {held_metrics['cos']:.3f}" + ("" if spec is None else f", specific cos {spec:.3f}")
+              + f", norm ratio {held_metrics['norm_ratio']:.2f}  ({args.out})")
     return 0
