@@ -245,10 +245,19 @@ def speed(args: argparse.Namespace, setting: AuditSetting) -> dict[str, object]:
         scored = sum(s.n_candidates for s in r.trajectory)
         secs = sum(s.seconds for s in r.trajectory)
         new = sum(int(s.metrics.get("n_new", 0)) for s in r.trajectory)
-        out[name] = {"seconds": secs, "new_candidates": new, "scored": scored,
-                     "screened": r.config.get("n_screened", 0),
-                     "proposed_in_budget_per_s": (r.config.get("n_screened", 0) or scored) / secs,
+        out[name] = {"seconds_per_step": secs / args.steps, "new_candidates": new, "scored": scored,
+                     "screened_on_probe": r.config.get("n_screened", 0), "new_per_s": new / secs,
                      "scored_per_s": scored / secs, "best_loss": r.best_loss, "prompt": r.best_prompt}
+        print(name, out[name], flush=True)
+    # plain GCG and nanoGCG-style on the same objective: seconds per step (the converge runs' step counts x this)
+    plain = gcg.run(objective, lm, setting.layout, gcg.GCGConfig(
+        steps=args.steps, width=args.gcg_width, top_k=args.top_k, n_replace=1, n_replace_min=1, p_length_move=0.0,
+        seed=0, metrics_every=10**6))
+    nano = nanogcg_style(objective, lm, steps=args.steps, width=args.gcg_width, top_k=args.top_k, seed=0)
+    for name, traj in (("plain_gcg", plain.trajectory), ("nanogcg_style", nano)):
+        secs = sum(s.seconds for s in traj)
+        scored = sum(s.n_candidates for s in traj)
+        out[name] = {"seconds_per_step": secs / len(traj), "scored_per_s": scored / secs}
         print(name, out[name], flush=True)
     return out
 
