@@ -4,7 +4,7 @@ every word whole, and a fluency budget decides what is scored at all, so the pro
 Public API (stable):
 
     NaturalConfig(*, steps=40, width=48, top_k=48, lm_top_k=64, lm_share=0.75, p_insert=0.15, p_delete=0.15,
-                  p_double=0.25, max_ce=5.5, max_surprisal=14.0, fluency_weight=0.02, max_tokens=32,
+                  p_double=0.25, max_ce=6.0, max_surprisal=16.0, fluency_weight=0.05, max_tokens=32,
                   probe_contexts=0, probe_keep=0.5, max_frontier=12, ascii_only=True, seed=0, init_beam=BeamConfig(),
                   show_progress=False)
     run(objective, lm, layout, config, *, init=None) -> AttackResult    # init: start prompt ids (else the beam's)
@@ -25,8 +25,9 @@ Each step (the loop reads like the algorithm):
   4. fluency budget, before any objective forward (it is ~6x cheaper than the objective on 8 contexts): the
      surprisal of every candidate token under the LM; a candidate whose mean surprisal (CE) exceeds the budget's
      CE or whose worst token exceeds its worst-token surprisal is dropped. The budget is `max_ce` /
-     `max_surprisal` (defaults: about the 80th / 88th percentiles of the shipped natural prompts, SmolLM2, chat
-     position), raised to the start prompt's own values when a natural start is above them;
+     `max_surprisal` (defaults: about the 85th / 95th percentiles of the shipped natural prompts, SmolLM2, chat
+     position; tighter budgets left ~5 of 48 proposals per step in budget and stalled), raised to the start
+     prompt's own values when a natural start is above them;
   5. probe sampling (`probe_contexts` > 0 and an objective with `restricted`): the survivors are first scored on
      that many of the objective's contexts and only the best `probe_keep` share is scored on all of them;
   6. batched objective loss; score = loss + fluency_weight * CE; the prompt moves to the step's best candidate
@@ -75,9 +76,9 @@ class NaturalConfig:
     p_insert: float = 0.15  # share of moves that insert a word
     p_delete: float = 0.15  # share of moves that delete a word (as many as insertions: no drift to long prompts)
     p_double: float = 0.25  # share of candidates that make two moves instead of one
-    max_ce: float = 5.5  # fluency budget: mean surprisal of the prompt's tokens under the LM, nats (or the start's)
-    max_surprisal: float = 14.0  # fluency budget: surprisal of the worst token, nats (or the start's)
-    fluency_weight: float = 0.02  # score = objective loss + this * CE (prefers the more fluent of near-ties)
+    max_ce: float = 6.0  # fluency budget: mean surprisal of the prompt's tokens under the LM, nats (or the start's)
+    max_surprisal: float = 16.0  # fluency budget: surprisal of the worst token, nats (or the start's)
+    fluency_weight: float = 0.05  # score = objective loss + this * CE (keeps the walk off the budget's edge)
     max_tokens: int = 32  # longest prompt an insertion may produce
     probe_contexts: int = 0  # probe sampling: rank candidates on this many contexts first (0 = off)
     probe_keep: float = 0.5  # probe sampling: share of candidates scored on all contexts

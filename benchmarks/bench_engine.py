@@ -173,6 +173,11 @@ def _curve(setting: AuditSetting, target, checkpoints, extra_seconds: float) -> 
             "final_natural": final, "final_any": final_any, "checkpoints": points}
 
 
+def _budget(args: argparse.Namespace) -> dict[str, float]:
+    """Fluency-budget overrides from the command line (NaturalConfig's defaults otherwise)."""
+    return {k: getattr(args, k) for k in ("max_ce", "max_surprisal", "fluency_weight") if getattr(args, k) is not None}
+
+
 def converge(args: argparse.Namespace, setting: AuditSetting) -> dict[str, object]:
     lm = setting.lm
     rows: list[dict[str, object]] = []
@@ -185,10 +190,13 @@ def converge(args: argparse.Namespace, setting: AuditSetting) -> dict[str, objec
             start = retrieve(setting, ht.target, 1, (ht.cluster,))[0][0]
             t_retrieval = time.perf_counter() - t0
             engine = natural_run(objective, lm, setting.layout,
-                                 NaturalConfig(steps=args.steps, width=args.width, seed=0), init=start)
+                                 NaturalConfig(steps=args.steps, width=args.width, seed=0, **_budget(args)),
+                                 init=start)
             row["engine"] = _curve(setting, ht.target, _checkpoints(engine.trajectory, args.every, start),
                                    t_retrieval)
             row["engine"]["n_candidates"] = engine.n_evaluations
+            # what the audit carries to judging: the run's frontier (picked like the audit's `pick`)
+            row["engine"]["frontier_pick"] = _picked(setting, ht.target, [(p.ids, "natural") for p in engine.frontier])
             print(ht.cluster, "engine", {k: v for k, v in row["engine"].items() if k != "checkpoints"}, flush=True)
         if "plain_gcg" in args.methods:
             plain = gcg.run(objective, lm, setting.layout, gcg.GCGConfig(
@@ -237,10 +245,19 @@ def speed(args: argparse.Namespace, setting: AuditSetting) -> dict[str, object]:
         scored = sum(s.n_candidates for s in r.trajectory)
         secs = sum(s.seconds for s in r.trajectory)
         new = sum(int(s.metrics.get("n_new", 0)) for s in r.trajectory)
-        out[name] = {"seconds": secs, "new_candidates": new, "scored": scored,
-                     "screened": r.config.get("n_screened", 0),
-                     "proposed_in_budget_per_s": (r.config.get("n_screened", 0) or scored) / secs,
+        out[name] = {"seconds_per_step": secs / args.steps, "new_candidates": new, "scored": scored,
+                     "screened_on_probe": r.config.get("n_screened", 0), "new_per_s": new / secs,
                      "scored_per_s": scored / secs, "best_loss": r.best_loss, "prompt": r.best_prompt}
+        print(name, out[name], flush=True)
+    # plain GCG and nanoGCG-style on the same objective: seconds per step (the converge runs' step counts x this)
+    plain = gcg.run(objective, lm, setting.layout, gcg.GCGConfig(
+        steps=args.steps, width=args.gcg_width, top_k=args.top_k, n_replace=1, n_replace_min=1, p_length_move=0.0,
+        seed=0, metrics_every=10**6))
+    nano = nanogcg_style(objective, lm, steps=args.steps, width=args.gcg_width, top_k=args.top_k, seed=0)
+    for name, traj in (("plain_gcg", plain.trajectory), ("nanogcg_style", nano)):
+        secs = sum(s.seconds for s in traj)
+        scored = sum(s.n_candidates for s in traj)
+        out[name] = {"seconds_per_step": secs / len(traj), "scored_per_s": scored / secs}
         print(name, out[name], flush=True)
     return out
 
@@ -257,6 +274,9 @@ def main() -> None:
     parser.add_argument("--top-k", dest="top_k", type=int, default=64)
     parser.add_argument("--budget", default="default", choices=("quick", "default"))
     parser.add_argument("--methods", default="engine,plain_gcg,nanogcg_style", help="converge: comma-separated")
+    parser.add_argument("--max-ce", dest="max_ce", type=float, default=None)
+    parser.add_argument("--max-surprisal", dest="max_surprisal", type=float, default=None)
+    parser.add_argument("--fluency-weight", dest="fluency_weight", type=float, default=None)
     parser.add_argument("--first-target", type=int, default=0, help="skip this many benchmark targets")
     parser.add_argument("--tag", default="", help="suffix of the output file name")
     parser.add_argument("--out-dir", default="benchmarks/results")

@@ -43,9 +43,9 @@ class SearchBudget:
 
 
 BUDGETS: dict[str, SearchBudget] = {
-    "quick": SearchBudget(steps=12, width=32, starts=1, beam_width=4, beam_samples=8, beam_length=8,
+    "quick": SearchBudget(steps=8, width=40, starts=1, beam_width=4, beam_samples=8, beam_length=8,
                           keep_retrieval=4, max_frontier=6, behavior_probe=12, behavior_steps=2, behavior_width=8),
-    "default": SearchBudget(steps=24, width=48, starts=1, beam_width=5, beam_samples=8, beam_length=10,
+    "default": SearchBudget(steps=16, width=48, starts=1, beam_width=5, beam_samples=8, beam_length=10,
                             keep_retrieval=6, max_frontier=8, behavior_probe=24, behavior_steps=4, behavior_width=8),
     "thorough": SearchBudget(steps=40, width=48, starts=2, beam_width=8, beam_samples=16, beam_length=12,
                              keep_retrieval=10, max_frontier=12, behavior_probe=64, behavior_steps=12,
