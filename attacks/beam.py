@@ -22,7 +22,7 @@ from dataclasses import asdict, dataclass
 import torch
 from tqdm.auto import tqdm
 
-from realize.attacks.base import AttackResult, Objective, Step, filter_context
+from realize.attacks.base import AttackResult, Objective, Step, filter_context, start_ids
 from realize.attacks.fluency import encode_head, lm_head_ids, next_token_logprobs
 from realize.attacks.sampling import allowed_token_mask, dedupe, retokenization_filter
 from realize.data.chat import ChatLayout
@@ -170,3 +170,13 @@ def run(
         n_evaluations=n_evaluations,
         config=asdict(config),
     )
+
+
+def start_or_beam(objective: Objective, lm: LoadedModel, layout: ChatLayout, config: BeamConfig,
+                  init: Sequence[int] | None) -> tuple[tuple[int, ...], int]:
+    """(start prompt ids, evaluations spent): `init` as given, else the beam search's best prompt."""
+    start = start_ids(init)
+    if start is not None:
+        return start, 0
+    first = run(objective, lm, layout, config)
+    return first.best_ids, first.n_evaluations

@@ -25,7 +25,7 @@ from transformers import PreTrainedTokenizerBase
 
 from realize.attacks.base import map_in_batches
 from realize.attacks.embeddings import one_hot_grad
-from realize.attacks.prompt_cache import KV, expand_kv, packed_mask, run_to_layer, segments
+from realize.attacks.prompt_cache import KV, expand_kv, packed_mask, prefix_groups, run_to_layer
 from realize.attacks.text_objectives import final_logits
 from realize.data.activations import num_layers
 from realize.data.chat import ChatLayout
@@ -67,26 +67,21 @@ class BehaviorObjective:
 
     @torch.no_grad()
     def _build_groups(self) -> tuple[_Group, ...]:
-        segs = [segments(self.layout, c) for c in self.context_ids]
-        by_pre: dict[tuple[int, ...], list[int]] = {}
-        for k, seg in enumerate(segs):
-            by_pre.setdefault(seg.pre, []).append(k)
         groups = []
-        for pre, ks in by_pre.items():
-            _, pre_kv = run_to_layer(self.model, self.last, input_ids=torch.tensor([pre], device=self.device))
+        for ks, segs, pre_kv in prefix_groups(self.model, self.layout, self.context_ids, self.last, self.device):
             ids: list[int] = []
             offsets: list[int] = []
             scored: list[int] = []
             owner: list[int] = []
             lengths: list[int] = []
-            for i, k in enumerate(ks):
+            for i, (k, seg) in enumerate(zip(ks, segs, strict=True)):
                 y = self.contexts[k].continuation
-                segment = list(segs[k].post) + list(y[:-1])
+                segment = list(seg.post) + list(y[:-1])
                 start = len(ids)
                 ids.extend(segment)
                 offsets.extend(range(len(segment)))
                 lengths.append(len(segment))
-                first = start + len(segs[k].post) - 1  # the post's last token predicts y_0
+                first = start + len(seg.post) - 1  # the post's last token predicts y_0
                 scored.extend(range(first, first + len(y)))
                 owner.extend([i] * len(y))
             steered = torch.cat([self.contexts[k].steered for k in ks]).to(self.device)

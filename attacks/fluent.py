@@ -32,9 +32,8 @@ from functools import partial
 import torch
 from tqdm.auto import tqdm
 
-from realize.attacks.beam import BeamConfig
-from realize.attacks.beam import run as beam_run
-from realize.attacks.base import AttackResult, FrontierPoint, Objective, Step, filter_context, start_ids
+from realize.attacks.beam import BeamConfig, start_or_beam
+from realize.attacks.base import AttackResult, FrontierPoint, Objective, Step, filter_context
 from realize.attacks.fluency import encode_head, lm_head_ids, prompt_ce, prompt_ce_and_grad
 from realize.attacks.sampling import allowed_token_mask, dedupe, retokenization_filter, sample_candidates
 from realize.data.chat import ChatLayout
@@ -143,11 +142,7 @@ def run(
     model, tokenizer = lm.model, lm.tokenizer
     context = filter_context(objective)
     generator = torch.Generator().manual_seed(config.seed)
-    n_evaluations = 0
-    start_prompt = start_ids(init)
-    if start_prompt is None:
-        init_result = beam_run(objective, lm, layout, config.init_beam)
-        start_prompt, n_evaluations = init_result.best_ids, init_result.n_evaluations
+    start_prompt, n_evaluations = start_or_beam(objective, lm, layout, config.init_beam, init)
     head = encode_head(model, lm_head_ids(layout))
     vocab = int(model.get_input_embeddings().weight.shape[0])
     allowed = allowed_token_mask(tokenizer, ascii_only=config.ascii_only, vocab_size=vocab)

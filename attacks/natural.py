@@ -48,9 +48,8 @@ from dataclasses import asdict, dataclass, field
 import torch
 from tqdm.auto import tqdm
 
-from realize.attacks.base import AttackResult, FrontierPoint, Objective, Step, filter_context, start_ids
-from realize.attacks.beam import BeamConfig
-from realize.attacks.beam import run as beam_run
+from realize.attacks.base import AttackResult, FrontierPoint, Objective, Step, filter_context
+from realize.attacks.beam import BeamConfig, start_or_beam
 from realize.attacks.fluency import HeadState, encode_head, lm_head_ids, next_token_logprobs, prompt_surprisal
 from realize.attacks.fluent import pareto_front
 from realize.attacks.sampling import (
@@ -243,11 +242,7 @@ def run(
     model, tokenizer = lm.model, lm.tokenizer
     context = filter_context(objective)
     gen = torch.Generator().manual_seed(config.seed)
-    n_evals = 0
-    start = start_ids(init)
-    if start is None:
-        first = beam_run(objective, lm, layout, config.init_beam)
-        start, n_evals = first.best_ids, first.n_evaluations
+    start, n_evals = start_or_beam(objective, lm, layout, config.init_beam, init)
     head = encode_head(model, lm_head_ids(layout))
     vocab = int(model.get_input_embeddings().weight.shape[0])
     strings = token_strings(tokenizer, vocab)

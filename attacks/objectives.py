@@ -56,7 +56,7 @@ from transformers import PreTrainedTokenizerBase
 
 from realize.attacks.base import map_in_batches
 from realize.attacks.embeddings import one_hot_embeds, one_hot_grad
-from realize.attacks.prompt_cache import KV, expand_kv, packed_mask, run_to_layer, run_to_layers, segments
+from realize.attacks.prompt_cache import KV, expand_kv, packed_mask, prefix_groups, run_to_layer, run_to_layers
 from realize.data.activations import block_outputs, check_layer
 from realize.data.chat import ChatLayout, Placement, chat_layout, encode
 from realize.data.errors import UserInputError
@@ -240,26 +240,22 @@ class ActivationShiftObjective:
 
     @torch.no_grad()
     def _build_groups(self) -> tuple[_Group, ...]:
-        segs = [segments(self.layout, c) for c in self.context_ids]
-        by_pre: dict[tuple[int, ...], list[int]] = {}
-        for k, seg in enumerate(segs):
-            by_pre.setdefault(seg.pre, []).append(k)
         groups = []
-        for pre, ks in by_pre.items():
-            _, pre_kv = run_to_layer(self.model, self.layer, input_ids=torch.tensor([pre], device=self.device))
+        for ks, segs, pre_kv in prefix_groups(self.model, self.layout, self.context_ids, self.layer, self.device):
             ids, offsets, aligned, owner = [], [], [], []
-            for i, k in enumerate(ks):
+            for i, seg in enumerate(segs):
                 start = len(ids)
-                ids.extend(segs[k].post)
-                offsets.extend(range(len(segs[k].post)))
-                aligned.extend(start + j for j in segs[k].post_aligned)
-                owner.extend([i] * len(segs[k].post_aligned))
-            base = {layer: torch.cat([self.bases[layer][k][segs[k].n_pre_aligned :] for k in ks]).to(self.device)
+                ids.extend(seg.post)
+                offsets.extend(range(len(seg.post)))
+                aligned.extend(start + j for j in seg.post_aligned)
+                owner.extend([i] * len(seg.post_aligned))
+            pairs = list(zip(ks, segs, strict=True))
+            base = {layer: torch.cat([self.bases[layer][k][seg.n_pre_aligned :] for k, seg in pairs]).to(self.device)
                     for layer in self.layers}
             groups.append(_Group(
                 tuple(ks), pre_kv, torch.tensor(ids, device=self.device), torch.tensor(offsets, device=self.device),
-                tuple(len(segs[k].post) for k in ks), torch.tensor(aligned, device=self.device),
-                torch.tensor(owner, device=self.device), base, tuple(segs[k].n_pre_aligned for k in ks),
+                tuple(len(seg.post) for seg in segs), torch.tensor(aligned, device=self.device),
+                torch.tensor(owner, device=self.device), base, tuple(seg.n_pre_aligned for seg in segs),
             ))
         return tuple(groups)
 

@@ -11,6 +11,7 @@ Public API (stable):
     repeat_kv_rows(kv, times) -> KV                  # (B, ...) -> (B*times, ...), each row repeated `times` in a row
     Segments(pre, post, post_aligned, n_pre_aligned) # one context's input around the prompt slot
     segments(layout, context_ids) -> Segments
+    prefix_groups(model, layout, contexts, layer, device) -> [(context indices, their Segments, KV of the shared pre)]
 
 How an input decomposes (see `data.chat`): every placement is `pre + prompt + post`, where
     prefix: pre = head,           post = sep + context + tail   (aligned = context + tail, all in post)
@@ -138,3 +139,19 @@ def segments(layout: ChatLayout, context: Sequence[int]) -> Segments:
         post = layout.sys_tail + ctx + layout.tail
         return Segments(layout.sys_head, post, tuple(range(len(layout.sys_tail), len(post))), 0)
     return Segments(layout.head + ctx + layout.sep, layout.tail, tuple(range(len(layout.tail))), len(ctx))
+
+
+@torch.no_grad()
+def prefix_groups(model: nn.Module, layout: ChatLayout, contexts: Sequence[Sequence[int]], layer: int,
+                  device: torch.device) -> list[tuple[list[int], list[Segments], KV]]:
+    """The contexts grouped by their `pre` (one group for prefix/system placements, one per context for suffix),
+    each group with its contexts' indices, their segments and the KV of `pre` through block `layer` (run once)."""
+    segs = [segments(layout, c) for c in contexts]
+    by_pre: dict[tuple[int, ...], list[int]] = {}
+    for k, seg in enumerate(segs):
+        by_pre.setdefault(seg.pre, []).append(k)
+    out = []
+    for pre, ks in by_pre.items():
+        _, pre_kv = run_to_layer(model, layer, input_ids=torch.tensor([pre], device=device))
+        out.append((ks, [segs[k] for k in ks], pre_kv))
+    return out

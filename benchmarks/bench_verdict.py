@@ -9,6 +9,9 @@ Vectors (all at `--layer`, written to OUT/vectors/*.safetensors and audited with
 - `heldout-x10.<cluster>`: the first of those times 10. Expected: not "realizable" (magnitude beyond natural).
 - `random.natural` / `random.isotropic`: a random direction from the natural shift distribution / an isotropic
   one, at the first target's norm. Expected: not realizable.
+- with `--distilled N`: `distilled.<cluster>`: a vector distilled from each of the first N held-out prompts (steering
+  reproduces the prompted model's next-token distributions along its own text, on the same unused contexts), and
+  `random-distilled.natural` at the first one's norm. Expected, behavior axis: realizable / not realizable.
 
 Prints one line per vector (verdict, why, stability) and the controls; writes OUT/summary.json. The audit's own
 outputs (report.html, results.parquet) are in OUT/audit.
@@ -34,6 +37,7 @@ from realize.data.corpora import load_corpus, read_clustered_file
 from realize.data.models import cache_root, load_model
 from realize.data.results_dataset import read_rows
 from realize.data.vectors import SteeringVector, save_control_vector_gguf, save_safetensors
+from realize.distill import DistillConfig, train_distilled
 from realize.targets import isotropic_nulls, natural_nulls
 
 HERE = Path(__file__).resolve().parent
@@ -69,10 +73,37 @@ def build_vectors(layer: int, n_targets: int, config: AuditConfig, seed: int) ->
     gen = torch.Generator().manual_seed(seed + 12345)
     norm = float(first.norm())
     vectors.append(SteeringVector(directions={layer: natural_nulls(natural, 1, norm, gen)[0]}, scale=1.0,
-                                  method="random (natural-shift distribution)", name="random.natural"))
+                                  method="random (natural subspace)", name="random.natural"))
     vectors.append(SteeringVector(directions={layer: isotropic_nulls(first.shape[0], 1, norm, gen)[0]}, scale=1.0,
                                   method="random (isotropic)", name="random.isotropic"))
     return vectors
+
+
+def build_distilled(layer: int, n: int, config: AuditConfig, seed: int) -> list[SteeringVector]:
+    """Vectors distilled from the first `n` held-out prompts on unused contexts, and one natural-distribution random
+    direction at the first one's norm."""
+    lm = load_model()
+    layout = chat_layout(lm.tokenizer, "prefix")
+    contexts = unused_contexts(config, 6)
+    out = []
+    for target in read_clustered_file(HERE / "heldout_targets.tsv")[:n]:
+        result = train_distilled(lm, layout, target.prompt, layer, contexts, DistillConfig(steps=config.distill_steps, tokens=16))
+        vector = result.vector
+        print(f"distilled {target.cluster}: loss {result.losses[0]:.3f} -> {result.losses[-1]:.3f}, "
+              f"norm {float(vector.directions[layer].norm()):.1f}", flush=True)
+        out.append(SteeringVector(directions={layer: vector.directions[layer].float()}, scale=1.0,
+                                  method="prompt-distilled vector", name=f"distilled.{target.cluster}",
+                                  notes=target.prompt))
+    split = ContextSplit.of(load_corpus("contexts"), config.n_opt_contexts, config.n_selection, config.n_test,
+                            config.seed)
+    corpus = corpus_shifts(lm, layout, layer, split.optimization, fingerprint=model_fingerprint(lm),
+                           cache_dir=cache_root() / "corpus_shifts")
+    natural = corpus.shifts[corpus.select("natural_prompts")[0]]
+    gen = torch.Generator().manual_seed(seed + 4242)
+    norm = float(out[0].directions[layer].norm())
+    out.append(SteeringVector(directions={layer: natural_nulls(natural, 1, norm, gen)[0]}, scale=1.0,
+                              method="random (natural subspace)", name="random-distilled.natural"))
+    return out
 
 
 def build_multilayer(layers: list[int], config: AuditConfig, seed: int, folder: Path) -> list[str]:
@@ -108,6 +139,9 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default="runs/bench-verdict")
     parser.add_argument("--axes", choices=("both", "activation", "behavior"), default="both")
+    parser.add_argument("--distilled", type=int, default=0, help="also audit vectors distilled from this many "
+                        "held-out prompts (+ one random direction at their norm)")
+    parser.add_argument("--no-shifts", action="store_true", help="skip the mean-shift vectors (heldout.*, x10, random)")
     parser.add_argument("--multilayer", default="", help="e.g. 6,7,8,9,10,11,12: also audit two 7-layer GGUF "
                         "control vectors (a held-out prompt's per-layer shifts; random per-layer directions)")
     args = parser.parse_args()
@@ -117,7 +151,10 @@ def main() -> None:
     files = sorted(str(p) for p in folder.glob("*.safetensors"))
     if not files:  # built once per OUT; delete OUT/vectors to rebuild
         folder.mkdir(parents=True, exist_ok=True)
-        for vector in build_vectors(args.layer, args.targets, config, args.seed):
+        built = [] if args.no_shifts else build_vectors(args.layer, args.targets, config, args.seed)
+        if args.distilled:
+            built += build_distilled(args.layer, args.distilled, config, args.seed)
+        for vector in built:
             files.append(str(folder / f"{vector.name}.safetensors"))  # one file each: a file has one scale/notes
             save_safetensors([vector], files[-1])
         if args.multilayer:
@@ -141,7 +178,10 @@ def main() -> None:
     write_json(out / "summary.json", summary)
     for name, r in summary["items"].items():
         value = r["specific_cos_test"] if "activation" in name else r["recovery_test"]
-        print(f"{name:60s} {r['verdict']:32s} value {value:6.3f} stability {r['verdict_stability']:.2f}")
+        value = float("nan") if value is None else value
+        stability = float("nan") if r["verdict_stability"] is None else r["verdict_stability"]
+        print(f"{name:60s} {r['verdict']:32s} value {value:6.3f} stability {stability:.2f} "
+              f"{(r['prompt'] or '')[:70]!r}")
 
 
 if __name__ == "__main__":

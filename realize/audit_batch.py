@@ -39,7 +39,7 @@ from realize.scorers.realism import RealismClassifier, load_classifier
 from realize.targets import Target, norm_bins, null_targets, positive_targets, vector_targets
 
 logger = logging.getLogger(__name__)
-CALIBRATION_VERSION = "3"  # bump when the search, the controls or what an item stores changes
+CALIBRATION_VERSION = "4"  # bump when the search, the controls or what an item stores changes
 
 
 def model_fingerprint(lm: LoadedModel) -> str:

@@ -5,7 +5,7 @@ None of this depends on the target, so an audit computes it once and every targe
 - retrieval ranks all natural prompts for a target with one matrix product (`retrieval_losses`) instead of one
   forward pass per prompt and target;
 - magnitude percentiles of the layer (`natural_norms`) come from the same numbers;
-- the natural-shift nulls draw from their covariance (`realize.controls`);
+- the nulls are drawn inside their principal subspace (`realize.targets.natural_nulls`);
 - positive controls take their targets from the held-out `positive_prompts` rows.
 
 `CorpusShifts` holds, per prompt, its corpus name, its paraphrase cluster and its mean shift over the optimization

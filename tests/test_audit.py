@@ -81,6 +81,21 @@ def test_plan_controls(tiny, always_natural, tmp_path):
         if t.kind == "positive":
             assert set(t.exclude_clusters) <= positive_clusters and not set(t.exclude_clusters) & retrieval_clusters
     assert list(tmp_path.glob("L2-*.safetensors")), "corpus shifts are cached"
+    # an item's id depends only on what its result depends on: an activation positive (or isotropic null) is the
+    # same item in an activation-only audit, a null running both axes is not, and behavior settings move only
+    # the items that run the behavior axis
+    def ids(config: AuditConfig) -> dict[str, str]:
+        return {t.name: t.vector_id for t in plan_audit(tiny, vectors, config, always_natural,
+                                                        cache_dir=tmp_path).targets}
+
+    both = ids(CONFIG)
+    alone = ids(dataclasses.replace(CONFIG, axes=("activation",)))
+    longer = ids(dataclasses.replace(CONFIG, behavior_tokens=5, distill_steps=4))
+    for name, vector_id in both.items():
+        kind = name.rsplit(".", 2)[0] if name.startswith(("null", "positive", "behavior")) else "vector"
+        same_alone = kind.startswith("positive") or kind.startswith("null-isotropic")
+        assert (alone.get(name) == vector_id) == same_alone, name
+        assert (longer[name] == vector_id) == (kind.startswith("positive") or kind.startswith("null-isotropic")), name
 
 
 def test_audit_end_to_end_and_resume(tiny, always_natural, tmp_path, monkeypatch):

@@ -147,3 +147,25 @@ def test_joint_bootstrap_stability():
     assert absent.share_same == 1.0 and absent.value_interval is None
     with pytest.raises(ValueError, match="same test contexts"):
         joint_bootstrap(_evidence(target, g, 0.3, 1, k=5), nulls, positives, decide)
+
+
+def test_natural_nulls_lie_in_the_natural_subspace_at_the_norm():
+    from realize.targets import isotropic_nulls, natural_nulls, natural_subspace
+
+    gen = torch.Generator().manual_seed(0)
+    # shifts that vary along 3 directions only (plus a shared offset, removed by centering)
+    modes = torch.linalg.qr(torch.randn(16, 3, generator=gen))[0].T
+    shifts = torch.randn(200, 3, generator=gen) * torch.tensor([5.0, 2.0, 1.0]) @ modes + 7.0
+    basis = natural_subspace(shifts, energy=0.999)
+    assert basis.shape == (3, 16)
+    nulls = natural_nulls(shifts, 50, 4.0, gen)
+    assert torch.allclose(nulls.norm(dim=1), torch.full((50,), 4.0), atol=1e-4)
+    inside = (nulls.double() @ basis.T).norm(dim=1)
+    assert torch.allclose(inside, torch.full((50,), 4.0, dtype=torch.float64), atol=1e-3)
+    # uniform on the subspace's sphere, not weighted by the spectrum: the weakest mode gets a third of the energy
+    weak = ((nulls.double() @ modes[2].double()) ** 2).mean() / 16.0
+    assert 0.2 < float(weak) < 0.47
+    iso = isotropic_nulls(16, 50, 4.0, gen)
+    assert float((iso.double() @ basis.T).norm(dim=1).mean()) < 3.0  # isotropic ones mostly leave the subspace
+    with pytest.raises(ValueError, match="two natural shifts"):
+        natural_subspace(shifts[:1])
