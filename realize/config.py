@@ -60,7 +60,7 @@ BUDGETS: dict[str, SearchBudget] = {
 PRESETS: dict[str, dict[str, Any]] = {
     "quick": {"n_opt_contexts": 6, "n_selection": 6, "n_test": 10, "n_null": 4, "n_isotropic": 1,
               "n_positive": 4, "behavior_tokens": 16, "behavior_contexts": 3, "behavior_test_contexts": 6,
-              "distill_steps": 60},
+              "distill_steps": 30},
     "default": {"n_opt_contexts": 8, "n_selection": 8, "n_test": 16, "n_null": 8, "n_isotropic": 2,
                 "n_positive": 6, "behavior_tokens": 24, "behavior_contexts": 4, "behavior_test_contexts": 8,
                 "distill_steps": 100},

@@ -117,8 +117,9 @@ def test_readme_python_example_runs_from_a_project_directory(hostile_project, tm
     torch.manual_seed(0)
     save_safetensors([SteeringVector(directions={7: 40 * torch.randn(576) / 24, }, scale=1.0, name="melbo.0")],
                      vectors / "melbo.safetensors")
+    # the demo test's controls (both axes, 3 of each): computed here once, reused there through the control cache
     quick = ('config=realize.AuditConfig(budget="quick", n_null=3, n_isotropic=0, n_positive=3, '
-             'axes=("activation",), manifold=False, show_progress=False)')
+             'manifold=False, show_progress=False)')
     code = code.replace('budget="quick")', quick + ")")
     script = hostile_project / "example.py"
     script.write_text(code + "\nprint('VERDICTS', report.verdicts)\n", encoding="utf-8")
