@@ -118,14 +118,17 @@ def test_readme_python_example_runs_from_a_project_directory(hostile_project, tm
     save_safetensors([SteeringVector(directions={7: 40 * torch.randn(576) / 24, }, scale=1.0, name="melbo.0")],
                      vectors / "melbo.safetensors")
     # the demo test's controls (both axes, 3 of each): computed here once, reused there through the control cache
-    quick = ('config=realize.AuditConfig(budget="quick", n_null=3, n_isotropic=0, n_positive=3, '
-             'manifold=False, show_progress=False)')
+    quick = ('config=realize.AuditConfig(budget="quick", n_null=3, n_isotropic=0, n_positive=3, n_opt_contexts=4, '
+             'n_selection=4, n_test=8, manifold=False, show_progress=False)')
     code = code.replace('budget="quick")', quick + ")")
     script = hostile_project / "example.py"
     script.write_text(code + "\nprint('VERDICTS', report.verdicts)\n", encoding="utf-8")
-    done = subprocess.run([sys.executable, str(script)], cwd=hostile_project, env={**_env(), **(
-        {"REALIZE_CACHE": os.environ["REALIZE_CACHE"]} if "REALIZE_CACHE" in os.environ else {})},
-        capture_output=True, text=True, timeout=1800)
+    env = {**_env(), **({"REALIZE_CACHE": os.environ["REALIZE_CACHE"]} if "REALIZE_CACHE" in os.environ else {})}
+    env.pop("OMP_NUM_THREADS")  # a real audit: every core (a 1-thread run took twice the CI time)
+    if "OMP_NUM_THREADS" in os.environ:
+        env["OMP_NUM_THREADS"] = os.environ["OMP_NUM_THREADS"]
+    done = subprocess.run([sys.executable, str(script)], cwd=hostile_project, env=env,
+                          capture_output=True, text=True, timeout=1800)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "VERDICTS {'melbo.0':" in done.stdout
     assert (hostile_project / "runs" / "audit" / "report.html").is_file()

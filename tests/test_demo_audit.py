@@ -1,6 +1,6 @@
 """The README's demo on the embedded model: `realize audit --demo --budget quick`, both axes, with 3 controls of each
-kind instead of the preset's 4/1/4 to keep CI in time (slow: ~12 min on 2 cores; the activation positives are shared
-with test_api's README example through the control cache when it ran first)."""
+kind (the preset has 4/1/4) and 4/4/8 contexts (the preset has 6/6/10) to keep CI in time. Every control is shared
+with test_api's README example through the control cache when that ran first (then ~4 min on 2 cores)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,8 @@ from realize.data.results_dataset import read_rows
 from realize.cli import main
 
 pytestmark = pytest.mark.slow
-DEMO_FLAGS = ["--budget", "quick", "--n-null", "3", "--n-isotropic", "0", "--n-positive", "3", "--quiet"]
+DEMO_FLAGS = ["--budget", "quick", "--n-null", "3", "--n-isotropic", "0", "--n-positive", "3", "--n-opt-contexts", "4",
+              "--n-selection", "4", "--n-test", "8", "--quiet"]  # tests/test_api.py's README example: the same
 
 
 def test_demo_audit_calibrates_controls(tmp_path, capsys):

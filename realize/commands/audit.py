@@ -59,6 +59,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         f"(default budget: {default['n_isotropic']})")
     parser.add_argument("--n-positive", type=int, help="held-out natural-prompt controls per layer "
                         f"(default budget: {default['n_positive']})")
+    parser.add_argument("--n-opt-contexts", type=int, help="optimization contexts, the only ones the searches see "
+                        f"(default budget: {default['n_opt_contexts']})")
     parser.add_argument("--n-selection", type=int, help="selection contexts, which choose the best prompt "
                         f"(default budget: {default['n_selection']})")
     parser.add_argument("--n-test", type=int, help="test contexts, which measure every reported number "
@@ -85,7 +87,7 @@ def _config(args: argparse.Namespace) -> AuditConfig:
     values: dict[str, object] = {"budget": args.budget, "placement": args.placement, "seed": args.seed,
                                  "manifold": not args.no_manifold, "show_progress": not args.quiet,
                                  "axes": ("activation", "behavior") if args.axes == "both" else (args.axes,)}
-    for flag in ("n_null", "n_isotropic", "n_positive", "n_selection", "n_test", "behavior_tokens"):
+    for flag in ("n_null", "n_isotropic", "n_positive", "n_opt_contexts", "n_selection", "n_test", "behavior_tokens"):
         if getattr(args, flag) is not None:
             values[flag] = getattr(args, flag)
     if args.min_realism is not None:
