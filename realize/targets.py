@@ -179,7 +179,11 @@ def natural_nulls(shifts: torch.Tensor, count: int, norm: float, generator: torc
     spectrum: a Gaussian with the shifts' covariance is a random *mixture of natural shifts*, dominated by a few
     modes, which prompts partly produce by construction (measured: retrieval alone reaches specific cos 0.60 on such
     draws at SmolLM2 layer 7, 0.78 on held-out natural shifts, 0.19 on these nulls, 0.10 on isotropic ones)."""
-    basis = natural_subspace(shifts)
+    return subspace_nulls(natural_subspace(shifts), count, norm, generator)
+
+
+def subspace_nulls(basis: torch.Tensor, count: int, norm: float, generator: torch.Generator) -> torch.Tensor:
+    """(count, d) directions uniform on the sphere of the span of `basis` (k, d) orthonormal rows, at `norm`."""
     weights = torch.randn(count, basis.shape[0], generator=generator, dtype=torch.float64)
     draws = weights @ basis
     return (draws / draws.norm(dim=1, keepdim=True) * norm).float()
@@ -196,19 +200,22 @@ def null_targets(corpora: Mapping[int, CorpusShifts], bins: Sequence[tuple[int, 
     ones; at every layer a direction drawn for that layer at its bin's norm. Null j is the same whatever the count,
     so raising n_null reuses the finished ones."""
     label_bins = ",".join(f"L{i}:{bin_norm(b):.3g}" for i, b in bins)
+    subspaces: dict[int, torch.Tensor] = {}  # one SVD per layer, not one per null
+    if config.n_null:
+        for layer, _ in bins:
+            subspaces[layer] = natural_subspace(corpora[layer].shifts[corpora[layer].select("natural_prompts")[0]])
     targets = []
     for kind, count in (("null", config.n_null), ("null-isotropic", config.n_isotropic)):
         axes = _axes(kind, config)  # type: ignore[arg-type]
         for j in range(count if axes else 0):
             directions = {}
             for layer, bin_index in bins:
-                rows, _ = corpora[layer].select("natural_prompts")
-                natural = corpora[layer].shifts[rows]
                 generator = _generator(config.seed, "null", kind, layer, bin_index, j, [list(b) for b in bins])
                 if kind == "null":
-                    directions[layer] = natural_nulls(natural, 1, bin_norm(bin_index), generator)[0]
+                    directions[layer] = subspace_nulls(subspaces[layer], 1, bin_norm(bin_index), generator)[0]
                 else:
-                    directions[layer] = isotropic_nulls(natural.shape[1], 1, bin_norm(bin_index), generator)[0]
+                    dim = corpora[layer].shifts.shape[1]
+                    directions[layer] = isotropic_nulls(dim, 1, bin_norm(bin_index), generator)[0]
             label = "natural subspace" if kind == "null" else "isotropic"
             targets.append(Target(item_id(kind, directions, None, 1.0, key), f"{kind}.{label_bins}.{j}",
                                   f"random direction ({label}), norms {label_bins}", kind, axes, 1.0,  # type: ignore[arg-type]
