@@ -53,6 +53,8 @@ FEATURES = datasets.Features(
         "direction_cos": datasets.Value("float32"),  # same tokens pushed? cos of log-prob changes along the text
         "effect_ratio": datasets.Value("float32"),  # how hard, relative to the vector (1 = as hard)
         "effect_kl": datasets.Value("float32"),  # the vector's KL(steered || base) per token on test contexts
+        "generic_recovery": datasets.Value("float32"),  # vectors: the best unrelated instruction's test recovery
+        "specific_recovery": datasets.Value("float32"),  # 1 - (1 - recovery) / (1 - max(generic, 0))
         "verdict": datasets.Value("string"),  # the vector's verdict on this row's axis
         "direction_verdict": datasets.Value("string"),  # the same before the magnitude qualifier (activation)
         "verdict_stability": datasets.Value("float32"),  # share of joint test-context resamples with that verdict

@@ -4,21 +4,23 @@ into verdicts.
 - Activation axis: search on optimization contexts, choose on selection contexts, measure on test contexts.
 - Behavior axis: the steered model's continuations on the behavior subsets of the same three sets (computed once per
   item), a behavior search, the same choose-then-measure split; behavior positives first distill their vector.
-- Vectors also get the on-manifold share and, on the behavior axis, the activation prompt's behavior and the
-  generations side by side.
+- Vectors also get the on-manifold share and, on the behavior axis, the activation prompt's behavior, the best of a
+  panel of unrelated instructions (the generic baseline) and the generations side by side.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import time
 
 import torch
 
 from realize.audit_search import AuditSetting, judge, pick, search
 from realize.audit_types import BehaviorAxis, BehaviorScore, Generation, PromptScore, VectorAudit
-from realize.behavior_search import judge_behavior, pick_behavior, search_behavior
+from realize.behavior_search import judge_behavior, pick_behavior, search_behavior, unrelated_panel
 from realize.config import AuditConfig
+from realize.data.chat import encode
 from realize.data.steered import greedy_batch, steered_contexts
 from realize.distill import DistillConfig, train_distilled
 from realize.scorers.behavior import BehaviorConfig, measure_prompts
@@ -86,6 +88,13 @@ def _behavior(setting: AuditSetting, target: Target, directions: dict[int, torch
             kl=measure.kl, prompt_effect=measure.prompt_effect, direction_cos=measure.direction_cos,
             effect_ratio=measure.effect_ratio, perplexity=activation_best.perplexity,
             worst_window_perplexity=activation_best.worst_window_perplexity, realism=activation_best.realism)
+    generic = None
+    if target.kind == "vector":  # the baseline of the specific recovery: unrelated instructions
+        panel = unrelated_panel(setting.effects, opt, config.search, seed=config.seed)
+        judged = judge_behavior(setting, selection, test, [(tuple(encode(lm.tokenizer, p)), "unrelated panel")
+                                                           for p in panel])
+        judged = [g for g in judged if math.isfinite(g.selection_recovery)]
+        generic = max(judged, key=lambda g: g.selection_recovery) if judged else None
     generations: tuple[Generation, ...] = ()
     if target.kind == "vector" and best is not None:
         prompted = [setting.layout.place(list(best.ids), c.context_ids).ids for c in test]
@@ -101,7 +110,7 @@ def _behavior(setting: AuditSetting, target: Target, directions: dict[int, torch
         best_unrelated=None if unrelated is None else scores[unrelated], activation_prompt=activation_prompt,
         evidence=None if best is None else MeanEvidence(best.per_context), generations=generations,
         vector_norm=float(scale * torch.linalg.vector_norm(torch.cat(list(directions.values())))),
-        distill_losses=distill_losses,
+        distill_losses=distill_losses, generic=generic,
     )
 
 

@@ -52,7 +52,8 @@ def _common(judged: JudgedAudit, axis: str, *, model: str, seed: int, budget: st
 
 _ACTIVATION_ONLY = ("selection_specific_cos", "cos_test", "specific_cos_test", "per_position_cos", "norm_ratio", "fve",
                     "behavior_recovery")
-_BEHAVIOR_ONLY = ("selection_recovery", "recovery_test", "direction_cos", "effect_ratio", "effect_kl")
+_BEHAVIOR_ONLY = ("selection_recovery", "recovery_test", "direction_cos", "effect_ratio", "effect_kl",
+                  "generic_recovery", "specific_recovery")
 
 
 def audit_rows(judged: JudgedAudit, *, model: str, seed: int, budget: str) -> list[dict[str, Any]]:
@@ -90,7 +91,8 @@ def audit_rows(judged: JudgedAudit, *, model: str, seed: int, budget: str) -> li
                 "selection_recovery": b.selection_recovery, "recovery_test": b.recovery,
                 "direction_cos": b.direction_cos, "effect_ratio": b.effect_ratio, "effect_kl": axis.effect,
                 "perplexity": b.perplexity, "worst_window_perplexity": b.worst_window_perplexity,
-                "realism": b.realism,
+                "realism": b.realism, "generic_recovery": _num(axis.generic.recovery if axis.generic else None),
+                "specific_recovery": _num(axis.specific(b)),
             })
     return rows
 

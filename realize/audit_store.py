@@ -50,7 +50,7 @@ def _behavior(raw: Mapping[str, Any] | None) -> BehaviorAxis | None:
         "activation_prompt": _bscore(raw["activation_prompt"]),
         "evidence": None if evidence is None else MeanEvidence(tuple(evidence["values"]), evidence["floor"]),
         "generations": tuple(Generation(**g) for g in raw["generations"]),
-        "distill_losses": _pair(raw["distill_losses"]),
+        "distill_losses": _pair(raw["distill_losses"]), "generic": _bscore(raw.get("generic")),
     })
 
 

@@ -72,6 +72,14 @@ class BehaviorScore:
     realism: float
 
 
+def specific_recovery(recovery: float, generic: float) -> float:
+    """1 - (1 - r) / (1 - max(g, 0)): recovery r measured against an unrelated instruction's g instead of the base
+    model (g <= 0, no instruction helps: r itself; nan when either is nan)."""
+    if not (math.isfinite(recovery) and math.isfinite(generic)):
+        return math.nan
+    return 1.0 - (1.0 - recovery) / max(1.0 - max(generic, 0.0), 1e-6)
+
+
 @dataclass(frozen=True)
 class BehaviorAxis:
     """Evidence on the behavior axis: can a natural prompt make the model do what the vector does?"""
@@ -86,6 +94,17 @@ class BehaviorAxis:
     generations: tuple[Generation, ...] = ()  # steered / prompted (best) / base on test contexts (vectors)
     vector_norm: float = 0.0  # |a v| of the steer measured
     distill_losses: tuple[float, float] | None = None  # behavior positives: KL before and after distillation
+    generic: BehaviorScore | None = None  # vectors: the best of a panel of unrelated corpus instructions (chosen on
+    # selection contexts, measured on test): what an instruction that has nothing to do with the vector recovers
+
+    def specific(self, score: BehaviorScore, *, selection: bool = False) -> float | None:
+        """The share of what the unrelated-panel instruction leaves that `score`'s prompt closes (test contexts, or
+        selection contexts); None without a panel."""
+        if self.generic is None:
+            return None
+        if selection:
+            return specific_recovery(score.selection_recovery, self.generic.selection_recovery)
+        return specific_recovery(score.recovery, self.generic.recovery)
 
     @property
     def value(self) -> float | None:

@@ -11,7 +11,9 @@ sets and `behavior_test_contexts` of the test set; on each, the steered model's 
 2. natural GCG (`realize.attacks.natural`: whole-word moves under a fluency budget) on the behavior objective,
    started from the best of them;
 3. judging: every candidate's recovery on selection contexts (it chooses) and on test contexts (it is reported),
-   with effect sizes and the direction of the effect (`realize.scorers.behavior.measure_prompts`).
+   with effect sizes and the direction of the effect (`realize.scorers.behavior.measure_prompts`);
+4. vectors: the same for a panel of unrelated instructions (`unrelated_panel`), the baseline of the specific
+   recovery (`realize.verdict`: "generically realizable").
 """
 
 from __future__ import annotations
@@ -36,6 +38,20 @@ from realize.scorers.perplexity import score_perplexity
 from realize.scorers.realism import realism_scores
 
 logger = logging.getLogger(__name__)
+GENERIC_PANEL = 8  # unrelated instructions whose best recovery is the behavior axis's generic baseline
+
+
+def rank_by_behavior(effects: PromptEffects, opt: Sequence[SteeredContext],
+                     exclude_clusters: Sequence[str] = ()) -> list[int]:
+    """Corpus indices (clusters in `exclude_clusters` left out), by the cosine of each prompt's first-answer effect
+    with the vector's, best first."""
+    vector_effect = torch.stack([c.steered[0].exp() - c.base[0].exp() for c in opt]).mean(0)
+    allowed = [i for i, k in enumerate(effects.clusters) if k not in set(exclude_clusters)]
+    if not allowed:
+        return []
+    matrix = effects.effects[allowed].float()
+    cos = (matrix @ vector_effect) / (matrix.norm(dim=1) * vector_effect.norm()).clamp_min(1e-12)
+    return [allowed[i] for i in cos.argsort(descending=True).tolist()]
 
 
 def retrieve_by_behavior(setting: AuditSetting, effects: PromptEffects, opt: Sequence[SteeredContext],
@@ -43,16 +59,30 @@ def retrieve_by_behavior(setting: AuditSetting, effects: PromptEffects, opt: Seq
                          exclude_clusters: Sequence[str] = ()) -> list[Candidate]:
     """Rank the corpus by the cosine of its first-answer effect with the vector's, score the best
     `behavior_probe` with the objective, keep the best `keep_retrieval` (best first)."""
-    vector_effect = torch.stack([c.steered[0].exp() - c.base[0].exp() for c in opt]).mean(0)
-    allowed = [i for i, k in enumerate(effects.clusters) if k not in set(exclude_clusters)]
-    if not allowed:
+    ranking = rank_by_behavior(effects, opt, exclude_clusters)
+    if not ranking:
         return []
-    matrix = effects.effects[allowed].float()
-    cos = (matrix @ vector_effect) / (matrix.norm(dim=1) * vector_effect.norm()).clamp_min(1e-12)
-    probe = [effects.prompts[allowed[i]] for i in cos.argsort(descending=True)[: budget.behavior_probe].tolist()]
+    probe = [effects.prompts[i] for i in ranking[: budget.behavior_probe]]
     result = natural_retrieval(objective, setting.lm, setting.layout,
                                RetrievalConfig(prompts=tuple(probe), keep=budget.keep_retrieval))
     return [(point.ids, "retrieval") for point in result.frontier]
+
+
+def unrelated_panel(effects: PromptEffects, opt: Sequence[SteeredContext], budget: SearchBudget, *, seed: int,
+                    size: int = GENERIC_PANEL) -> list[str]:
+    """`size` corpus instructions unrelated to the vector, one per cluster, drawn with `seed`: none from a cluster
+    of the `behavior_probe` prompts closest to the vector's first-answer effect (those retrieval tries), so the
+    panel measures what an instruction that has nothing to do with the vector recovers."""
+    ranking = rank_by_behavior(effects, opt)
+    related = {effects.clusters[i] for i in ranking[: budget.behavior_probe]}
+    first: dict[str, int] = {}
+    for i in sorted(ranking):
+        if effects.clusters[i] not in related:
+            first.setdefault(effects.clusters[i], i)
+    pool = sorted(first.values())
+    gen = torch.Generator().manual_seed(seed)
+    chosen = torch.randperm(len(pool), generator=gen)[:size].tolist()
+    return [effects.prompts[pool[j]] for j in sorted(chosen)]
 
 
 def search_behavior(setting: AuditSetting, effects: PromptEffects, opt: Sequence[SteeredContext],

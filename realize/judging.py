@@ -4,7 +4,7 @@
   activation positives of its layer (held-out natural prompts' shifts); the verdict is qualified by magnitude.
 - Behavior axis: against the behavior values of the same nulls and the behavior positives (vectors distilled from
   held-out natural prompts). A vector that barely changes the outputs is "inconclusive" there: there is nothing to
-  reproduce.
+  reproduce. A vector whose best prompt barely beats an unrelated instruction is "generically realizable".
 - Controls are judged leave-one-out (itself removed from its group); positives and isotropic nulls use the nulls of
   the nearest norm bin. Isotropic nulls are a labelled reference and never decide.
 - Controls without a natural-enough prompt have no value: they are not usable, so they can make a verdict
@@ -14,9 +14,10 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
-from realize.audit_types import Axis, Judgement, JudgedAudit, PromptScore, VectorAudit
+from realize.audit_types import Axis, BehaviorScore, Judgement, JudgedAudit, PromptScore, VectorAudit
 from realize.targets import norm_bin
 from realize.verdict import (
     Evidence,
@@ -77,14 +78,29 @@ def prompt_verdict(score: PromptScore, audit: VectorAudit, null: Sequence[float]
     return combine(weakest, audit.magnitude, thresholds)
 
 
-def _behavior_prompt_verdict(realism: float, selection: float, test: float, audit: VectorAudit,
-                             null: Sequence[float], positive: Sequence[float], thresholds: VerdictThresholds) -> str:
-    if realism < audit.min_realism:
+def generically(verdict: str, specific: float | None, thresholds: VerdictThresholds) -> str:
+    """"generically realizable" for a (partially) realizable behavior verdict whose prompt closes less than
+    `generic_specific` of what an unrelated instruction leaves (`specific` None: no panel, unchanged)."""
+    if verdict in _RANK and specific is not None and not specific >= thresholds.generic_specific:
+        return "generically realizable"
+    return verdict
+
+
+def _behavior_prompt_verdict(score: BehaviorScore, audit: VectorAudit, null: Sequence[float],
+                             positive: Sequence[float], thresholds: VerdictThresholds) -> str:
+    if score.realism < audit.min_realism:
         return "not natural"
-    verdicts = [judge_direction(max(v, 0.0), null, positive, thresholds).verdict for v in (selection, test)]
+    verdicts = [judge_direction(max(v, 0.0), null, positive, thresholds).verdict
+                for v in (score.selection_recovery, score.recovery)]
     if "inconclusive" in verdicts:
         return "inconclusive"
-    return min(verdicts, key=lambda v: _RANK.get(v, 0))
+    weakest = min(verdicts, key=lambda v: _RANK.get(v, 0))
+    axis = audit.behavior
+    if axis is None or axis.generic is None:
+        return weakest
+    both = (axis.specific(score), axis.specific(score, selection=True))  # the prompt must pass on both sets
+    return generically(weakest, min(both) if all(v is not None and v == v for v in both) else math.nan,  # type: ignore[type-var]
+                       thresholds)
 
 
 def judge_one(audit: VectorAudit, nulls: Sequence[VectorAudit], positives: Sequence[VectorAudit],
@@ -97,15 +113,16 @@ def judge_one(audit: VectorAudit, nulls: Sequence[VectorAudit], positives: Seque
     pos_values = [a.axis_value(axis) for a in usable_pos]
     behavior = audit.behavior if axis == "behavior" else None
     inert = behavior is not None and behavior.inert
+    specific = None if behavior is None or behavior.best is None else behavior.specific(behavior.best)
 
     def decide(value: float | None, null: list[float], pos: list[float]) -> tuple[str, float | None]:
         if inert:
             return "inconclusive", None
         direction = judge_direction(value, null, pos, thresholds)
         score = direction.calibration.score if direction.calibration is not None else None
-        verdict = combine(direction.verdict, audit.magnitude, thresholds) if axis == "activation" else \
-            direction.verdict
-        return verdict, score
+        if axis == "activation":
+            return combine(direction.verdict, audit.magnitude, thresholds), score
+        return generically(direction.verdict, specific, thresholds), score
 
     direction = judge_direction(audit.axis_value(axis), null_values, pos_values, thresholds)  # type: ignore[arg-type]
     verdict, _ = decide(audit.axis_value(axis), null_values, pos_values)  # type: ignore[arg-type]
@@ -119,6 +136,11 @@ def judge_one(audit: VectorAudit, nulls: Sequence[VectorAudit], positives: Seque
                   " there is no behavior to reproduce")
     elif axis == "activation" and direction.verdict in ("realizable", "partially realizable"):
         reason += "; " + magnitude_note(audit.magnitude, thresholds)
+    elif verdict == "generically realizable":
+        generic = behavior.generic  # type: ignore[union-attr]
+        reason += (f"; an unrelated instruction recovers {generic.recovery:.2f} (\"{generic.prompt}\"): the best "  # type: ignore[union-attr]
+                   f"prompt closes only {specific:.2f} of what it leaves (specific recovery < "
+                   f"{thresholds.generic_specific:g})")
     elif behavior is not None and behavior.best is not None and verdict not in ("realizable",):
         best = behavior.best
         if best.direction_cos >= 0.5 and best.effect_ratio > 1.5:
@@ -129,8 +151,7 @@ def judge_one(audit: VectorAudit, nulls: Sequence[VectorAudit], positives: Seque
                                 for p in audit.frontier)
     else:
         prompt_verdicts = tuple(
-            "inconclusive" if inert else _behavior_prompt_verdict(
-                p.realism, p.selection_recovery, p.recovery, audit, null_values, pos_values, thresholds)  # type: ignore[arg-type]
+            "inconclusive" if inert else _behavior_prompt_verdict(p, audit, null_values, pos_values, thresholds)  # type: ignore[arg-type]
             for p in (behavior.frontier if behavior is not None else ()))
     return Judgement(
         verdict=verdict, direction=direction.verdict if not inert else "inconclusive", reason=reason,  # type: ignore[arg-type]

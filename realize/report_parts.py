@@ -21,7 +21,8 @@ from realize.audit_types import BehaviorScore, PromptScore
 from realize.data.safe_text import printable
 
 BADGE = {"realizable": "#1a7f37", "partially realizable": "#9a6700", "direction realizable": "#8250df",
-         "direction partially realizable": "#8250df", "not realizable": "#cf222e", "inconclusive": "#656d76",
+         "direction partially realizable": "#8250df", "generically realizable": "#bc4c00",
+         "not realizable": "#cf222e", "inconclusive": "#656d76",
          "no natural candidate": "#57606a"}
 
 

@@ -25,6 +25,11 @@ norms at the layer; k above `magnitude_factor` turns "realizable" into "directio
 realizable" into "direction partially realizable"): a prompt reaches the direction, not the size. The realizable
 scale a* = p99 / |v| is the largest coefficient at which natural prompts reach the vector's norm.
 
+Behavior specificity (vectors, behavior axis): recovery credits a prompt for every change any instruction makes. The
+best of a panel of unrelated corpus instructions recovers g; the best prompt's specific recovery
+1 - (1 - r) / (1 - max(g, 0)) is the share of what g leaves that the prompt closes. Below `generic_specific`,
+"realizable" and "partially realizable" become "generically realizable": an unrelated instruction does nearly as well.
+
 Stability (`joint_bootstrap`): test contexts are resampled jointly for the target and all of its controls, every
 value recomputed from per-context evidence (`ContextEvidence`), the whole verdict recomputed; the share of resamples
 that give the point verdict is reported beside the score's interval.
@@ -45,10 +50,10 @@ from realize.data.resample import percentile_interval, resample_weights
 DirectionVerdict = Literal["realizable", "partially realizable", "not realizable", "inconclusive",
                            "no natural candidate"]
 Verdict = Literal["realizable", "partially realizable", "direction realizable", "direction partially realizable",
-                  "not realizable", "inconclusive", "no natural candidate"]
+                  "generically realizable", "not realizable", "inconclusive", "no natural candidate"]
 VERDICTS: tuple[Verdict, ...] = ("realizable", "partially realizable", "direction realizable",
-                                 "direction partially realizable", "not realizable", "inconclusive",
-                                 "no natural candidate")
+                                 "direction partially realizable", "generically realizable", "not realizable",
+                                 "inconclusive", "no natural candidate")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -61,9 +66,10 @@ class VerdictThresholds:
     min_controls: int = 3  # fewer usable nulls or positives than this: "inconclusive"
     magnitude_factor: float = 1.5  # |a v| / p99 natural shift norm above this: magnitude beyond natural
     min_realism: float | None = None  # realism a prompt needs to count as natural; None = the classifier's threshold
+    generic_specific: float = 0.5  # behavior: specific recovery below this (vs unrelated instructions): "generically"
 
     def __post_init__(self) -> None:
-        for name in ("realizable_score", "partial_score"):
+        for name in ("realizable_score", "partial_score", "generic_specific"):
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
                 raise ValueError(f"{name}: expected a value in [0, 1], got {value}")

@@ -101,6 +101,29 @@ def test_behavior_axis_verdicts():
     assert verdict.verdict == "inconclusive" and "barely changes" in verdict.reason
 
 
+def test_generic_behavior_is_not_called_specific():
+    """A best prompt that barely beats an unrelated instruction gets "generically realizable" (item and prompt
+    verdicts, and the stability resamples), one that closes most of what the instruction leaves keeps its verdict."""
+    from realize.audit_types import specific_recovery
+    from realize.judging import judge_all
+
+    assert abs(specific_recovery(0.7, 0.6) - 0.25) < 1e-12
+    assert abs(specific_recovery(0.7, -0.5) - 0.7) < 1e-12  # no instruction helps: the recovery itself
+    base = judged("a", 0.05, recovery=0.7).audit
+    for generic, expected in ((0.6, "generically realizable"), (0.1, "realizable")):
+        axis = dataclasses.replace(base.behavior, generic=_bscore("Use simple words.", generic, "unrelated panel"))
+        verdict = judge_all([dataclasses.replace(base, behavior=axis), *controls()], VerdictThresholds())[0].behavior
+        assert verdict.verdict == expected
+        assert verdict.prompt_verdicts[-1] == expected  # the best prompt's own verdict (the dataset keeps it or not)
+        if expected == "generically realizable":
+            assert "Use simple words." in verdict.reason and "closes only 0.25" in verdict.reason
+            assert verdict.stability == 1.0  # every resample agrees: the generic check is part of the verdict
+    loose = VerdictThresholds(generic_specific=0.2)  # the threshold is the user's to set
+    axis = dataclasses.replace(base.behavior, generic=_bscore("Use simple words.", 0.6, "unrelated panel"))
+    assert judge_all([dataclasses.replace(base, behavior=axis), *controls()], loose)[0].behavior.verdict == \
+        "realizable"
+
+
 def test_report_is_self_contained_and_escaped(tmp_path):
     from realize.judging import judge_all
 
