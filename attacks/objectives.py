@@ -23,7 +23,8 @@ Public API (stable):
     activation_loss(mean_shift (B, d), per_position_cos (B,), target (d,), generic (d,) | None, config) -> (B,)
     estimate_generic(lm, layout, layer, contexts: Sequence[str], prompts: Sequence[str] | None = None) -> (d,)
     estimate_generics(lm, layout, layers, contexts, prompts=None) -> {layer: (d,)}   # one forward for all layers
-    TargetStringObjective, OutputMatchObjective (see attacks.text_objectives)
+    (estimate_generic(s) live in attacks.generic_direction; TargetStringObjective, OutputMatchObjective in
+    attacks.text_objectives; all re-exported here)
 
 Loss (shared/README "Activation shift", "Specificity"), with M = mean over contexts of the per-context mean
 delta D_k, t = a*v and P = projection orthogonal to g:
@@ -421,47 +422,5 @@ def activation_objective(
     return ActivationShiftObjective(lm.model, lm.tokenizer, layout, target, layer, ids, generic=generic, config=config)
 
 
-def estimate_generics(
-    lm: LoadedModel,
-    layout: ChatLayout,
-    layers: Sequence[int],
-    contexts: Sequence[str],
-    prompts: Sequence[str] | None = None,
-) -> dict[int, torch.Tensor]:
-    """{layer: g (d,)}: mean shift of generic natural prompts (default: the shipped `generic_prompts` corpus) on
-    these contexts at each layer — the quantity `data.shift.generic_direction` defines (equal to it within float
-    error; a test checks), all layers from one early-exit, KV-reusing forward, prompts batched by token length."""
-    if prompts is None:
-        from realize.data.corpora import load_corpus  # written in parallel; imported late
-
-        prompts = load_corpus("generic_prompts")
-    tok = lm.tokenizer
-    ids = [encode(tok, p) for p in prompts]
-    if not [i for i in ids if i] or not contexts or not layers:
-        raise UserInputError("generic direction: expected at least one generic prompt, context and layer")
-    probe = ActivationShiftObjective(lm.model, tok, layout, {i: torch.ones(lm.hidden_size) for i in layers}, None,
-                                     [encode(tok, c) for c in contexts])
-    by_length: dict[int, list[list[int]]] = {}
-    for row in ids:
-        if row:
-            by_length.setdefault(len(row), []).append(row)
-    shifts: dict[int, list[torch.Tensor]] = {i: [] for i in probe.layers}
-    with torch.no_grad():
-        for rows in by_length.values():
-            for i, d in probe.per_context_shifts_by_layer(torch.tensor(rows)).items():
-                shifts[i].append(d.mean(dim=1))  # (B, d)
-    return {i: torch.cat(s).mean(dim=0).cpu() for i, s in shifts.items()}
-
-
-def estimate_generic(
-    lm: LoadedModel,
-    layout: ChatLayout,
-    layer: int,
-    contexts: Sequence[str],
-    prompts: Sequence[str] | None = None,
-) -> torch.Tensor:
-    """g (d,) at one layer (see `estimate_generics`)."""
-    return estimate_generics(lm, layout, (layer,), contexts, prompts)[layer]
-
-
+from realize.attacks.generic_direction import estimate_generic, estimate_generics  # noqa: E402  (re-export)
 from realize.attacks.text_objectives import OutputMatchObjective, TargetStringObjective  # noqa: E402  (re-export)
