@@ -130,6 +130,7 @@ def _activation_section(judged: JudgedAudit, null: Sequence[float], positive: Se
 def _behavior_section(judged: JudgedAudit, null: Sequence[float], positive: Sequence[float]) -> str:
     audit, judgement, axis = judged.audit, judged.behavior, judged.audit.behavior
     assert judgement is not None and axis is not None
+    best = axis.best
     parts = [_judgement_block(judgement, "behavior"),
              f"<p class='muted'>The vector moves the outputs by {axis.effect:.3f} nats per token (KL steered || base "
              f"along its own text on test contexts){'; <b>inert</b>' if axis.inert else ''}; |a·v| "
@@ -137,13 +138,15 @@ def _behavior_section(judged: JudgedAudit, null: Sequence[float], positive: Sequ
              + (f"; distilled: KL {axis.distill_losses[0]:.3f} -> {axis.distill_losses[1]:.3f} nats/token"
                 if axis.distill_losses else "") + ".</p>",
              "<table><tr><th>best prompt (chosen on selection contexts)</th><th>best corpus prompt</th>"
-             "<th>the activation axis's best prompt</th></tr><tr>"
-             f"<td>{behavior_cell(axis.best)}</td><td>{behavior_cell(axis.best_unrelated)}</td>"
-             f"<td>{behavior_cell(axis.activation_prompt)}</td></tr></table>"]
+             "<th>the activation axis's best prompt</th><th>best unrelated instruction (generic baseline)</th></tr>"
+             f"<tr><td>{behavior_cell(axis.best)}</td><td>{behavior_cell(axis.best_unrelated)}</td>"
+             f"<td>{behavior_cell(axis.activation_prompt)}</td><td>{behavior_cell(axis.generic)}"
+             + ("" if axis.generic is None or best is None else
+                f"<br>specific recovery of the best prompt: {fmt(axis.specific(best))}")
+             + "</td></tr></table>"]
     marks = [(s.perplexity, s.recovery, m, label) for s, m, label in
              ((axis.best, "*", "best (chosen on selection contexts)"), (axis.best_unrelated, "D", "best corpus"))
              if s is not None]
-    best = axis.best
     bars = None if best is None or not best.per_context else (
         best.per_context, best.recovery, "recovery r_k", f"mean {best.recovery:.2f}")
     order = sorted(range(len(axis.frontier)), key=lambda k: -axis.frontier[k].selection_recovery)

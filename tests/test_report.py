@@ -137,5 +137,11 @@ def test_report_is_self_contained_and_escaped(tmp_path):
     assert page.count("data:image/png;base64,") == n_plots
     assert "Behavior axis" in page and "Activation axis" in page
     assert "http://" not in page and "https://" not in page  # no network fetches
+    base = judged("melbo.2", 0.05, recovery=0.7).audit
+    axis = dataclasses.replace(base.behavior, generic=_bscore("Use <i>simple</i> words.", 0.6, "unrelated panel"))
+    generic = judge_all([dataclasses.replace(base, behavior=axis), *controls()], VerdictThresholds())[:1]
+    generic_page = render_report(generic, settings="budget quick")
+    assert "generically realizable" in generic_page and "Use &lt;i&gt;simple&lt;/i&gt; words." in generic_page
+    assert "specific recovery of the best prompt: 0.25" in generic_page
     write_report(tmp_path / "report.html", page)
     assert (tmp_path / "report.html").read_text(encoding="utf-8") == page
