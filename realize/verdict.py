@@ -25,10 +25,8 @@ norms at the layer; k above `magnitude_factor` turns "realizable" into "directio
 realizable" into "direction partially realizable"): a prompt reaches the direction, not the size. The realizable
 scale a* = p99 / |v| is the largest coefficient at which natural prompts reach the vector's norm.
 
-Behavior specificity (vectors, behavior axis): recovery credits a prompt for every change any instruction makes. The
-best of a panel of unrelated corpus instructions recovers g; the best prompt's specific recovery
-1 - (1 - r) / (1 - max(g, 0)) is the share of what g leaves that the prompt closes. Below `generic_specific`,
-"realizable" and "partially realizable" become "generically realizable": an unrelated instruction does nearly as well.
+Generic behavior (vectors, behavior axis; applied in `realize.judging`): a specific recovery below `generic_specific`
+turns a (partially) realizable behavior into "generically realizable" (`audit_types.specific_recovery`).
 
 Stability (`joint_bootstrap`): test contexts are resampled jointly for the target and all of its controls, every
 value recomputed from per-context evidence (`ContextEvidence`), the whole verdict recomputed; the share of resamples
