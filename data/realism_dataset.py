@@ -25,6 +25,10 @@ Unnaturals (label 0), by kind:
   `mined_natural_looking` (a check that the classifier passes fluent search outputs), never trained on;
 - `optimizer:<file stem>`: prompts read from `realize optimize` run files, when given (test only).
 
+With reader labels (`reader_labels_path`, the shipped `scorers/weights/realism_reader_labels.jsonl`), a near-natural
+corruption a reader judged still natural English ("Give the pros and cons." from a dropped "the") is not a
+negative: it becomes the test-only natural source `corruption_natural_looking`, never trained on.
+
 Everything is deterministic given the seed (private RNGs; LM sampling under a forked torch RNG).
 """
 
@@ -60,6 +64,8 @@ NEAR_NATURAL_SOURCES = ("word_swap_common", "subword_glue", "word_merge", "funct
 MINED_SOURCES = ("mined_beam", "mined_gcg", "mined_fluent")
 NEGATIVE_KINDS = GENERATED_SOURCES + COARSE_CORRUPTIONS + NEAR_NATURAL_SOURCES + MINED_SOURCES
 MINED_NATURAL = "mined_natural_looking"  # search outputs labelled natural by hand: test only, never trained on
+READER_NATURAL = "corruption_natural_looking"  # corruptions a reader judged still natural: test only, never trained
+TEST_ONLY_NATURALS = (MINED_NATURAL, READER_NATURAL)
 SPLITS = ("train", "validation", "test")
 _KEYBOARD = ("qwertyuiop", "asdfghjkl", "zxcvbnm", "1234567890", "QWERTYUIOP", "ASDFGHJKL", ";',./[]-=")
 
@@ -76,6 +82,7 @@ class RealismDatasetConfig:
     max_sample_tokens: int = 28  # LM samples are cut at a random length in [6, max_sample_tokens]
     mined_path: str | None = None  # hand-labelled mined search outputs (JSONL); None: no mined negatives
     optimizer_runs: tuple[str, ...] = ()  # `realize optimize` JSON files or folders of them (test only)
+    reader_labels_path: str | None = None  # reader labels of near-natural corruptions (JSONL); None: unchecked
 
     def __post_init__(self) -> None:
         for name in ("validation_fraction", "test_fraction"):
@@ -131,6 +138,36 @@ def read_mined(path: str | os.PathLike[str]) -> list[dict[str, object]]:
         return [json.loads(line) for line in lines if line.strip()]
     except (OSError, ValueError) as err:
         raise UserInputError(f"{path}: cannot read mined prompts ({err})") from err
+
+
+def read_reader_labels(path: str | os.PathLike[str]) -> dict[str, int]:
+    """{text: label} of a reader-labels JSONL file (rows: text, kind, label 1 = still natural English, 0 = broken).
+    Unreadable file or a row without text / a 0-1 label: UserInputError."""
+    out: dict[str, int] = {}
+    try:
+        lines = Path(path).read_text(encoding="utf-8").splitlines()
+        for n, line in enumerate(lines, 1):
+            if not line.strip():
+                continue
+            row = json.loads(line)
+            if not isinstance(row.get("text"), str) or row.get("label") not in (0, 1):
+                raise ValueError(f"line {n}: expected {{'text': str, 'label': 0 or 1}}")
+            out[row["text"]] = int(row["label"])
+    except (OSError, ValueError) as err:
+        raise UserInputError(f"{path}: cannot read reader labels ({err})") from err
+    return out
+
+
+def apply_reader_labels(rows: list[dict[str, object]], labels: dict[str, int]) -> list[dict[str, object]]:
+    """Near-natural corruptions a reader judged still natural English leave the negatives: they become the test-only
+    natural source `READER_NATURAL` (a check that the classifier passes them; never trained on). Rows the labels do
+    not cover stay as they are (unchecked negatives)."""
+    out = []
+    for row in rows:
+        if row["source"] in NEAR_NATURAL_SOURCES and labels.get(str(row["text"])) == 1:
+            row = dict(row, label=1, split="test", source=READER_NATURAL)
+        out.append(row)
+    return out
 
 
 def allowed_token_ids(tokenizer) -> list[int]:
@@ -362,6 +399,8 @@ def build_realism_dataset(
                 add(str(row["text"]), 1, MINED_NATURAL, "test", cluster)
     for text, source in read_optimizer_prompts(config.optimizer_runs):
         add(text, 0, source, "test")
+    if config.reader_labels_path:
+        rows = apply_reader_labels(rows, read_reader_labels(config.reader_labels_path))
     seen: set[str] = set(t for t, _, _ in naturals)
     unique = [r for r in rows if r["source"] in NATURAL_SOURCES]
     for row in rows:  # a corruption or search output that equals a corpus item is natural text: dropped

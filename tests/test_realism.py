@@ -15,6 +15,7 @@ from realize.data.realism_dataset import (
     NEAR_NATURAL_SOURCES,
     RealismDatasetConfig,
     build_realism_dataset,
+    read_reader_labels,
 )
 from realize.scorers import realism
 from realize.scorers.realism import (
@@ -207,6 +208,47 @@ def test_dataset_splits_by_cluster(tiny, tmp_path) -> None:
     assert len({r["text"] for r in out}) == len(out)
     again = build_realism_dataset(tiny, config)
     assert list(again["text"]) == list(ds["text"]) and list(again["split"]) == list(ds["split"])
+
+
+def test_reader_labels_remove_natural_looking_corruptions(tiny, tmp_path) -> None:
+    plain = build_realism_dataset(tiny, RealismDatasetConfig(**_SMALL)).to_list()
+    drops = [r for r in plain if r["source"] == "function_drop"]
+    swaps = [r for r in plain if r["source"] == "word_swap_common"]
+    assert drops and swaps
+    labels = tmp_path / "labels.jsonl"
+    labels.write_text(json.dumps({"text": drops[0]["text"], "kind": "function_drop", "label": 1}) + "\n"
+                      + json.dumps({"text": swaps[0]["text"], "kind": "word_swap_common", "label": 0}) + "\n")
+    out = build_realism_dataset(tiny, RealismDatasetConfig(**_SMALL, reader_labels_path=str(labels))).to_list()
+    by_text = {r["text"]: r for r in out}
+    moved = by_text[drops[0]["text"]]
+    assert (moved["source"], moved["label"], moved["split"]) == ("corruption_natural_looking", 1, "test")
+    assert by_text[swaps[0]["text"]]["source"] == "word_swap_common" and by_text[swaps[0]["text"]]["label"] == 0
+    assert len(out) == len(plain)  # nothing else changes
+    assert sum(r["source"] != p["source"] for r, p in zip(out, plain, strict=True)) == 1
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(json.dumps({"text": "x", "label": "yes"}) + "\n")
+    with pytest.raises(UserInputError, match="bad.jsonl"):
+        read_reader_labels(bad)
+
+
+def test_shipped_reader_labels_cover_the_near_natural_kinds() -> None:
+    from realize.commands.train_realism import DEFAULT_READER_LABELS
+
+    rows = [json.loads(line) for line in DEFAULT_READER_LABELS.read_text(encoding="utf-8").splitlines()]
+    assert {r["kind"] for r in rows} == set(NEAR_NATURAL_SOURCES)
+    assert {r["label"] for r in rows} == {0, 1}
+    assert len(read_reader_labels(DEFAULT_READER_LABELS)) == len(rows)
+
+
+def test_heap_fragmentation_fix_applies_on_glibc() -> None:
+    import platform
+    import sys
+
+    from realize.scorers.perplexity import fix_heap_fragmentation
+
+    if not (sys.platform.startswith("linux") and platform.libc_ver()[0] == "glibc"):
+        pytest.skip("glibc only")
+    assert fix_heap_fragmentation() is True
 
 
 def test_train_and_evaluate_on_tiny(tiny, tmp_path, capsys) -> None:

@@ -13,7 +13,11 @@ validation, and evaluates on test:
 - the share of test naturals passing the threshold, and of each kind's negatives caught.
 
 Two classifiers are trained on the same rows: the shipped one (`scorers/weights/realism.json`) and a judge-free one
-(`scorers/weights/realism_fast.json`, SmolLM2 and text features only). Mined search outputs come from
+(`scorers/weights/realism_fast.json`, SmolLM2 and text features only). `--reader-labels` takes the reader labels
+of the near-natural corruptions (`scorers/weights/realism_reader_labels.jsonl`: each of the 1,784 corruptions of
+the seed-0 dataset read and labelled "still natural English" or "broken", blind to scores); corruptions judged
+natural then leave the negatives (in training and evaluation) and are reported as a test-only natural source.
+Mined search outputs come from
 `scorers/weights/realism_mined.jsonl` (hand-labelled; `benchmarks/mine_realism_negatives.py` regenerates the
 prompts). Writes the weights atomically; `--report` also writes the metrics as JSON. Same seed -> same weights
 (the features are deterministic; the cache only saves the forwards).
@@ -38,6 +42,8 @@ from realize.data.models import load_model
 from realize.data.realism_dataset import (
     MINED_NATURAL,
     NATURAL_SOURCES,
+    READER_NATURAL,
+    TEST_ONLY_NATURALS,
     RealismDatasetConfig,
     build_realism_dataset,
     save_dataset_jsonl,
@@ -60,6 +66,7 @@ logger = logging.getLogger(__name__)
 
 WEIGHTS_DIR = Path(DEFAULT_WEIGHTS).parent
 DEFAULT_MINED = WEIGHTS_DIR / "realism_mined.jsonl"
+DEFAULT_READER_LABELS = WEIGHTS_DIR / "realism_reader_labels.jsonl"  # near-natural corruptions, read one by one
 DEFAULT_FAST = FAST_WEIGHTS  # judge-free classifier: SmolLM2 + text features only
 PREVIOUS_WEIGHTS = WEIGHTS_DIR / "realism_v1.json"  # the classifier shipped before feature version 2
 
@@ -71,6 +78,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--hidden", type=int, default=8, help="MLP hidden width (default 8); 0 = logistic regression")
     parser.add_argument("--mined", default=str(DEFAULT_MINED), help="hand-labelled mined search outputs (JSONL); "
                         "'none' to leave them out")
+    parser.add_argument("--reader-labels", default="none", metavar="JSONL",
+                        help="reader labels of the near-natural corruptions (the shipped ones: "
+                        f"{DEFAULT_READER_LABELS}); corruptions a reader judged still natural English are then not "
+                        "negatives in training or evaluation (default none: every corruption is a negative, as the "
+                        "shipped weights were trained)")
     parser.add_argument("--no-judge", action="store_true", help="leave out the Gemma judge's features")
     parser.add_argument("--fast-out", default=str(DEFAULT_FAST), help="also write the judge-free classifier here "
                         f"(default {DEFAULT_FAST}; 'none' to skip)")
@@ -142,7 +154,7 @@ def fit_and_evaluate(
     labels, split, sources = data.labels, data.split, data.sources
     test = torch.tensor([s == "test" for s in split])
     is_natural = torch.tensor([s in NATURAL_SOURCES for s in sources])
-    trainable = torch.tensor([s != MINED_NATURAL and not s.startswith("optimizer:") for s in sources])
+    trainable = torch.tensor([s not in TEST_ONLY_NATURALS and not s.startswith("optimizer:") for s in sources])
     model = _fit(features, labels, split, trainable, names, train_config)
     probs = model.predict_proba(features)
     ppl_score = -select_columns(data.features, data.names, ["mean_surprisal"])[:, 0]  # perplexity alone
@@ -176,6 +188,7 @@ def fit_and_evaluate(
     natural_pass = {src: float((probs[test & torch.tensor([s == src for s in sources])] >= model.threshold)
                                .float().mean()) for src in NATURAL_SOURCES}
     mined_nat = torch.tensor([s == MINED_NATURAL for s in sources])
+    reader_nat = torch.tensor([s == READER_NATURAL for s in sources])
     report = {
         "n": {sp: int(sum(s == sp for s in split)) for sp in ("train", "validation", "test")},
         "n_test_naturals": int(nat_test.sum()),
@@ -186,6 +199,9 @@ def fit_and_evaluate(
         "natural_pass_by_source": natural_pass,
         "mined_natural_looking_pass": float((probs[mined_nat] >= model.threshold).float().mean())
         if bool(mined_nat.any()) else math.nan,
+        "n_reader_natural": int(reader_nat.sum()),
+        "reader_natural_pass": float((probs[reader_nat] >= model.threshold).float().mean())
+        if bool(reader_nat.any()) else math.nan,
         "auc_test": auc(probs[test & trainable], labels[test & trainable]),
         "previous_threshold": prev_model.threshold if prev_model else math.nan,
         "per_kind": per_kind,
@@ -239,6 +255,9 @@ def print_report(report: dict[str, Any]) -> None:
     print("  by source: " + ", ".join(f"{k} {v:.3f}" for k, v in report["natural_pass_by_source"].items()))
     if not math.isnan(report["mined_natural_looking_pass"]):
         print(f"search outputs judged natural by hand, passing: {report['mined_natural_looking_pass']:.3f}")
+    if report.get("n_reader_natural"):
+        print(f"corruptions a reader judged still natural ({report['n_reader_natural']}, not negatives), passing: "
+              f"{report['reader_natural_pass']:.3f}")
     print(f"{'negative kind':<24}{'n held-out':>11}{'AUC held-out':>13}{'n test':>7}{'shipped':>9}{'ppl only':>10}"
           f"{'previous':>10}{'caught':>8}")
     for kind, r in report["per_kind"].items():
@@ -253,8 +272,9 @@ def _run(args: argparse.Namespace) -> int:
     lm = load_model(args.model)
     judge = None if args.no_judge else load_judge(JUDGE_MODEL)
     mined = None if args.mined.lower() == "none" else args.mined
+    reader = None if args.reader_labels.lower() == "none" else args.reader_labels
     dataset_config = build_config(RealismDatasetConfig, {"seed": args.seed, "optimizer_runs": tuple(args.runs),
-                                                         "mined_path": mined})
+                                                         "mined_path": mined, "reader_labels_path": reader})
     train_config = build_config(RealismTrainConfig, {"seed": args.seed, "hidden": args.hidden})
     data = prepare(lm, dataset_config, judge=judge, use_cache=not args.no_cache, save_dataset=args.save_dataset)
     outputs = [(data.names, args.out)]
