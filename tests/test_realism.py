@@ -240,17 +240,6 @@ def test_shipped_reader_labels_cover_the_near_natural_kinds() -> None:
     assert len(read_reader_labels(DEFAULT_READER_LABELS)) == len(rows)
 
 
-def test_heap_fragmentation_fix_applies_on_glibc() -> None:
-    import platform
-    import sys
-
-    from realize.scorers.perplexity import fix_heap_fragmentation
-
-    if not (sys.platform.startswith("linux") and platform.libc_ver()[0] == "glibc"):
-        pytest.skip("glibc only")
-    assert fix_heap_fragmentation() is True
-
-
 def test_train_and_evaluate_on_tiny(tiny, tmp_path, capsys) -> None:
     from realize.commands.train_realism import print_report, train_and_evaluate
 

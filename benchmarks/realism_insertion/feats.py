@@ -1,0 +1,9 @@
+import json, torch
+from realize.data.models import load_model
+from realize.scorers.realism import load_judge, JUDGE_MODEL
+from realize.scorers.realism_features import extract_features, ALL_FEATURE_NAMES
+rows = json.load(open("/work/runs/r15/dataset.json"))
+lm = load_model("smollm2-135m-instruct"); judge = load_judge(JUDGE_MODEL)
+x = extract_features(lm, [r["text"] for r in rows], judge=judge, use_cache=True)
+torch.save({"x": x, "names": list(ALL_FEATURE_NAMES)}, "/work/runs/r15/feats.pt")
+print(x.shape)
