@@ -19,8 +19,8 @@ the seed-0 dataset read and labelled "still natural English" or "broken", blind 
 natural then leave the negatives (in training and evaluation) and are reported as a test-only natural source.
 Mined search outputs come from
 `scorers/weights/realism_mined.jsonl` (hand-labelled; `benchmarks/mine_realism_negatives.py` regenerates the
-prompts). Writes the weights atomically; `--report` also writes the metrics as JSON. Same seed -> same weights
-(the features are deterministic; the cache only saves the forwards).
+prompts). Writes the weights atomically; `--report` also writes the metrics as JSON. Same seed and feature cache ->
+same weights (recomputed forwards can differ by float noise, e.g. with another thread count).
 """
 
 from __future__ import annotations
