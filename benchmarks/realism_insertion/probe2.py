@@ -23,6 +23,7 @@ def cols(which):
         if part == "base": X.append(base[0]); nm += base[1]
         elif part == "new": X.append(new[0]); nm += new[1]
         elif part == "repair": R = torch.load("/work/runs/r15/repair.pt"); X.append(R["x"]); nm += list(R["names"])
+        elif part == "repair2": R = torch.load("/work/runs/r15/repair2.pt"); X.append(R["x"]); nm += list(R["names"])
         elif part == "gain": R = torch.load("/work/runs/r15/repair.pt"); X.append(R["x"][:, 2:]); nm += list(R["names"][2:])
         elif part == "newsmol": idx = [i for i, n in enumerate(new[1]) if not n.startswith(("judge_", "agree_"))]; X.append(new[0][:, idx]); nm += [new[1][i] for i in idx]
         elif part == "nojudge": idx = [i for i, n in enumerate(base[1]) if not n.startswith("judge_")]; X.append(base[0][:, idx]); nm += [base[1][i] for i in idx]
