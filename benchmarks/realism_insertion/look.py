@@ -1,5 +1,7 @@
+import os
+SCRATCH = os.environ.get("REALISM_SCRATCH", "runs/realism_insertion")  # scratch folder of the experiment
 import json, sys, torch
-exec(open("/work/runs/r15/probe2.py").read().split("for spec in")[0])
+exec(open(os.path.join(os.path.dirname(os.path.abspath(__file__)), "probe2.py")).read().split("for spec in")[0])
 kind = sys.argv[1]
 X, nm = cols("base"); cfg = RealismTrainConfig(hidden=8, l2=1e-3)
 every = torch.tensor([s == kind for s in src]); keep = trainable & ~every

@@ -1,4 +1,6 @@
 """Candidate word-level features from per-token dumps (both LMs)."""
+import os
+SCRATCH = os.environ.get("REALISM_SCRATCH", "runs/realism_insertion")  # scratch folder of the experiment
 import json, math, torch
 from realize.scorers.realism_words import split_words, word_pieces, MAX_ZIPF_COST, FUNCTION_WORDS
 NAMES = ["pair_excess_max", "top2_excess_sum", "spill_excess", "n_excess_gt3", "n_excess_gt5", "max_log_rank",
@@ -30,8 +32,8 @@ def agree(text, ds, dg):
     pairs = [min(a + b, c + d) for a, b, c, d in zip(es, es[1:], eg, eg[1:])]
     return [max(m), max(pairs, default=m[0])]
 def build():
-    rows = json.load(open("/work/runs/r15/dataset.json"))
-    S = torch.load("/work/runs/r15/tok_smol.pt"); G = torch.load("/work/runs/r15/tok_gemma.pt")
+    rows = json.load(open(SCRATCH + "/dataset.json"))
+    S = torch.load(SCRATCH + "/tok_smol.pt"); G = torch.load(SCRATCH + "/tok_gemma.pt")
     X = []
     for r, ds, dg in zip(rows, S, G):
         X.append(feats(r["text"], ds) + [f for f in feats(r["text"], dg)] + agree(r["text"], ds, dg))
@@ -39,4 +41,4 @@ def build():
     return torch.tensor(X, dtype=torch.float32), names
 if __name__ == "__main__":
     X, names = build()
-    torch.save({"x": X, "names": names}, "/work/runs/r15/newfeats.pt"); print(X.shape)
+    torch.save({"x": X, "names": names}, SCRATCH + "/newfeats.pt"); print(X.shape)

@@ -1,13 +1,15 @@
 """Leave-one-kind-out AUC for feature sets / classifier settings (argv: specs 'set|hidden|l2', comma-separated)."""
+import os
+SCRATCH = os.environ.get("REALISM_SCRATCH", "runs/realism_insertion")  # scratch folder of the experiment
 import json, sys, torch
 from realize.scorers.realism import RealismTrainConfig, fit_classifier, auc
 from realize.data.realism_dataset import NATURAL_SOURCES, MINED_NATURAL
-rows = json.load(open("/work/runs/r15/dataset.json"))
-F = torch.load("/work/runs/r15/feats.pt"); N = torch.load("/work/runs/r15/newfeats.pt")
-key = json.load(open("/work/runs/r15/label/key.json"))
+rows = json.load(open(SCRATCH + "/dataset.json"))
+F = torch.load(SCRATCH + "/feats.pt"); N = torch.load(SCRATCH + "/newfeats.pt")
+key = json.load(open(SCRATCH + "/label/key.json"))
 lab = {}
 for k in range(4):
-    for l in open(f"/work/runs/r15/label/part{k}.labels.tsv"):
+    for l in open(f"{SCRATCH}/label/part{k}.labels.tsv"):
         i, v = l.strip().split("\t"); lab[key[int(i)][0]] = int(v)
 src = [r["source"] for r in rows]; split = [r["split"] for r in rows]
 y = torch.tensor([float(r["label"]) for r in rows])
@@ -22,9 +24,9 @@ def cols(which):
     for part in which.split("+"):
         if part == "base": X.append(base[0]); nm += base[1]
         elif part == "new": X.append(new[0]); nm += new[1]
-        elif part == "repair": R = torch.load("/work/runs/r15/repair.pt"); X.append(R["x"]); nm += list(R["names"])
-        elif part == "repair2": R = torch.load("/work/runs/r15/repair2.pt"); X.append(R["x"]); nm += list(R["names"])
-        elif part == "gain": R = torch.load("/work/runs/r15/repair.pt"); X.append(R["x"][:, 2:]); nm += list(R["names"][2:])
+        elif part == "repair": R = torch.load(SCRATCH + "/repair.pt"); X.append(R["x"]); nm += list(R["names"])
+        elif part == "repair2": R = torch.load(SCRATCH + "/repair2.pt"); X.append(R["x"]); nm += list(R["names"])
+        elif part == "gain": R = torch.load(SCRATCH + "/repair.pt"); X.append(R["x"][:, 2:]); nm += list(R["names"][2:])
         elif part == "newsmol": idx = [i for i, n in enumerate(new[1]) if not n.startswith(("judge_", "agree_"))]; X.append(new[0][:, idx]); nm += [new[1][i] for i in idx]
         elif part == "nojudge": idx = [i for i, n in enumerate(base[1]) if not n.startswith("judge_")]; X.append(base[0][:, idx]); nm += [base[1][i] for i in idx]
     return torch.cat(X, 1), tuple(nm)

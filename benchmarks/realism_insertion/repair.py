@@ -1,4 +1,6 @@
 """Insertion-repair features: is there a function word whose insertion makes the text more likely?"""
+import os
+SCRATCH = os.environ.get("REALISM_SCRATCH", "runs/realism_insertion")  # scratch folder of the experiment
 import json, sys, torch
 from realize.data.models import load_model
 from realize.data.chat import encode
@@ -12,7 +14,7 @@ for w in FW:
     ids = encode(tok, " " + w)
     if len(ids) == 1: fids.append(ids[0])
 fids_t = torch.tensor(fids)
-rows = json.load(open("/work/runs/r15/dataset.json"))
+rows = json.load(open(SCRATCH + "/dataset.json"))
 texts = [r["text"] for r in rows]
 bos, eos = [int(tok.bos_token_id)], [int(tok.eos_token_id)]
 seqs = [bos + encode(tok, t)[:126] + eos for t in texts]
@@ -54,5 +56,5 @@ var = batched(cands)
 gain = [-10.0] * len(seqs)
 for (j, tot), r in zip(owners, var): gain[j] = max(gain[j], r[0] - tot)
 X = torch.tensor([f + [g] for f, g in zip(feats, gain)])
-torch.save({"x": X, "names": ["fw_gap_max", "n_fw_gap_gt2", "insert_gain_max"]}, "/work/runs/r15/repair.pt")
+torch.save({"x": X, "names": ["fw_gap_max", "n_fw_gap_gt2", "insert_gain_max"]}, SCRATCH + "/repair.pt")
 print("done", X.shape)

@@ -1,11 +1,13 @@
 """Swap / split / delete repair features under SmolLM2: does one small edit make the whole text more likely?"""
+import os
+SCRATCH = os.environ.get("REALISM_SCRATCH", "runs/realism_insertion")  # scratch folder of the experiment
 import json, sys, torch
 from realize.data.models import load_model
 from realize.data.chat import encode
 from realize.scorers.realism_words import split_words, word_pieces, MAX_ZIPF_COST
 torch.set_num_threads(2)
 lm = load_model("smollm2-135m-instruct"); tok = lm.tokenizer
-rows = json.load(open("/work/runs/r15/dataset.json")); S = torch.load("/work/runs/r15/tok_smol.pt")
+rows = json.load(open(SCRATCH + "/dataset.json")); S = torch.load(SCRATCH + "/tok_smol.pt")
 bos, eos = [int(tok.bos_token_id)], [int(tok.eos_token_id)]
 def seq(t): return bos + encode(tok, t)[:126] + eos
 def lp_batch(seqs, B=48):
@@ -61,4 +63,4 @@ var = lp_batch([seq(t) for t in cands])
 gain = {t: [-20.0] * len(rows) for t in TYPES}
 for (j, t), v in zip(owner, var): gain[t][j] = max(gain[t][j], v - base[j])
 X = torch.tensor([[gain[t][j] for t in TYPES] for j in range(len(rows))])
-torch.save({"x": X, "names": [f"{t}_gain_max" for t in TYPES]}, "/work/runs/r15/repair2.pt"); print("done", X.shape)
+torch.save({"x": X, "names": [f"{t}_gain_max" for t in TYPES]}, SCRATCH + "/repair2.pt"); print("done", X.shape)

@@ -1,4 +1,6 @@
 """Per-token statistics of every dataset text under one model (prompt alone after BOS, then EOS)."""
+import os
+SCRATCH = os.environ.get("REALISM_SCRATCH", "runs/realism_insertion")  # scratch folder of the experiment
 import json, sys, torch
 from realize.data.models import load_model
 from realize.data.chat import encode
@@ -7,7 +9,7 @@ from realize.scorers.perplexity import token_statistics
 from realize.scorers.realism_words import token_spans
 which, out = sys.argv[1], sys.argv[2]
 lm = load_model("smollm2-135m-instruct") if which == "smol" else load_judge(JUDGE_MODEL)
-rows = json.load(open("/work/runs/r15/dataset.json"))
+rows = json.load(open(SCRATCH + "/dataset.json"))
 texts = [r["text"] for r in rows]
 tok = lm.tokenizer
 enc = [encode(tok, t)[:256] for t in texts]
