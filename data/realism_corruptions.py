@@ -13,6 +13,17 @@ mostly fluent; these are the hard negatives of the realism classifier:
 - `function_dup`: one word written twice ("Explain it like like I am five.");
 - `local_shuffle`: two neighbouring words swapped, not the first two ("Explain like it I am five.").
 
+Train-only kinds (`train_only_corruptions`): other single-edit families, so that a classifier learns "one word is
+off" from more than the six kinds it is tested on. Each names the tested kinds it is a relative of (`FAMILY_OF`),
+so a stricter evaluation can leave the whole family out:
+
+- `aux_content_drop`: one content word dropped (relative of `function_drop`);
+- `aux_word_insert`: a function word or a common word inserted (of `function_dup`, `word_swap_common`);
+- `aux_function_swap`: one function word replaced by another (of `word_swap_common`, `function_drop`);
+- `aux_far_swap`: two words two apart swapped (of `local_shuffle`);
+- `aux_word_split`: a word split by a space ("elect ric"; of `word_merge`, `subword_glue`);
+- `aux_inflect`: a word's ending changed ("optioning", "slanged"; of `subword_glue`, `word_swap_common`).
+
 Words are whitespace-separated items; the edits keep surrounding punctuation and the first letter's case.
 """
 
@@ -111,9 +122,11 @@ def word_merge(text: str, rng: random.Random) -> str | None:
     return _join(items[:i] + [merged] + items[i + 2 :])
 
 
-def function_drop(text: str, rng: random.Random) -> str | None:
+def _drop_word(text: str, rng: random.Random, *, function: bool) -> str | None:
+    """One bare word (no punctuation attached) dropped: a function word, or a content word of 3+ letters."""
     items, parts = text.split(), _parts(text)
-    slots = [i for i, p in enumerate(parts) if p and p[1].lower() in FUNCTION_WORDS and not p[0] and not p[2]]
+    slots = [i for i, p in enumerate(parts) if p and not p[0] and not p[2] and (
+        p[1].lower() in FUNCTION_WORDS if function else (p[1].lower() not in FUNCTION_WORDS and len(p[1]) >= 3))]
     if len(items) < 4 or not slots:
         return None
     i = rng.choice(slots)
@@ -121,6 +134,10 @@ def function_drop(text: str, rng: random.Random) -> str | None:
     if i == 0:
         rest[0] = _match_case(rest[0], items[0])
     return _join(rest)
+
+
+def function_drop(text: str, rng: random.Random) -> str | None:
+    return _drop_word(text, rng, function=True)
 
 
 def function_dup(text: str, rng: random.Random) -> str | None:
@@ -159,3 +176,91 @@ def near_natural_corruptions(tokenizer) -> dict[str, Callable[[str, random.Rando
         "function_dup": function_dup,
         "local_shuffle": local_shuffle,
     }
+
+
+_FUNCTION_LIST = tuple(sorted(FUNCTION_WORDS))
+
+
+def content_drop(text: str, rng: random.Random) -> str | None:
+    return _drop_word(text, rng, function=False)
+
+
+def word_insert(text: str, rng: random.Random) -> str | None:
+    items = text.split()
+    if len(items) < 3:
+        return None
+    i = rng.randrange(1, len(items))
+    new = rng.choice(_FUNCTION_LIST) if rng.random() < 0.5 else rng.choice(common_words()[:2000])
+    return _join(items[:i] + [new] + items[i:])
+
+
+def function_swap(text: str, rng: random.Random) -> str | None:
+    items, parts = text.split(), _parts(text)
+    slots = [i for i, p in enumerate(parts) if p and p[1].lower() in FUNCTION_WORDS]
+    if len(items) < 3 or not slots:
+        return None
+    i = rng.choice(slots)
+    lead, word, trail = parts[i]  # type: ignore[misc]
+    items[i] = lead + _match_case(rng.choice([w for w in _FUNCTION_LIST if w != word.lower()]), word) + trail
+    return _join(items)
+
+
+def far_swap(text: str, rng: random.Random) -> str | None:
+    items, parts = text.split(), _parts(text)
+    pairs = [i for i in range(1, len(items) - 2) if parts[i] and parts[i + 2] and not parts[i][2]
+             and not parts[i + 2][2] and parts[i][1].lower() != parts[i + 2][1].lower()]
+    if not pairs:
+        return None
+    i = rng.choice(pairs)
+    (la, a, ta), (lb, b, tb) = parts[i], parts[i + 2]  # type: ignore[misc]
+    items[i], items[i + 2] = la + b + ta, lb + a + tb
+    return _join(items)
+
+
+def word_split(text: str, rng: random.Random) -> str | None:
+    items, parts = text.split(), _parts(text)
+    slots = [i for i, p in enumerate(parts) if p and len(p[1]) >= 5 and p[1].isalpha()]
+    if len(items) < 2 or not slots:
+        return None
+    i = rng.choice(slots)
+    lead, word, trail = parts[i]  # type: ignore[misc]
+    cut = rng.randrange(2, len(word) - 1)
+    items[i] = lead + word[:cut] + " " + word[cut:] + trail
+    return _join(items)
+
+
+def inflect(text: str, rng: random.Random) -> str | None:
+    items, parts = text.split(), _parts(text)
+    slots = [i for i, p in enumerate(parts) if p and p[1].isalpha() and len(p[1]) >= 4
+             and p[1].lower() not in FUNCTION_WORDS]
+    if len(items) < 3 or not slots:
+        return None
+    i = rng.choice(slots)
+    lead, word, trail = parts[i]  # type: ignore[misc]
+    for suffix in ("ing", "ed", "s"):
+        if word.endswith(suffix) and len(word) > len(suffix) + 2:
+            new = word[: -len(suffix)] + rng.choice([x for x in ("ing", "ed", "s", "") if x != suffix])
+            break
+    else:
+        new = word + rng.choice(("ing", "ed", "s"))
+    items[i] = lead + new + trail
+    return _join(items)
+
+
+# Train-only kind -> the tested near-natural kinds it is a relative of (left out with them in the family test).
+FAMILY_OF: dict[str, tuple[str, ...]] = {
+    "aux_content_drop": ("function_drop",),
+    "aux_word_insert": ("function_dup", "word_swap_common"),
+    "aux_function_swap": ("word_swap_common", "function_drop"),
+    "aux_far_swap": ("local_shuffle",),
+    "aux_word_split": ("word_merge", "subword_glue"),
+    "aux_inflect": ("subword_glue", "word_swap_common"),
+}
+
+
+def train_only_corruptions() -> dict[str, Callable[[str, random.Random], str | None]]:
+    """The train-only kinds by name (see the module docstring); never evaluated as held-out generators."""
+    funcs = {"aux_content_drop": content_drop, "aux_word_insert": word_insert, "aux_function_swap": function_swap,
+             "aux_far_swap": far_swap, "aux_word_split": word_split, "aux_inflect": inflect}
+    assert set(funcs) == set(FAMILY_OF)
+    return funcs

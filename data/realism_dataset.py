@@ -23,7 +23,11 @@ Unnaturals (label 0), by kind:
   hand): rows labelled unnatural are negatives in the split of the natural they were searched from (the GCG/fluent
   start, else the target); rows labelled natural-looking are kept, label 1, as the test-only source
   `mined_natural_looking` (a check that the classifier passes fluent search outputs), never trained on;
-- `optimizer:<file stem>`: prompts read from `realize optimize` run files, when given (test only).
+- `optimizer:<file stem>`: prompts read from `realize optimize` run files, when given (test only);
+- train-only kinds (`TRAIN_ONLY_KINDS`, `data.realism_corruptions.train_only_corruptions`): other single-word edit
+  families (a content word dropped, a word inserted, a function word replaced, words two apart swapped, a word split
+  by a space, a changed ending), drawn from their own RNG, when `n_per_train_only` > 0 (the shipped weights: 0);
+  always trained on, never evaluated as an unseen generator.
 
 With reader labels (`reader_labels_path`, the shipped `scorers/weights/realism_reader_labels.jsonl`), a near-natural
 corruption a reader judged still natural English ("Give the pros and cons." from a dropped "the") is not a
@@ -52,7 +56,14 @@ from realize.data.chat import chat_layout, encode
 from realize.data.corpora import CLUSTERED_CORPORA, load_clustered, load_corpus
 from realize.data.errors import UserInputError
 from realize.data.models import LoadedModel, cache_root
-from realize.data.realism_corruptions import near_natural_corruptions
+from realize.data.realism_corruptions import FAMILY_OF, near_natural_corruptions, train_only_corruptions
+from realize.data.realism_labels import (  # noqa: F401  (re-exported)
+    MINED_NATURAL,
+    READER_NATURAL,
+    apply_reader_labels,
+    read_mined,
+    read_reader_labels,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -62,9 +73,8 @@ COARSE_CORRUPTIONS = ("shuffled_words", "char_swaps", "token_insert", "token_swa
 NEAR_NATURAL_SOURCES = ("word_swap_common", "subword_glue", "word_merge", "function_drop", "function_dup",
                         "local_shuffle")
 MINED_SOURCES = ("mined_beam", "mined_gcg", "mined_fluent")
-NEGATIVE_KINDS = GENERATED_SOURCES + COARSE_CORRUPTIONS + NEAR_NATURAL_SOURCES + MINED_SOURCES
-MINED_NATURAL = "mined_natural_looking"  # search outputs labelled natural by hand: test only, never trained on
-READER_NATURAL = "corruption_natural_looking"  # corruptions a reader judged still natural: test only, never trained
+NEGATIVE_KINDS = GENERATED_SOURCES + COARSE_CORRUPTIONS + NEAR_NATURAL_SOURCES + MINED_SOURCES  # the tested kinds
+TRAIN_ONLY_KINDS = tuple(FAMILY_OF)  # other edit families: always trained on, never a held-out generator
 TEST_ONLY_NATURALS = (MINED_NATURAL, READER_NATURAL)
 SPLITS = ("train", "validation", "test")
 _KEYBOARD = ("qwertyuiop", "asdfghjkl", "zxcvbnm", "1234567890", "QWERTYUIOP", "ASDFGHJKL", ";',./[]-=")
@@ -78,6 +88,7 @@ class RealismDatasetConfig:
     n_random_tokens: int = 300  # random token sequences
     n_keyboard_mash: int = 150  # keyboard mash strings
     n_per_corruption: int = 300  # parents drawn per corruption kind (a parent it cannot corrupt gives nothing)
+    n_per_train_only: int = 0  # parents drawn per train-only kind (own RNG: other rows do not move); 0: none
     n_lm_samples: int = 200  # LM-written texts per sampling setting
     max_sample_tokens: int = 28  # LM samples are cut at a random length in [6, max_sample_tokens]
     mined_path: str | None = None  # hand-labelled mined search outputs (JSONL); None: no mined negatives
@@ -90,7 +101,7 @@ class RealismDatasetConfig:
                 raise ValueError(f"{name}: expected in (0, 1), got {getattr(self, name)}")
         if self.validation_fraction + self.test_fraction >= 1.0:
             raise ValueError("validation_fraction + test_fraction: expected < 1 (something must be left to train)")
-        for name in ("n_random_tokens", "n_keyboard_mash", "n_per_corruption", "n_lm_samples"):
+        for name in ("n_random_tokens", "n_keyboard_mash", "n_per_corruption", "n_per_train_only", "n_lm_samples"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name}: expected >= 0, got {getattr(self, name)}")
         if self.max_sample_tokens < 6:
@@ -128,46 +139,6 @@ def clustered_corpus(name: str) -> list[tuple[str, str]]:
     if name in CLUSTERED_CORPORA:
         return [(row.prompt, f"{name}:{row.cluster}") for row in load_clustered(name)]  # type: ignore[arg-type]
     return [(p, f"{name}:{p}") for p in load_corpus(name)]  # type: ignore[arg-type]
-
-
-def read_mined(path: str | os.PathLike[str]) -> list[dict[str, object]]:
-    """Rows of a mined-prompts JSONL file (text, generator, target, parent, label: 0 unnatural, 1 natural-looking,
-    null unsure). Unreadable file: UserInputError."""
-    try:
-        lines = Path(path).read_text(encoding="utf-8").splitlines()
-        return [json.loads(line) for line in lines if line.strip()]
-    except (OSError, ValueError) as err:
-        raise UserInputError(f"{path}: cannot read mined prompts ({err})") from err
-
-
-def read_reader_labels(path: str | os.PathLike[str]) -> dict[str, int]:
-    """{text: label} of a reader-labels JSONL file (rows: text, kind, label 1 = still natural English, 0 = broken).
-    Unreadable file or a row without text / a 0-1 label: UserInputError."""
-    out: dict[str, int] = {}
-    try:
-        lines = Path(path).read_text(encoding="utf-8").splitlines()
-        for n, line in enumerate(lines, 1):
-            if not line.strip():
-                continue
-            row = json.loads(line)
-            if not isinstance(row.get("text"), str) or row.get("label") not in (0, 1):
-                raise ValueError(f"line {n}: expected {{'text': str, 'label': 0 or 1}}")
-            out[row["text"]] = int(row["label"])
-    except (OSError, ValueError) as err:
-        raise UserInputError(f"{path}: cannot read reader labels ({err})") from err
-    return out
-
-
-def apply_reader_labels(rows: list[dict[str, object]], labels: dict[str, int]) -> list[dict[str, object]]:
-    """Near-natural corruptions a reader judged still natural English leave the negatives: they become the test-only
-    natural source `READER_NATURAL` (a check that the classifier passes them; never trained on). Rows the labels do
-    not cover stay as they are (unchecked negatives)."""
-    out = []
-    for row in rows:
-        if row["source"] in NEAR_NATURAL_SOURCES and labels.get(str(row["text"])) == 1:
-            row = dict(row, label=1, split="test", source=READER_NATURAL)
-        out.append(row)
-    return out
 
 
 def allowed_token_ids(tokenizer) -> list[int]:
@@ -400,7 +371,11 @@ def build_realism_dataset(
     for text, source in read_optimizer_prompts(config.optimizer_runs):
         add(text, 0, source, "test")
     if config.reader_labels_path:
-        rows = apply_reader_labels(rows, read_reader_labels(config.reader_labels_path))
+        rows = apply_reader_labels(rows, read_reader_labels(config.reader_labels_path), NEAR_NATURAL_SOURCES)
+    train_only_rng = random.Random(f"{config.seed}:train-only")  # added last, from its own RNG: rows above unchanged
+    for source, corrupt in train_only_corruptions().items():
+        for text, split, cluster in train_only_rng.sample(naturals, min(config.n_per_train_only, len(naturals))):
+            add(corrupt(text, train_only_rng), 0, source, split, cluster)
     seen: set[str] = set(t for t, _, _ in naturals)
     unique = [r for r in rows if r["source"] in NATURAL_SOURCES]
     for row in rows:  # a corruption or search output that equals a corpus item is natural text: dropped

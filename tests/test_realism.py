@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import replace
 
 import pytest
 import torch
@@ -13,6 +14,7 @@ from realize.data.errors import UserInputError
 from realize.data.realism_dataset import (
     NATURAL_SOURCES,
     NEAR_NATURAL_SOURCES,
+    TRAIN_ONLY_KINDS,
     RealismDatasetConfig,
     build_realism_dataset,
     read_reader_labels,
@@ -178,7 +180,8 @@ def test_realism_scores_with_judge(tiny, monkeypatch) -> None:
     assert loaded and torch.allclose(torch.tensor(scores), model.predict_proba(x))
 
 
-_SMALL = dict(n_random_tokens=20, n_keyboard_mash=10, n_per_corruption=15, n_lm_samples=4, max_sample_tokens=8)
+_SMALL = dict(n_random_tokens=20, n_keyboard_mash=10, n_per_corruption=15, n_per_train_only=10, n_lm_samples=4,
+              max_sample_tokens=8)
 
 
 def test_dataset_splits_by_cluster(tiny, tmp_path) -> None:
@@ -208,6 +211,11 @@ def test_dataset_splits_by_cluster(tiny, tmp_path) -> None:
     assert len({r["text"] for r in out}) == len(out)
     again = build_realism_dataset(tiny, config)
     assert list(again["text"]) == list(ds["text"]) and list(again["split"]) == list(ds["split"])
+    assert {r["source"] for r in out} >= set(TRAIN_ONLY_KINDS)
+    assert all(r["label"] == 0 and r["cluster"] for r in out if r["source"] in TRAIN_ONLY_KINDS)
+    # Train-only kinds come from their own RNG, after everything else: the other rows do not move.
+    without = build_realism_dataset(tiny, replace(config, n_per_train_only=0)).to_list()
+    assert [r for r in out if r["source"] not in TRAIN_ONLY_KINDS] == without
 
 
 def test_reader_labels_remove_natural_looking_corruptions(tiny, tmp_path) -> None:
@@ -243,15 +251,21 @@ def test_shipped_reader_labels_cover_the_near_natural_kinds() -> None:
 def test_train_and_evaluate_on_tiny(tiny, tmp_path, capsys) -> None:
     from realize.commands.train_realism import print_report, train_and_evaluate
 
-    config = RealismDatasetConfig(n_random_tokens=40, n_keyboard_mash=20, n_per_corruption=30, n_lm_samples=10,
-                                  max_sample_tokens=8)
+    config = RealismDatasetConfig(n_random_tokens=40, n_keyboard_mash=20, n_per_corruption=30, n_per_train_only=20,
+                                  n_lm_samples=10, max_sample_tokens=8)
     data_path = tmp_path / "ds.jsonl"
     train = RealismTrainConfig(steps=20)
     model, report = train_and_evaluate(tiny, config, train, use_cache=False, save_dataset=str(data_path))
     assert report["n"]["train"] > 0 and report["n"]["validation"] > 0 and report["n"]["test"] > 0
     assert 0.5 < report["auc_test"] <= 1.0  # keyboard mash and random tokens are easy even on a random LM
     assert set(report["per_kind"]) >= set(NEAR_NATURAL_SOURCES) | {"random_tokens", "keyboard_mash"}
-    assert all("auc_held_out" in r and "auc_previous" in r for r in report["per_kind"].values())
+    tested = {k: r for k, r in report["per_kind"].items() if k not in TRAIN_ONLY_KINDS}
+    assert all("auc_held_out" in r and "auc_previous" in r for r in tested.values())
+    assert set(report["per_kind"]) - set(tested) == set(TRAIN_ONLY_KINDS)  # trained on, reported, never held out
+    assert not any("auc_held_out" in report["per_kind"][k] for k in TRAIN_ONLY_KINDS)
+    assert report["per_kind"]["function_drop"]["family_held_out"] == ["aux_content_drop", "aux_function_swap"]
+    assert 0.0 <= report["per_kind"]["function_drop"]["auc_family_held_out"] <= 1.0
+    assert "auc_family_held_out" not in report["per_kind"]["random_tokens"]  # no train-only relatives
     assert report["natural_pass_validation"] >= 0.97
     assert model.metadata["model"] == tiny.name and model.metadata["metrics"]["auc"] == report["auc_test"]
     assert len(data_path.read_text(encoding="utf-8").splitlines()) == sum(report["n"].values())

@@ -8,12 +8,15 @@ import pytest
 import torch
 
 from realize.data.realism_corruptions import (
+    FAMILY_OF,
+    FUNCTION_WORDS,
     function_drop,
     function_dup,
     local_shuffle,
     near_natural_corruptions,
     subword_glue,
     word_merge,
+    train_only_corruptions,
     word_swap_common,
 )
 from realize.data.realism_dataset import split_by_cluster
@@ -97,6 +100,31 @@ def test_near_natural_corruptions_use_tokenizer(tiny_tokenizer) -> None:
     a = [kinds["subword_glue"](PROMPT, random.Random(s)) for s in range(5)]
     b = [kinds["subword_glue"](PROMPT, random.Random(s)) for s in range(5)]
     assert a == b  # deterministic given the RNG
+
+
+def test_train_only_corruptions_make_one_edit_of_their_family() -> None:
+    kinds = train_only_corruptions()
+    assert set(kinds) == set(FAMILY_OF) and all(related for related in FAMILY_OF.values())
+    words = PROMPT.split()
+    for seed in range(20):
+        out = {name: f(PROMPT, random.Random(seed)) for name, f in kinds.items()}
+        assert all(o is not None and o != PROMPT for o in out.values()), out
+        dropped = out["aux_content_drop"].split()  # type: ignore[union-attr]
+        assert len(dropped) == len(words) - 1
+        lower = [w.lower() for w in dropped]
+        assert {w.lower() for w in words if w.lower() not in lower} <= {"explain", "like", "five", "years"}
+        inserted = out["aux_word_insert"].split()  # type: ignore[union-attr]
+        assert len(inserted) == len(words) + 1 and inserted[0] == "Explain"
+        swapped = out["aux_function_swap"].split()  # type: ignore[union-attr]
+        diff = [(a, b) for a, b in zip(words, swapped, strict=True) if a != b]
+        assert len(diff) == 1 and diff[0][1].lower() in FUNCTION_WORDS
+        far = out["aux_far_swap"].split()  # type: ignore[union-attr]
+        assert sorted(far) == sorted(words) and sum(a != b for a, b in zip(words, far, strict=True)) == 2
+        split = out["aux_word_split"]
+        assert split.replace(" ", "") == PROMPT.replace(" ", "") and len(split.split()) == len(words) + 1  # type: ignore
+        inflected = out["aux_inflect"].split()  # type: ignore[union-attr]
+        assert sum(a != b for a, b in zip(words, inflected, strict=True)) == 1
+    assert all(f("Hi.", random.Random(0)) is None for name, f in kinds.items() if name != "aux_word_split")
 
 
 def test_split_by_cluster() -> None:

@@ -17,6 +17,9 @@ Two classifiers are trained on the same rows: the shipped one (`scorers/weights/
 of the near-natural corruptions (`scorers/weights/realism_reader_labels.jsonl`: each of the 1,784 corruptions of
 the seed-0 dataset read and labelled "still natural English" or "broken", blind to scores); corruptions judged
 natural then leave the negatives (in training and evaluation) and are reported as a test-only natural source.
+With `--train-only-kinds N`, N corruptions of each train-only kind (other single-word edit families,
+`data.realism_corruptions.train_only_corruptions`) join the data: always in training, never held out; for a tested
+kind with train-only relatives (`FAMILY_OF`), a stricter "family held out" AUC leaves those relatives out too.
 Mined search outputs come from
 `scorers/weights/realism_mined.jsonl` (hand-labelled; `benchmarks/mine_realism_negatives.py` regenerates the
 prompts). Writes the weights atomically; `--report` also writes the metrics as JSON. Same seed and feature cache ->
@@ -39,11 +42,13 @@ import torch
 from realize.commands.common import add_model_argument, build_config
 from realize.data.atomic import write_text_atomic
 from realize.data.models import load_model
+from realize.data.realism_corruptions import FAMILY_OF
 from realize.data.realism_dataset import (
     MINED_NATURAL,
     NATURAL_SOURCES,
     READER_NATURAL,
     TEST_ONLY_NATURALS,
+    TRAIN_ONLY_KINDS,
     RealismDatasetConfig,
     build_realism_dataset,
     save_dataset_jsonl,
@@ -83,6 +88,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         f"{DEFAULT_READER_LABELS}); corruptions a reader judged still natural English are then not "
                         "negatives in training or evaluation (default none: every corruption is a negative, as the "
                         "shipped weights were trained)")
+    parser.add_argument("--train-only-kinds", type=int, default=0, metavar="N",
+                        help="add N corruptions of each train-only kind (other single-word edit families, trained "
+                        "on, never held out; default 0, as the shipped weights were trained; measured with 300)")
     parser.add_argument("--no-judge", action="store_true", help="leave out the Gemma judge's features")
     parser.add_argument("--fast-out", default=str(DEFAULT_FAST), help="also write the judge-free classifier here "
                         f"(default {DEFAULT_FAST}; 'none' to skip)")
@@ -174,7 +182,7 @@ def fit_and_evaluate(
         if prev_probs is not None:
             row["auc_previous"] = _auc_vs(prev_probs, nat_test, neg)
             row["caught_previous"] = float((prev_probs[neg] < prev_model.threshold).float().mean())  # type: ignore
-        if leave_one_out and not kind.startswith("optimizer:"):
+        if leave_one_out and not kind.startswith("optimizer:") and kind not in TRAIN_ONLY_KINDS:
             # The kind is left out of train and validation, so every row of it (any split) is unseen: all count.
             every = torch.tensor([s == kind for s in sources])
             held = _fit(features, labels, split, trainable & ~every, names, train_config)
@@ -183,6 +191,12 @@ def fit_and_evaluate(
             row["auc_held_out"] = _auc_vs(held_probs, nat_test, every)
             row["caught_held_out"] = float((held_probs[every] < held.threshold).float().mean())
             row["natural_pass_held_out"] = float((held_probs[nat_test] >= held.threshold).float().mean())
+            family = {k for k, related in FAMILY_OF.items() if kind in related} & set(sources)
+            if family:  # stricter: the train-only relatives of the kind are left out too
+                out = torch.tensor([s in family for s in sources]) | every
+                fam = _fit(features, labels, split, trainable & ~out, names, train_config).predict_proba(features)
+                row["family_held_out"] = sorted(family)
+                row["auc_family_held_out"] = _auc_vs(fam, nat_test, every)
         per_kind[kind] = row
     val_nat = is_natural & torch.tensor([s == "validation" for s in split])
     natural_pass = {src: float((probs[test & torch.tensor([s == src for s in sources])] >= model.threshold)
@@ -258,10 +272,11 @@ def print_report(report: dict[str, Any]) -> None:
     if report.get("n_reader_natural"):
         print(f"corruptions a reader judged still natural ({report['n_reader_natural']}, not negatives), passing: "
               f"{report['reader_natural_pass']:.3f}")
-    print(f"{'negative kind':<24}{'n held-out':>11}{'AUC held-out':>13}{'n test':>7}{'shipped':>9}{'ppl only':>10}"
-          f"{'previous':>10}{'caught':>8}")
+    print(f"{'negative kind':<24}{'n held-out':>11}{'AUC held-out':>13}{'family out':>11}{'n test':>7}{'shipped':>9}"
+          f"{'ppl only':>10}{'previous':>10}{'caught':>8}")
     for kind, r in report["per_kind"].items():
-        print(f"{kind:<24}{r.get('n_held_out', 0):>11}{_fmt(r.get('auc_held_out')):>13}{r['n_test']:>7}"
+        print(f"{kind:<24}{r.get('n_held_out', 0):>11}{_fmt(r.get('auc_held_out')):>13}"
+              f"{_fmt(r.get('auc_family_held_out')):>11}{r['n_test']:>7}"
               f"{_fmt(r['auc_shipped']):>9}{_fmt(r['auc_perplexity']):>10}{_fmt(r.get('auc_previous')):>10}"
               f"{_fmt(r['caught_shipped']):>8}")
     s = report["seconds"]
@@ -274,7 +289,8 @@ def _run(args: argparse.Namespace) -> int:
     mined = None if args.mined.lower() == "none" else args.mined
     reader = None if args.reader_labels.lower() == "none" else args.reader_labels
     dataset_config = build_config(RealismDatasetConfig, {"seed": args.seed, "optimizer_runs": tuple(args.runs),
-                                                         "mined_path": mined, "reader_labels_path": reader})
+                                                         "mined_path": mined, "reader_labels_path": reader,
+                                                         "n_per_train_only": args.train_only_kinds})
     train_config = build_config(RealismTrainConfig, {"seed": args.seed, "hidden": args.hidden})
     data = prepare(lm, dataset_config, judge=judge, use_cache=not args.no_cache, save_dataset=args.save_dataset)
     outputs = [(data.names, args.out)]
