@@ -239,6 +239,15 @@ def test_reader_labels_remove_natural_looking_corruptions(tiny, tmp_path) -> Non
         read_reader_labels(bad)
 
 
+def test_train_realism_rejects_a_negative_train_only_count(monkeypatch, capsys) -> None:
+    from realize.cli import main
+    from realize.commands import train_realism
+
+    monkeypatch.setattr(train_realism, "load_model", lambda name: pytest.fail("model loaded before the check"))
+    assert main(["train-realism", "--train-only-kinds", "-1", "--dry-run"]) == 2
+    assert "--train-only-kinds: expected a count >= 0, got -1" in capsys.readouterr().err
+
+
 def test_shipped_reader_labels_cover_the_near_natural_kinds() -> None:
     from realize.commands.train_realism import DEFAULT_READER_LABELS
 

@@ -41,6 +41,7 @@ import torch
 
 from realize.commands.common import add_model_argument, build_config
 from realize.data.atomic import write_text_atomic
+from realize.data.errors import UserInputError
 from realize.data.models import load_model
 from realize.data.realism_corruptions import FAMILY_OF
 from realize.data.realism_dataset import (
@@ -284,6 +285,8 @@ def print_report(report: dict[str, Any]) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
+    if args.train_only_kinds < 0:  # checked before the (slow) model load
+        raise UserInputError(f"--train-only-kinds: expected a count >= 0, got {args.train_only_kinds}")
     lm = load_model(args.model)
     judge = None if args.no_judge else load_judge(JUDGE_MODEL)
     mined = None if args.mined.lower() == "none" else args.mined
