@@ -57,7 +57,7 @@ from realize.data.corpora import CLUSTERED_CORPORA, load_clustered, load_corpus
 from realize.data.errors import UserInputError
 from realize.data.models import LoadedModel, cache_root
 from realize.data.realism_corruptions import FAMILY_OF, near_natural_corruptions, train_only_corruptions
-from realize.data.realism_labels import (  # noqa: F401  (re-exported)
+from realize.data.realism_labels import (
     MINED_NATURAL,
     READER_NATURAL,
     apply_reader_labels,

@@ -172,6 +172,7 @@ def fit_and_evaluate(
                   if prev_model else None)
     nat_test = is_natural & test
     kinds = sorted({s for s, y in zip(sources, labels.tolist(), strict=True) if y < 0.5})
+    present = set(sources)
     per_kind: dict[str, dict[str, float]] = {}
     for kind in kinds:
         neg = torch.tensor([s == kind for s in sources]) & test
@@ -192,7 +193,7 @@ def fit_and_evaluate(
             row["auc_held_out"] = _auc_vs(held_probs, nat_test, every)
             row["caught_held_out"] = float((held_probs[every] < held.threshold).float().mean())
             row["natural_pass_held_out"] = float((held_probs[nat_test] >= held.threshold).float().mean())
-            family = {k for k, related in FAMILY_OF.items() if kind in related} & set(sources)
+            family = {k for k, related in FAMILY_OF.items() if kind in related and k in present}
             if family:  # stricter: the train-only relatives of the kind are left out too
                 out = torch.tensor([s in family for s in sources]) | every
                 fam = _fit(features, labels, split, trainable & ~out, names, train_config).predict_proba(features)
