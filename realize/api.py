@@ -147,7 +147,7 @@ def audit(
     scale: float | None = None,
     out: str | os.PathLike[str] | None = None,
     classifier: RealismClassifier | None = None,
-    control_cache: bool = True,
+    control_cache: bool | str | os.PathLike[str] = True,
     show_progress: bool = True,
 ) -> AuditReport:
     """Audit vectors: search, calibrate against controls, judge. The same presets as `realize audit --budget`.
@@ -155,7 +155,8 @@ def audit(
     vectors: file path(s) and/or `SteeringVector`s; `scale` fills a missing coefficient. model: a spec for
     `load_model` or a loaded model. config: an `AuditConfig` (overrides `budget`). out: a directory for the finished
     items (a rerun resumes there) and, at the end, the outputs (`AuditReport.save`); None keeps items in a temporary
-    directory. control_cache: reuse calibration controls cached under $REALIZE_CACHE/controls.
+    directory. control_cache: reuse calibration controls cached under $REALIZE_CACHE/controls (True), in another
+    directory (a path), or not at all (False).
 
     >>> report = realize.audit("vectors.safetensors", budget="quick")   # doctest: +SKIP
     >>> report.verdicts                                                  # doctest: +SKIP
@@ -167,7 +168,9 @@ def audit(
         config = AuditConfig(budget=budget, show_progress=show_progress)
     lm = model if isinstance(model, LoadedModel) else load_model(model)
     items = _as_vectors(vectors, lm, scale)
-    cache = ItemStore(cache_root() / "controls") if control_cache else None
+    cache = None
+    if control_cache is not False:
+        cache = ItemStore(cache_root() / "controls" if control_cache is True else Path(control_cache))
     with tempfile.TemporaryDirectory(prefix="realize-items-") as scratch:
         store = ItemStore(Path(out) / "items" if out is not None else Path(scratch))
         judged = run_audit(lm, items, config, store, classifier=classifier, control_cache=cache)

@@ -97,7 +97,12 @@ def plan_audit(lm: LoadedModel, vectors: Sequence[SteeringVector], config: Audit
         for bins in sorted({norm_bins(t.goal) for t in items}):
             controls += null_targets(setting.corpora, bins, config, key)
         targets += controls + items
-    return AuditPlan(settings, tuple(targets))
+    plan = AuditPlan(settings, tuple(targets))
+    for target in plan.targets:  # no target may be planned that the plan cannot serve
+        if target.layers not in plan.settings:
+            raise AssertionError(f"plan: {target.kind} {target.name} acts at layers {list(target.layers)}, for which "
+                                 f"the plan holds no setting (it holds {[list(k) for k in plan.settings]})")
+    return plan
 
 
 def balanced(targets: Sequence[Target], n: int) -> list[Target]:

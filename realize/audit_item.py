@@ -119,7 +119,7 @@ def audit_target(setting: AuditSetting, target: Target, config: AuditConfig) -> 
     start = time.perf_counter()
     directions, distill_losses = dict(target.directions), None
     if target.kind == "behavior-positive":
-        distilled = train_distilled(setting.lm, setting.layout, target.prompt, target.layer,
+        distilled = train_distilled(setting.lm, setting.layout, target.prompt, target.layers,
                                     setting.contexts.optimization,
                                     DistillConfig(steps=config.distill_steps, tokens=config.behavior_tokens))
         directions = dict(distilled.vector.directions)

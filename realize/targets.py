@@ -11,9 +11,10 @@ Controls (see `realize.verdict` for how they decide):
 - `positive`: mean shifts of held-out natural prompts (`positive_prompts` corpus). Their clusters are absent from
   the retrieval corpus and from realism training by construction (`realize.data.corpora`), and retrieval excludes
   them again by cluster, so a positive is realized by search, not by finding its paraphrase. Activation axis.
-- `behavior-positive`: vectors distilled from the same held-out prompts (`realize.distill`): steering with them
+- `behavior-positive`: vectors distilled from the same held-out prompts (`realize.distill`) at the same layers as
+  the steers they calibrate (several layers: one direction per layer, trained jointly): steering with them
   reproduces the prompt's behavior, so a prompt exists by construction. Behavior axis. The vector is trained when
-  the item is audited (its id hashes the prompt, the layer and the configuration, not the trained bytes).
+  the item is audited (its id hashes the prompt, the layers and the configuration, not the trained bytes).
 
 Axes: vectors and `null` controls are measured on every axis of the audit; `null-isotropic` and `positive` on the
 activation axis, `behavior-positive` on the behavior axis.
@@ -226,8 +227,8 @@ def null_targets(corpora: Mapping[int, CorpusShifts], bins: Sequence[tuple[int, 
 def positive_targets(corpora: Mapping[int, CorpusShifts], config: AuditConfig,
                      key: Mapping[str, Any]) -> list[Target]:
     """`n_positive` held-out natural prompts (seeded choice from the positive corpus): on the activation axis a target
-    = the prompt's mean shift on the optimization contexts at each layer, on the behavior axis a vector distilled
-    from the prompt (at the deepest layer); retrieval excludes the prompt's cluster on both."""
+    = the prompt's mean shift on the optimization contexts at each layer, on the behavior axis a steer distilled
+    from the prompt at the same layers (trained jointly); retrieval excludes the prompt's cluster on both."""
     layers = sorted(corpora)
     corpus = corpora[layers[-1]]
     rows, prompts = corpus.select("positive_prompts")
@@ -244,10 +245,10 @@ def positive_targets(corpora: Mapping[int, CorpusShifts], config: AuditConfig,
             targets.append(Target(item_id("positive", directions, None, 1.0, key), f"positive.{tag}.{j}",
                                   f"natural prompt: {prompt}", "positive", ("activation",), 1.0,
                                   "natural-prompt shift", directions, exclude_clusters=cluster, prompt=prompt))
-        if "behavior" in config.axes:
-            placeholder = {layers[-1]: torch.zeros_like(corpus.shifts[row])}
+        if "behavior" in config.axes:  # distilled at the same layers as the steers it calibrates
+            placeholder = {layer: torch.zeros_like(corpus.shifts[row]) for layer in layers}
             targets.append(Target(item_id("behavior-positive", placeholder, None, 1.0, {**key, "prompt": prompt}),
-                                  f"behavior-positive.L{layers[-1]}.{j}", f"distilled from: {prompt}",
+                                  f"behavior-positive.{tag}.{j}", f"distilled from: {prompt}",
                                   "behavior-positive", ("behavior",), 1.0, "prompt-distilled vector", placeholder,
                                   exclude_clusters=cluster, prompt=prompt))
     return targets

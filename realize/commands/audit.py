@@ -76,6 +76,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--overwrite", action="store_true", help="discard results of another configuration in --out")
     parser.add_argument("--no-control-cache", action="store_true",
                         help="do not reuse calibration controls cached by earlier runs (under $REALIZE_CACHE)")
+    parser.add_argument("--control-cache", metavar="DIR", help="directory of the calibration-control cache "
+                        "(default $REALIZE_CACHE/controls; e.g. one shared by several machines)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     add_model_argument(parser)
     add_vector_arguments(parser)
@@ -166,7 +168,8 @@ def _run(args: argparse.Namespace) -> int:
     if args.demo:
         vectors += load_vectors_arg(str(demo_file), args, lm)
     store = ItemStore(out / ITEMS)
-    cache = None if args.no_control_cache else ItemStore(cache_root() / "controls")
+    cache = None if args.no_control_cache else ItemStore(Path(args.control_cache) if args.control_cache
+                                                         else cache_root() / "controls")
     plan = plan_audit(lm, vectors, config)
     pending = [t for t in plan.targets if lookup(t, store, cache) is None]
     if state.is_main_process:
