@@ -16,6 +16,7 @@ Public API (stable):
         .shift_metrics_by_layer(prompt (L,)) -> {layer: data.shift.ShiftMetrics}
         .per_context_shifts(prompts (B, L)) -> (B, K, d)                                (one layer)
         .per_context_shifts_by_layer(prompts (B, L)) -> {layer: (B, K, d)}
+        .position_deltas_by_layer(prompts (B, L)) -> {layer: (B, N, d)} at every aligned position after the prompt
         .restricted(context indices) -> ActivationShiftObjective on those contexts only (probe sampling)
         attributes: model, tokenizer, layout, layers (ascending), layer (the deepest), targets, generics, config,
                     context_ids, bases ({layer: per context (n_k, d) prompt-free activations at the aligned
@@ -321,6 +322,17 @@ class ActivationShiftObjective:
         """prompt (L,) -> (loss, d loss / d one-hot (L, V)) through the early-exit forward over all contexts."""
         return one_hot_grad(self.model, self._check(prompt.unsqueeze(0))[0],
                             lambda embeds: self._loss(self._reduce(None, embeds))[0])
+
+    @torch.no_grad()
+    def position_deltas_by_layer(self, prompts: torch.Tensor) -> dict[int, torch.Tensor]:
+        """prompts (B, L) long -> {layer: (B, N, d) float}: the deltas at every aligned position after the prompt
+        slot, over all contexts (the positions a prompt can move; contexts in group order)."""
+        prompts = self._check(prompts)
+        parts: dict[int, list[torch.Tensor]] = {i: [] for i in self.layers}
+        for group in self._groups:
+            for i, delta in self._group_deltas(group, prompts, None).items():
+                parts[i].append(delta)
+        return {i: torch.cat(p, dim=1) for i, p in parts.items()}
 
     @torch.no_grad()
     def per_context_shifts_by_layer(self, prompts: torch.Tensor) -> dict[int, torch.Tensor]:

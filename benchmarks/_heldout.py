@@ -15,8 +15,8 @@ from pathlib import Path
 
 import torch
 
-from realize.audit_batch import model_fingerprint
-from realize.audit_search import AuditSetting, ContextSplit, make_setting
+from realize.identity import weights_digest
+from realize.setting import AuditSetting, ContextSplit, make_setting
 from realize.config import PRESETS
 from realize.corpus_shifts import mean_shifts
 from realize.data.corpora import load_corpus, read_clustered_file
@@ -40,7 +40,7 @@ def split_for(preset: str, seed: int = 0) -> ContextSplit:
 
 def setting_for(lm: LoadedModel, layer: int, preset: str = "default", seed: int = 0) -> AuditSetting:
     return make_setting(lm, layer, "prefix", split_for(preset, seed), load_classifier(), None,
-                        fingerprint=model_fingerprint(lm), cache_dir=cache_root() / "corpus_shifts",
+                        fingerprint=weights_digest(lm), cache_dir=cache_root() / "corpus_shifts",
                         show_progress=True)
 
 
@@ -48,7 +48,7 @@ def heldout_targets(setting: AuditSetting, n: int | None = None, n_contexts: int
     """The first `n` benchmark targets, measured on `n_contexts` base contexts the setting's sets never use."""
     rows = read_clustered_file(HERE / "heldout_targets.tsv")[:n]
     split = setting.contexts
-    used = {*split.optimization, *split.selection, *split.test}
+    used = {*split.optimization, *split.selection, *split.test, *split.magnitude}
     unused = [c for c in load_corpus("contexts") if c not in used][:n_contexts]
     shifts = mean_shifts(setting.lm, setting.layout, setting.layer, [r.prompt for r in rows], unused)
     return [HeldoutTarget(r.cluster, r.prompt, s) for r, s in zip(rows, shifts, strict=True)]

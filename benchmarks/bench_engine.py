@@ -40,12 +40,20 @@ from realize.attacks.fluent import run as fluent_run
 from realize.attacks.natural import NaturalConfig
 from realize.attacks.natural import run as natural_run
 from realize.attacks.objectives import ActivationObjectiveConfig, ActivationShiftObjective
-from realize.audit_search import AuditSetting, judge, pick, retrieve, search
-from realize.config import BUDGETS
+from realize.axes.activation import retrieve, score, search
+from realize.axes.common import naturalness, pick
+from realize.config import AuditConfig
+from realize.setting import AuditSetting
 from realize.data.chat import encode
 from realize.data.models import load_model
 
 THRESHOLD = 0.8
+
+
+def judge(setting: AuditSetting, target: torch.Tensor, candidates):  # noqa: ANN201
+    """Every candidate's selection and test numbers (the audit's own scoring, `realize.axes.activation.score`)."""
+    goal = {setting.layer: target}
+    return [m.score for m in score(setting, goal, candidates, naturalness(setting, candidates))], None
 
 
 def objective_for(setting: AuditSetting, target: torch.Tensor) -> ActivationShiftObjective:
@@ -65,7 +73,7 @@ LEGACY = {"quick": dict(fluent_steps=6, fluent_width=12, lambdas=(0.0, 0.1), bea
 def legacy_search(setting: AuditSetting, target: torch.Tensor, budget: str, *, seed: int,
                   exclude_clusters: Sequence[str]) -> list[tuple[tuple[int, ...], str]]:
     b = LEGACY[budget]
-    candidates = retrieve(setting, target, b["keep_retrieval"], exclude_clusters)
+    candidates = retrieve(setting, {setting.layer: target}, b["keep_retrieval"], exclude_clusters)
     config = FluentConfig(lambdas=b["lambdas"], steps=b["fluent_steps"], width=b["fluent_width"],
                           max_frontier=b["max_frontier"], seed=seed, restart_every=max(b["fluent_steps"] // 3, 1),
                           init_beam=BeamConfig(beam_width=b["beam_width"], samples_per_beam=b["beam_samples"],
@@ -82,8 +90,8 @@ def _picked(setting: AuditSetting, target: torch.Tensor, candidates) -> dict[str
     if i is None:
         return {"prompt": None, "test_specific_cos": None}
     s = scores[i]
-    return {"prompt": s.prompt, "attack": s.attack, "test_specific_cos": s.specific_cos, "test_cos": s.cos,
-            "selection_specific_cos": s.selection_specific_cos, "realism": s.realism, "perplexity": s.perplexity}
+    return {"prompt": s.prompt, "attack": s.attack, "test_specific_cos": s.value, "test_cos": s.cos,
+            "selection_specific_cos": s.selection, "realism": s.realism, "perplexity": s.perplexity}
 
 
 def audit_time(args: argparse.Namespace, setting: AuditSetting) -> dict[str, object]:
@@ -92,8 +100,8 @@ def audit_time(args: argparse.Namespace, setting: AuditSetting) -> dict[str, obj
         row: dict[str, object] = {"cluster": ht.cluster}
         for name, fn in (("before", lambda: legacy_search(setting, ht.target, args.budget, seed=0,
                                                           exclude_clusters=(ht.cluster,))),
-                         ("now", lambda: search(setting, ht.target, BUDGETS[args.budget], seed=0,
-                                                exclude_clusters=(ht.cluster,)))):
+                         ("now", lambda: search(setting, {setting.layer: ht.target},
+                                                AuditConfig(budget=args.budget), exclude_clusters=(ht.cluster,)))):
             start = time.perf_counter()
             candidates = fn()
             seconds = time.perf_counter() - start
@@ -151,21 +159,21 @@ def _curve(setting: AuditSetting, target, checkpoints, extra_seconds: float) -> 
     reached = reached_any = None
     for step, seconds, ids in checkpoints:
         s = by_ids[ids]
-        if s.realism >= setting.min_realism and (chosen is None or s.selection_specific_cos > chosen.selection_specific_cos):
+        if s.realism >= setting.min_realism and (chosen is None or s.selection > chosen.selection):
             chosen = s
-        if chosen_any is None or s.selection_specific_cos > chosen_any.selection_specific_cos:
+        if chosen_any is None or s.selection > chosen_any.selection:
             chosen_any = s
-        if reached is None and chosen is not None and chosen.specific_cos >= THRESHOLD:
+        if reached is None and chosen is not None and chosen.value >= THRESHOLD:
             reached = (step, seconds + extra_seconds)
-        if reached_any is None and chosen_any.specific_cos >= THRESHOLD:
+        if reached_any is None and chosen_any.value >= THRESHOLD:
             reached_any = (step, seconds + extra_seconds)
         points.append({"step": step, "seconds": seconds + extra_seconds, "prompt": s.prompt,
-                       "selection_specific_cos": s.selection_specific_cos, "test_specific_cos": s.specific_cos,
+                       "selection_specific_cos": s.selection, "test_specific_cos": s.value,
                        "realism": s.realism})
-    final = None if chosen is None else {"prompt": chosen.prompt, "test_specific_cos": chosen.specific_cos,
+    final = None if chosen is None else {"prompt": chosen.prompt, "test_specific_cos": chosen.value,
                                          "test_cos": chosen.cos, "realism": chosen.realism,
                                          "perplexity": chosen.perplexity}
-    final_any = {"prompt": chosen_any.prompt, "test_specific_cos": chosen_any.specific_cos,
+    final_any = {"prompt": chosen_any.prompt, "test_specific_cos": chosen_any.value,
                  "realism": chosen_any.realism}
     return {"steps_to_threshold": None if reached is None else reached[0],
             "seconds_to_threshold": None if reached is None else reached[1],
@@ -187,7 +195,7 @@ def converge(args: argparse.Namespace, setting: AuditSetting) -> dict[str, objec
         row: dict[str, object] = {"cluster": ht.cluster, "true_prompt": ht.prompt}
         if "engine" in args.methods:
             t0 = time.perf_counter()
-            start = retrieve(setting, ht.target, 1, (ht.cluster,))[0][0]
+            start = retrieve(setting, {setting.layer: ht.target}, 1, (ht.cluster,))[0][0]
             t_retrieval = time.perf_counter() - t0
             engine = natural_run(objective, lm, setting.layout,
                                  NaturalConfig(steps=args.steps, width=args.width, seed=0, **_budget(args)),
@@ -218,7 +226,7 @@ def converge(args: argparse.Namespace, setting: AuditSetting) -> dict[str, objec
 def speed(args: argparse.Namespace, setting: AuditSetting) -> dict[str, object]:
     ht = heldout_targets(setting, 1)[0]
     objective = objective_for(setting, ht.target)
-    start = retrieve(setting, ht.target, 1, (ht.cluster,))[0][0]
+    start = retrieve(setting, {setting.layer: ht.target}, 1, (ht.cluster,))[0][0]
     out: dict[str, object] = {"cluster": ht.cluster, "steps": args.steps, "width": args.width}
     # what the fluency budget costs next to the objective, per candidate (the check runs first)
     from realize.attacks.fluency import encode_head, lm_head_ids, prompt_surprisal

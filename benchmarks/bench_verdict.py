@@ -27,10 +27,9 @@ from pathlib import Path
 import torch
 from _setup import machine, write_json
 
-from realize.audit_search import ContextSplit
 from realize.cli import main as realize_main
 from realize.config import AuditConfig
-from realize.audit_batch import model_fingerprint
+from realize.identity import weights_digest
 from realize.corpus_shifts import corpus_shifts, corpus_shifts_at, mean_shifts, mean_shifts_at
 from realize.data.chat import chat_layout
 from realize.data.corpora import load_corpus, read_clustered_file
@@ -38,16 +37,17 @@ from realize.data.models import cache_root, load_model
 from realize.data.results_dataset import read_rows
 from realize.data.vectors import SteeringVector, save_control_vector_gguf, save_safetensors
 from realize.distill import DistillConfig, train_distilled
+from realize.setting import ContextSplit
 from realize.targets import isotropic_nulls, natural_nulls
 
 HERE = Path(__file__).resolve().parent
 
 
 def unused_contexts(config: AuditConfig, n: int) -> list[str]:
-    """Base contexts outside the audit's optimization, selection and test sets."""
+    """Base contexts outside the audit's optimization, selection, test and magnitude sets."""
     contexts = load_corpus("contexts")
     split = ContextSplit.of(contexts, config.n_opt_contexts, config.n_selection, config.n_test, config.seed)
-    used = {*split.optimization, *split.selection, *split.test}
+    used = {*split.optimization, *split.selection, *split.test, *split.magnitude}
     rest = [c for c in contexts if c not in used]
     if len(rest) < n:
         raise SystemExit(f"only {len(rest)} unused contexts for {n}")
@@ -62,7 +62,7 @@ def build_vectors(layer: int, n_targets: int, config: AuditConfig, seed: int) ->
     shifts = mean_shifts(lm, layout, layer, [t.prompt for t in targets], contexts)
     split = ContextSplit.of(load_corpus("contexts"), config.n_opt_contexts, config.n_selection, config.n_test,
                             config.seed)  # the audit's own corpus-shift cache: computed here once, reused there
-    corpus = corpus_shifts(lm, layout, layer, split.optimization, fingerprint=model_fingerprint(lm),
+    corpus = corpus_shifts(lm, layout, layer, split.optimization, fingerprint=weights_digest(lm),
                            cache_dir=cache_root() / "corpus_shifts")
     natural = corpus.shifts[corpus.select("natural_prompts")[0]]
     vectors = [SteeringVector(directions={layer: s}, scale=1.0, method="natural-prompt shift",
@@ -96,7 +96,7 @@ def build_distilled(layer: int, n: int, config: AuditConfig, seed: int) -> list[
                                   notes=target.prompt))
     split = ContextSplit.of(load_corpus("contexts"), config.n_opt_contexts, config.n_selection, config.n_test,
                             config.seed)
-    corpus = corpus_shifts(lm, layout, layer, split.optimization, fingerprint=model_fingerprint(lm),
+    corpus = corpus_shifts(lm, layout, layer, split.optimization, fingerprint=weights_digest(lm),
                            cache_dir=cache_root() / "corpus_shifts")
     natural = corpus.shifts[corpus.select("natural_prompts")[0]]
     gen = torch.Generator().manual_seed(seed + 4242)
@@ -116,7 +116,7 @@ def build_multilayer(layers: list[int], config: AuditConfig, seed: int, folder: 
     shifts = mean_shifts_at(lm, layout, layers, [target.prompt], unused_contexts(config, 8))
     split = ContextSplit.of(load_corpus("contexts"), config.n_opt_contexts, config.n_selection, config.n_test,
                             config.seed)
-    corpora = corpus_shifts_at(lm, layout, layers, split.optimization, fingerprint=model_fingerprint(lm),
+    corpora = corpus_shifts_at(lm, layout, layers, split.optimization, fingerprint=weights_digest(lm),
                                cache_dir=cache_root() / "corpus_shifts")
     gen = torch.Generator().manual_seed(seed + 777)
     natural = {i: shifts[i][0] for i in layers}

@@ -3,8 +3,9 @@ each item's verdict, stability and best prompt, per axis.
 
     python benchmarks/summarize_audit.py DIR [--json OUT.json]
 
-Reads DIR/results.parquet (verdicts, test-context values) and DIR/items/*.json (positives' "search alone" result,
-the behavior axis's unrelated-instruction baseline), so it needs a finished audit (or `realize merge DIR`).
+Reads DIR/results.parquet (verdicts, test-context values, the content test) and DIR/items/*.json (positives'
+"search alone" result, the form siblings and the unrelated instruction of each best prompt), so it needs a finished
+audit (or `realize merge DIR`).
 """
 
 from __future__ import annotations
@@ -39,15 +40,19 @@ def summarize(directory: Path) -> dict[str, object]:
             "realism": r["realism"] if r["is_best"] else None, "target_norm": r["target_norm"],
             "magnitude_factor": r["magnitude_factor"], "seconds": r["seconds"],
         }
-        alone = item.get("best_no_retrieval")
+        evidence = item.get("axes", {}).get(axis, {})
+        alone = evidence.get("best_search_alone")
         if axis == "activation" and r["kind"] == "positive":
-            entry["search_alone"] = None if alone is None else alone["specific_cos"]
+            entry["search_alone"] = None if alone is None else alone["value"]
             entry["search_alone_prompt"] = None if alone is None else alone["prompt"]
-        behavior = item.get("behavior") or {}
-        if axis == "behavior" and behavior.get("generic"):
-            entry["generic_prompt"] = behavior["generic"]["prompt"]
-            entry["generic_recovery"] = behavior["generic"]["recovery"]
-            entry["specific_recovery"] = r["specific_recovery"]
+        entry["content"] = r["content"] or None
+        entry["content_margin"] = r["content_margin"]
+        entry["true_content_margin"] = r["true_content_margin"]
+        entry["siblings"] = [(s["score"]["prompt"], s["score"]["value"]) for s in evidence.get("siblings", [])]
+        unrelated = evidence.get("unrelated")
+        if unrelated:
+            entry["unrelated_prompt"] = unrelated["score"]["prompt"]
+            entry["unrelated_value"] = unrelated["score"]["value"]
         out[axis].append(entry)
     counts = {axis: {k: sum(e["kind"] == k for e in entries) for k in sorted({e["kind"] for e in entries})}
               for axis, entries in out.items()}
@@ -73,9 +78,11 @@ def main() -> None:
             extra = ""
             if "search_alone" in e:
                 extra = f"  search alone {_fmt(e['search_alone'])}"
-            if "generic_recovery" in e:
-                extra = (f"  unrelated {_fmt(e['generic_recovery'])} ({e['generic_prompt']!r}), specific "
-                         f"{_fmt(e['specific_recovery'])}")
+            if e.get("content"):
+                extra += (f"  content {e['content']} (margin {_fmt(e['content_margin'])} vs true "
+                          f"{_fmt(e['true_content_margin'])})")
+            if "unrelated_value" in e:
+                extra += f"  unrelated {_fmt(e['unrelated_value'])} ({e['unrelated_prompt']!r})"
             print(f"  {e['kind']:<17} {e['name'][:34]:<34} {e['verdict']:<24} stab {_fmt(e['stability'])} "
                   f"value {_fmt(e['value'])} k {_fmt(e['magnitude_factor'])} {e['prompt']!r}{extra}")
 

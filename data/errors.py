@@ -11,9 +11,11 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
 
-_PYTHON_NAMES: Mapping[str, str] = {"force": "force=True", "trust_pickle": "trust_pickle=True"}
+_PYTHON_NAMES: Mapping[str, str] = {"force": "force=True", "trust_pickle": "trust_pickle=True",
+                                    "overwrite": "overwrite=True"}
 CLI_FLAGS: Mapping[str, str] = {"layer": "--layer", "scale": "--scale", "force": "--force",
-                                "trust_pickle": "--trust-pickle", "model": "--model", "placement": "--placement"}
+                                "trust_pickle": "--trust-pickle", "model": "--model", "placement": "--placement",
+                                "out": "--out", "overwrite": "--overwrite"}
 _NAMES: ContextVar[Mapping[str, str]] = ContextVar("realize_argument_names", default=_PYTHON_NAMES)
 
 

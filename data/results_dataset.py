@@ -21,22 +21,27 @@ from realize.data.safe_text import jsonl_line
 
 FEATURES = datasets.Features(
     {
-        "vector_id": datasets.Value("string"),  # stable id: hash of the vector bytes and the audit config
+        "vector_id": datasets.Value("string"),  # stable id: hash of the vector bytes and what its result depends on
         "vector_name": datasets.Value("string"),
         "source_file": datasets.Value("string"),
-        "kind": datasets.Value("string"),  # "vector" | "null" | "null-isotropic" (random directions) | "positive"
+        "source_sha256": datasets.Value("string"),  # the vector file's digest ("" for controls)
+        "kind": datasets.Value("string"),  # "vector" | "null" | "null-isotropic" | "positive" | "behavior-positive"
         "axis": datasets.Value("string"),  # "activation": the prompt's shift at the layer; "behavior": its outputs
         "model": datasets.Value("string"),
+        "model_sha256": datasets.Value("string"),  # the model file's digest ("" for a directory)
+        "realize_version": datasets.Value("string"),
+        "source_digest": datasets.Value("string"),  # digest of realize's own source that produced the row
         "layer": datasets.Value("int32"),  # the deepest layer of the steer
         "layers": datasets.Sequence(datasets.Value("int32")),  # every layer it acts at (one for most vectors)
         "scale": datasets.Value("float32"),
         "target_norm": datasets.Value("float32"),  # |scale * v|
+        "strength": datasets.Sequence(datasets.Value("float32")),  # |a v_i| / median residual norm, per layer
         "method": datasets.Value("string"),
         "attack": datasets.Value("string"),
         "prompt": datasets.Value("string"),
         "prompt_ids": datasets.Sequence(datasets.Value("int32")),
         "is_best": datasets.Value("bool"),  # the prompt the vector's verdict rests on (chosen on selection contexts)
-        "prompt_verdict": datasets.Value("string"),  # this prompt's verdict on its own selection and test numbers
+        "prompt_verdict": datasets.Value("string"),  # this prompt's verdict on its own selection numbers
         "selection_specific_cos": datasets.Value("float32"),  # selection contexts: it chose, it is not a result
         "cos_test": datasets.Value("float32"),  # test contexts from here on
         "specific_cos_test": datasets.Value("float32"),
@@ -53,10 +58,12 @@ FEATURES = datasets.Features(
         "direction_cos": datasets.Value("float32"),  # same tokens pushed? cos of log-prob changes along the text
         "effect_ratio": datasets.Value("float32"),  # how hard, relative to the vector (1 = as hard)
         "effect_kl": datasets.Value("float32"),  # the vector's KL(steered || base) per token on test contexts
-        "generic_recovery": datasets.Value("float32"),  # vectors: the best unrelated instruction's test recovery
-        "specific_recovery": datasets.Value("float32"),  # 1 - (1 - recovery) / (1 - max(generic, 0))
-        "verdict": datasets.Value("string"),  # the vector's verdict on this row's axis
-        "direction_verdict": datasets.Value("string"),  # the same before the magnitude qualifier (activation)
+        "verdict": datasets.Value("string"),  # the item's verdict on this row's axis
+        "direction_verdict": datasets.Value("string"),  # the same before the content and magnitude qualifiers
+        "content": datasets.Value("string"),  # content test: specific | form | generic ("" when the direction fails)
+        "content_margin": datasets.Value("float32"),  # the best prompt's value minus its form siblings' mean
+        "true_content_margin": datasets.Value("float32"),  # the same for the positives' own prompts (median)
+        "unrelated_value": datasets.Value("float32"),  # the best unrelated instruction's test value
         "verdict_stability": datasets.Value("float32"),  # share of joint test-context resamples with that verdict
         "null_percentile": datasets.Value("float32"),
         "realizability_score": datasets.Value("float32"),
@@ -122,7 +129,8 @@ def _size_category(n: int) -> str:
     return "100K<n<1M"
 
 
-def _card(n_rows: int, n_bytes: int, verdicts: Iterable[str], model_names: Iterable[str]) -> str:
+def _card(n_rows: int, n_bytes: int, verdicts: Iterable[str], model_names: Iterable[str], kinds: Sequence[str],
+          provenance: str) -> str:
     features_yaml = "\n".join(
         f"  - name: {name}\n    "
         + (
@@ -167,18 +175,24 @@ dataset_info:
 Steering vectors paired with ordinary-language prompts that reproduce their activation shift, found and judged by
 [realize](https://pypi.org/project/realize/) (`realize audit`, then `realize export`).
 
-- Rows: {n_rows} (one per vector x prompt that passes on its own numbers), prompt verdicts kept: {verdict_list}.
-- Models: {models}.
-- How it was made: for each vector, a fluency-constrained token search looked for a prompt whose mean activation
-  shift on optimization contexts matches `scale * v` at the vector's layer; every candidate was re-measured on
-  selection contexts (which chose the vector's best prompt, `is_best`) and on test contexts (`cos_test`,
-  `specific_cos_test`: cosine after removing the generic prompt-presence direction, `fve`), scored for naturalness
-  (`perplexity`, `worst_window_perplexity`, `realism`), and calibrated against random directions from the natural
-  shift distribution and held-out natural-prompt controls (`realizability_score`, `null_percentile`). A row is here
-  only when the prompt itself passes (`prompt_verdict`, on both its selection and its test numbers, realism at or
-  above the threshold); `verdict` is its vector's verdict, with `verdict_stability` under resampled test contexts
-  and the magnitude facts (`magnitude_factor`, `realizable_scale`).
-- Layer convention: `layer` i is the output of decoder block i (transformers `hidden_states[i+1]`).
+- Rows: {n_rows} (one per item x axis x prompt that passes on its own selection numbers); kinds kept:
+  {", ".join(kinds)}; prompt verdicts kept: {verdict_list}.
+- Models: {models}. Provenance: {provenance or "see the audit's report"}.
+- How it was made: for each steer, a fluency-constrained token search looked for a prompt whose mean activation
+  shift on optimization contexts matches `scale * v` at the steer's layers (activation axis), or whose outputs
+  match the steered model's along its own text (behavior axis); every candidate was re-measured on selection
+  contexts (which chose the steer's best prompt, `is_best`) and on test contexts, scored for naturalness
+  (`perplexity`, `worst_window_perplexity`, `realism`), and calibrated against random directions of the natural
+  shift space and held-out natural-prompt controls (`realizability_score`, `null_percentile`).
+- How rows were chosen: only on numbers that report nothing. A row is here when the prompt's *selection* value
+  passes against the controls' selection values, its realism clears the threshold by a margin, and its steer's
+  content test did not find the prompt's form alone enough (`content`, `content_margin`: the prompt against its
+  form siblings, the same template with other content). The test-context columns (`cos_test`,
+  `specific_cos_test`, `recovery_test`, `fve`) were never used to choose a row, so they are unbiased.
+- `verdict` is the steer's own verdict on the row's axis, with `verdict_stability` under resampled test contexts and
+  the magnitude facts (`magnitude_factor` k = a / a*, `realizable_scale` a*).
+- Layer convention: `layer` i is the output of decoder block i (transformers `hidden_states[i+1]`); the steer adds
+  `scale * v` there at every position.
 """
 
 
@@ -187,12 +201,13 @@ def export_dataset(
     out_dir: str | os.PathLike[str],
     *,
     verdicts: Sequence[str] = ("realizable", "partially realizable"),
-    kinds: Sequence[str] = ("vector", "positive"),
+    kinds: Sequence[str] = ("vector",),
+    provenance: str = "",
 ) -> int:
-    """Write the rows whose *prompt* verdict (the prompt's own selection and test numbers, not its vector's best) is
-    in `verdicts` and kind in `kinds` as an HF dataset directory; returns the row count. Realizable positive controls
-    (natural-prompt shifts with the prompt found for them) are realizable steers too and are kept by default; the
-    `kind` column tells them apart. With zero rows only the card is written."""
+    """Write the rows whose *prompt* verdict (decided on the prompt's own selection numbers, not on the test numbers
+    the rows report) is in `verdicts` and kind in `kinds` as an HF dataset directory; returns the row count.
+    Controls (positives: natural-prompt shifts with the prompt found for them) are left out unless `kinds` asks
+    for them. With zero rows only the card is written."""
     kept = [r for r in _check_rows(rows) if r["prompt_verdict"] in verdicts and r["kind"] in kinds]
     out = Path(out_dir)
     shard = out / "data" / "train-00000-of-00001.parquet"
@@ -204,6 +219,7 @@ def export_dataset(
         # `datasets` cannot load a parquet file with zero rows: leave no data file, only the card saying so.
         shard.unlink(missing_ok=True)
     n_bytes = shard.stat().st_size if kept else 0
-    card = _card(len(kept), n_bytes, (r["prompt_verdict"] for r in kept), (r["model"] for r in kept))
+    card = _card(len(kept), n_bytes, (r["prompt_verdict"] for r in kept), (r["model"] for r in kept), kinds,
+                 provenance)
     write_text_atomic(out / "README.md", card)
     return len(kept)

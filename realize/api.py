@@ -18,14 +18,9 @@ import dataclasses
 import os
 import tempfile
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from realize.audit_batch import run_audit
-from realize.audit_output import audit_rows, write_outputs
-from realize.audit_store import ItemStore
-from realize.audit_types import JudgedAudit
 from realize.config import AuditConfig
 from realize.data.errors import UserInputError
 from realize.data.models import DEFAULT_MODEL, LoadedModel, cache_root
@@ -33,10 +28,10 @@ from realize.data.models import load_model as _load_model
 from realize.data.vectors import SteeringVector, check_compatible
 from realize.data.vectors import load_vectors as _load_vectors
 from realize.optimizing import OptimizeReport, OptimizeRequest, run_optimize
+from realize.outputs import AuditReport
+from realize.pipeline import run_audit
 from realize.scorers.realism import RealismClassifier
-
-if TYPE_CHECKING:
-    import pandas
+from realize.store import ItemStore
 
 __all__ = ["AuditReport", "OptimizeReport", "audit", "load_model", "load_vectors", "optimize"]
 
@@ -64,49 +59,6 @@ def load_vectors(path: str | os.PathLike[str], *, layer: int | None = None, scal
                              model_name=model.name, model_type=getattr(model.model.config, "model_type", None),
                              force=force)
     return vectors
-
-
-@dataclass(frozen=True)
-class AuditReport:
-    """The judged audit: every vector and control with its evidence and verdict."""
-
-    items: tuple[JudgedAudit, ...]
-    model: str
-    config: AuditConfig
-
-    @property
-    def vectors(self) -> tuple[JudgedAudit, ...]:
-        """The audited vectors (controls excluded)."""
-        return tuple(j for j in self.items if j.audit.kind == "vector")
-
-    @property
-    def verdicts(self) -> dict[str, str]:
-        """Vector name -> activation verdict (can a prompt produce its shift?)."""
-        return {j.audit.name: j.activation.verdict for j in self.vectors if j.activation is not None}
-
-    @property
-    def behavior_verdicts(self) -> dict[str, str]:
-        """Vector name -> behavior verdict (can a prompt make the model do what it does?)."""
-        return {j.audit.name: j.behavior.verdict for j in self.vectors if j.behavior is not None}
-
-    def rows(self) -> list[dict[str, Any]]:
-        """One results row per (item, evaluated prompt) (`realize.data.results_dataset.FEATURES`)."""
-        return [r for j in self.items
-                for r in audit_rows(j, model=self.model, seed=self.config.seed, budget=self.config.budget)]
-
-    def to_pandas(self) -> pandas.DataFrame:
-        import pandas
-
-        from realize.data.results_dataset import COLUMNS
-
-        return pandas.DataFrame(self.rows(), columns=list(COLUMNS))
-
-    def save(self, directory: str | os.PathLike[str]) -> dict[str, Path]:
-        """Write results.parquet/jsonl, the dataset of realizable steers and report.html; returns their paths."""
-        settings = f"model {self.model} · budget {self.config.budget} · placement {self.config.placement} · " \
-                   f"seed {self.config.seed}"
-        return write_outputs(self.items, directory, model=self.model, seed=self.config.seed,
-                             budget=self.config.budget, settings=settings)
 
 
 def _as_vectors(vectors: Any, lm: LoadedModel, scale: float | None) -> list[SteeringVector]:
@@ -146,17 +98,19 @@ def audit(
     config: AuditConfig | None = None,
     scale: float | None = None,
     out: str | os.PathLike[str] | None = None,
+    overwrite: bool = False,
     classifier: RealismClassifier | None = None,
     control_cache: bool | str | os.PathLike[str] = True,
     show_progress: bool = True,
 ) -> AuditReport:
-    """Audit vectors: search, calibrate against controls, judge. The same presets as `realize audit --budget`.
+    """Audit vectors: search, calibrate against controls, judge. The same presets and the same pipeline as
+    `realize audit --budget` (`realize.pipeline.run_audit`).
 
     vectors: file path(s) and/or `SteeringVector`s; `scale` fills a missing coefficient. model: a spec for
     `load_model` or a loaded model. config: an `AuditConfig` (overrides `budget`). out: a directory for the finished
-    items (a rerun resumes there) and, at the end, the outputs (`AuditReport.save`); None keeps items in a temporary
-    directory. control_cache: reuse calibration controls cached under $REALIZE_CACHE/controls (True), in another
-    directory (a path), or not at all (False).
+    items (a rerun resumes there; another audit's results there are refused unless `overwrite`) and, at the end,
+    the outputs (`AuditReport.save`); None keeps items in a temporary directory. control_cache: reuse calibration
+    controls cached under $REALIZE_CACHE/controls (True), in another directory (a path), or not at all (False).
 
     >>> report = realize.audit("vectors.safetensors", budget="quick")   # doctest: +SKIP
     >>> report.verdicts                                                  # doctest: +SKIP
@@ -171,12 +125,10 @@ def audit(
     cache = None
     if control_cache is not False:
         cache = ItemStore(cache_root() / "controls" if control_cache is True else Path(control_cache))
-    with tempfile.TemporaryDirectory(prefix="realize-items-") as scratch:
-        store = ItemStore(Path(out) / "items" if out is not None else Path(scratch))
-        judged = run_audit(lm, items, config, store, classifier=classifier, control_cache=cache)
-    report = AuditReport(tuple(judged), lm.name, config)
-    if out is not None:
-        report.save(out)
+    with tempfile.TemporaryDirectory(prefix="realize-audit-") as scratch:
+        report = run_audit(lm, items, config, Path(out) if out is not None else Path(scratch), classifier=classifier,
+                           control_cache=cache, overwrite=overwrite, write=out is not None)
+    assert report is not None, "a single process is the main process"
     return report
 
 

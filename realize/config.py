@@ -1,7 +1,10 @@
 """Audit configuration: one frozen dataclass whose `budget` names a preset.
 
 `AuditConfig(budget="quick")` is exactly what `realize audit --budget quick` runs: every field left at None takes the
-preset's value (`PRESETS`), every field given explicitly overrides it. `AuditConfig.preset(name)` is the same.
+preset's value (`PRESETS`, and `BUDGETS` for `search`), every field given explicitly overrides it. After
+construction every field is resolved (no None left), so `to_json()` is the whole configuration and
+`AuditConfig.from_json(config.to_json()) == config`: the CLI, the library and a merge of an old directory all judge
+with the same typed object, never with a dict.
 
 Contexts: the shipped base contexts are split three ways (seeded): optimization (the search sees only these),
 selection (choose the best prompt and the frontier's best points) and test (every number reported or decided).
@@ -10,6 +13,7 @@ selection (choose the best prompt and the frontier's best points) and test (ever
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -86,6 +90,9 @@ class AuditConfig:
     behavior_contexts: int | None = None  # behavior axis: optimization and selection contexts (each)
     behavior_test_contexts: int | None = None  # behavior axis: test contexts
     distill_steps: int | None = None  # behavior positives: distillation steps
+    search: SearchBudget | None = None  # search effort per target (None: the budget's `BUDGETS` entry)
+    n_siblings: int = 6  # content test: form siblings of each best prompt (content words swapped)
+    n_unrelated: int = 8  # content test: unrelated corpus instructions whose best is the generic baseline
     manifold: bool = True  # compute the on-manifold share
     thresholds: VerdictThresholds = field(default_factory=VerdictThresholds)  # verdict thresholds
     seed: int = 0  # seeds the context split, control choice and every search
@@ -94,6 +101,8 @@ class AuditConfig:
     def __post_init__(self) -> None:
         if self.budget not in BUDGETS:
             raise ValueError(f"budget: expected one of {', '.join(BUDGETS)}, got {self.budget!r}")
+        if self.search is None:
+            object.__setattr__(self, "search", BUDGETS[self.budget])
         from_preset = {name for name in PRESETS[self.budget] if getattr(self, name) is None}
         for name in from_preset:
             object.__setattr__(self, name, PRESETS[self.budget][name])
@@ -106,7 +115,7 @@ class AuditConfig:
                      "behavior_test_contexts", "behavior_tokens", "distill_steps"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name}: expected >= 1, got {getattr(self, name)}")
-        for name in ("n_null", "n_isotropic"):
+        for name in ("n_null", "n_isotropic", "n_siblings", "n_unrelated"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name}: expected >= 0, got {getattr(self, name)}")
         if not self.axes or any(a not in ("activation", "behavior") for a in self.axes):
@@ -124,17 +133,38 @@ class AuditConfig:
         """The preset `budget` with some fields overridden (same as `AuditConfig(budget=..., **overrides)`)."""
         return cls(budget=budget, **overrides)
 
-    @property
-    def search(self) -> SearchBudget:
-        return BUDGETS[self.budget]
+    def to_json(self) -> dict[str, Any]:
+        """Every resolved field as JSON-ready data (nested configs as objects; tuples as lists)."""
+        return json_ready(dataclasses.asdict(self))
 
-    def key(self) -> dict[str, object]:
+    @classmethod
+    def from_json(cls, raw: Mapping[str, Any]) -> AuditConfig:
+        """The configuration `to_json` wrote; ValueError (naming the field) on anything else."""
+        if not isinstance(raw, Mapping):
+            raise ValueError(f"config: expected an object, got {type(raw).__name__}")
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(raw) - names)
+        if unknown:
+            raise ValueError(f"config: unknown fields {unknown}")
+        values = dict(raw)
+        try:
+            if values.get("thresholds") is not None:
+                values["thresholds"] = VerdictThresholds(**values["thresholds"])
+            if values.get("search") is not None:
+                values["search"] = SearchBudget(**values["search"])
+        except TypeError as err:
+            raise ValueError(f"config: {err}") from None
+        if "axes" in values:
+            values["axes"] = tuple(values["axes"])
+        return cls(**values)
+
+    def key(self) -> dict[str, Any]:
         """The whole configuration as plain data (what makes two audit directories comparable)."""
-        out = dataclasses.asdict(self)
+        out = self.to_json()
         out.pop("show_progress")
         return out
 
-    def item_key(self) -> dict[str, object]:
+    def item_key(self) -> dict[str, Any]:
         """What one work item's result depends on: not the number of controls (control j is the same item whatever
         n is), not the judgement thresholds (verdicts are recomputed from stored evidence), except min_realism."""
         out = self.key()
@@ -142,6 +172,15 @@ class AuditConfig:
             out.pop(name)
         out["min_realism"] = self.thresholds.min_realism
         return out
+
+
+def json_ready(value: Any) -> Any:
+    """Plain JSON data: tuples as lists, mappings with string keys, nested all the way down."""
+    if isinstance(value, Mapping):
+        return {str(k): json_ready(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_ready(v) for v in value]
+    return value
 
 
 assert set(_PRESET_FIELDS) <= {f.name for f in dataclasses.fields(AuditConfig)}

@@ -4,7 +4,8 @@ None of this depends on the target, so an audit computes it once and every targe
 
 - retrieval ranks all natural prompts for a target with one matrix product (`retrieval_losses`) instead of one
   forward pass per prompt and target;
-- magnitude percentiles of the layer (`natural_norms`) come from the same numbers;
+- the magnitude reference of the layer (`natural_norms_at`: per-position shift norms of natural prompts, g removed,
+  on the fixed magnitude contexts; cached the same way);
 - the nulls are drawn inside their principal subspace (`realize.targets.natural_nulls`);
 - positive controls take their targets from the held-out `positive_prompts` rows.
 
@@ -16,10 +17,12 @@ placement, the contexts, the corpora's contents and `VERSION`; it is written ato
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
-from collections.abc import Sequence
+import random
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,10 +31,12 @@ from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
 from realize.attacks.objectives import ActivationObjectiveConfig, ActivationShiftObjective, activation_loss
-from realize.data.atomic import atomic_output
+from realize.data.atomic import atomic_output, write_text_atomic
 from realize.data.chat import ChatLayout, encode
 from realize.data.corpora import load_clustered
 from realize.data.models import LoadedModel
+from realize.data.shift import project_out
+from realize.magnitude import NaturalNorms
 
 logger = logging.getLogger(__name__)
 VERSION = "1"  # bump when what is cached, or how, changes
@@ -51,11 +56,6 @@ class CorpusShifts:
         """Row indices and prompts of one corpus."""
         rows = [i for i, c in enumerate(self.corpora) if c == corpus]
         return rows, [self.prompts[i] for i in rows]
-
-    def natural_norms(self) -> list[float]:
-        """Norms of the natural prompts' mean shifts (the layer's natural magnitude distribution)."""
-        rows, _ = self.select("natural_prompts")
-        return self.shifts[rows].norm(dim=1).tolist()
 
 
 def corpora_digest() -> str:
@@ -111,6 +111,66 @@ def mean_shifts(lm: LoadedModel, layout: ChatLayout, layer: int, prompts: Sequen
     """(n, d) mean shift of each prompt at one layer (see `mean_shifts_at`)."""
     return mean_shifts_at(lm, layout, [layer], prompts, contexts, batch_size=batch_size,
                           show_progress=show_progress)[layer]
+
+
+NATURAL_NORM_PROMPTS = 128  # natural prompts (a fixed draw) whose per-position shift norms are the magnitude reference
+
+
+@torch.no_grad()
+def natural_norms_at(lm: LoadedModel, layout: ChatLayout, layers: Sequence[int], contexts: Sequence[str],
+                     generics: Mapping[int, torch.Tensor], *, fingerprint: str, cache_dir: Path | None,
+                     batch_size: int = 32) -> dict[int, NaturalNorms]:
+    """Per layer, the natural magnitude reference (`realize.magnitude`): the norms of `NATURAL_NORM_PROMPTS` natural
+    prompts' shifts at every aligned position of `contexts`, with that layer's g (`generics`) projected out. Cached
+    per (model, layer, placement, contexts) as a small JSON file."""
+    rows, prompts = _natural_sample()
+    out: dict[int, NaturalNorms] = {}
+    paths: dict[int, Path | None] = {}
+    for layer in layers:
+        key = json.dumps({"version": VERSION, "what": "natural norms", "model": fingerprint, "layer": layer,
+                          "placement": layout.placement, "contexts": list(contexts), "prompts": prompts},
+                         sort_keys=True)
+        paths[layer] = None if cache_dir is None else \
+            Path(cache_dir) / f"norms-L{layer}-{hashlib.sha256(key.encode()).hexdigest()[:24]}.json"
+        path = paths[layer]
+        if path is not None and path.is_file():
+            try:
+                out[layer] = NaturalNorms(**json.loads(path.read_text(encoding="utf-8")))
+            except (OSError, ValueError, TypeError) as err:
+                logger.warning("%s: unreadable natural-norm cache (%s); recomputing", path, err)
+    missing = [layer for layer in layers if layer not in out]
+    if missing:
+        tok = lm.tokenizer
+        probe = ActivationShiftObjective(lm.model, tok, layout, {i: torch.ones(lm.hidden_size) for i in missing},
+                                         None, [encode(tok, c) for c in contexts],
+                                         config=ActivationObjectiveConfig())
+        norms: dict[int, list[torch.Tensor]] = {i: [] for i in missing}
+        by_length: dict[int, list[list[int]]] = {}
+        for prompt in prompts:
+            ids = encode(tok, prompt)
+            by_length.setdefault(len(ids), []).append(ids)
+        for group in by_length.values():
+            for start in range(0, len(group), batch_size):
+                deltas = probe.position_deltas_by_layer(torch.tensor(group[start : start + batch_size]))
+                for i, delta in deltas.items():
+                    norms[i].append(project_out(delta.cpu(), generics[i].float()).norm(dim=-1).reshape(-1))
+        for layer in missing:
+            out[layer] = NaturalNorms.of(torch.cat(norms[layer]))
+            path = paths[layer]
+            if path is not None:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                write_text_atomic(path, json.dumps(dataclasses.asdict(out[layer])))
+    return {layer: out[layer] for layer in layers}
+
+
+def _natural_sample() -> tuple[list[int], list[str]]:
+    """A fixed draw of `NATURAL_NORM_PROMPTS` rows of the natural prompt corpus (all when it is smaller)."""
+    from realize.data.corpora import load_clustered
+
+    prompts = [c.prompt for c in load_clustered("natural_prompts")]
+    rows = sorted(random.Random("natural norms").sample(range(len(prompts)), min(NATURAL_NORM_PROMPTS,
+                                                                                  len(prompts))))
+    return rows, [prompts[i] for i in rows]
 
 
 def _cache_path(cache_dir: Path | None, layer: int, key: str) -> Path | None:

@@ -1,177 +1,205 @@
-"""Turn the evidence of every item of an audit into verdicts, per axis, using the controls of the same layer(s).
+"""Turn the evidence of every item of an audit into verdicts, one code path for every axis, each item against the
+controls of the same layer(s).
 
-- Activation axis: a vector is judged against the natural-distribution nulls of its layer and norm bin and the
-  activation positives of its layer (held-out natural prompts' shifts); the verdict is qualified by magnitude.
-- Behavior axis: against the behavior values of the same nulls and the behavior positives (vectors distilled from
-  held-out natural prompts). A vector that barely changes the outputs is "inconclusive" there: there is nothing to
-  reproduce. A vector whose best prompt barely beats an unrelated instruction is "generically realizable".
-- Controls are judged leave-one-out (itself removed from its group); positives and isotropic nulls use the nulls of
-  the nearest norm bin. Isotropic nulls are a labelled reference and never decide.
-- Controls without a natural-enough prompt have no value: they are not usable, so they can make a verdict
-  "inconclusive" but never count as a measured 0.
-- `joint_bootstrap` resamples test contexts jointly for the item and its controls and recomputes the verdict.
+- Controls: the nulls of the item's layers and nearest norm bin, and the positives of the axis (held-out prompts'
+  shifts on the activation axis, steers distilled from them on the behavior axis), itself left out (controls are
+  judged leave-one-out). A control without a natural-enough prompt, or one that barely changes the outputs (behavior
+  axis: inert), is not usable: it can make a verdict "inconclusive" but never counts as a measured value.
+- Direction, content and magnitude rules: `realize.verdict`. The content test's calibration is the median margin by
+  which the positives' own held-out prompts beat their form siblings on this axis (`AxisEvidence.true_margin`).
+- Stability: `joint_bootstrap` resamples the test contexts jointly for the item, its controls, its siblings and its
+  unrelated instruction, and recomputes the whole verdict.
+- Each frontier prompt also gets its own verdict, decided on its *selection* value against the controls' selection
+  values (so a prompt kept in a dataset is never chosen on the test numbers it reports), with a realism margin.
 """
 
 from __future__ import annotations
 
 import math
+import statistics
 from collections.abc import Sequence
 
-from realize.audit_types import Axis, BehaviorScore, Judgement, JudgedAudit, PromptScore, VectorAudit
+from realize.evidence import (
+    POSITIVE_KIND, Axis, AxisEvidence, BehaviorScore, ContentTest, Judgement, JudgedAudit, Measured, Score, VectorAudit,
+)
+from realize.resampling import Evidence, joint_bootstrap, paired_spread
 from realize.targets import norm_bin
 from realize.verdict import (
-    Evidence,
-    VerdictThresholds,
-    combine,
-    joint_bootstrap,
-    judge_direction,
-    magnitude_note,
+    PASSING, Content, DirectionJudgement, VerdictThresholds, content_passes, is_generic, judge_direction, qualify,
 )
 
-POSITIVE_KIND = {"activation": "positive", "behavior": "behavior-positive"}
-_RANK = {"realizable": 2, "partially realizable": 1}
+EXPORT_REALISM_MARGIN = 0.1  # a prompt kept in a dataset must pass the realism threshold by this much
+WHAT: dict[Axis, str] = {"activation": "specific cos", "behavior": "recovery"}
 
 
 def bins(audit: VectorAudit) -> tuple[int, ...]:
     """The norm bin of the audited steer at each of its layers."""
-    per_layer = audit.magnitude.per_layer
-    if per_layer:
-        return tuple(norm_bin(norm) for _, norm, _, _ in per_layer)
-    return (norm_bin(audit.magnitude.target_norm),)
+    return tuple(norm_bin(n) for n in audit.layer_norms)
 
 
-def _nearest_bin_nulls(pool: Sequence[VectorAudit], audit: VectorAudit, axis: Axis) -> list[VectorAudit]:
-    nulls = [a for a in pool if a.kind == "null" and axis in a.axes and a.layers == audit.layers]
-    if not nulls:
-        return []
-    want = bins(audit)
-    nearest = min({bins(a) for a in nulls}, key=lambda b: (sum(abs(x - y) for x, y in zip(b, want, strict=True)), b))
-    return [a for a in nulls if bins(a) == nearest]
+def _usable(audit: VectorAudit, axis: Axis) -> bool:
+    evidence = audit.axes.get(axis)
+    if evidence is None or evidence.value is None:
+        return False
+    return not (evidence.behavior is not None and evidence.behavior.inert)
 
 
 def controls_for(audit: VectorAudit, pool: Sequence[VectorAudit],
-                 axis: Axis = "activation") -> tuple[list[VectorAudit], list[VectorAudit]]:
-    """The (null, positive) controls that judge `audit` on `axis`, itself excluded."""
-    nulls = [a for a in _nearest_bin_nulls(pool, audit, axis) if a.vector_id != audit.vector_id]
-    positives = [a for a in pool if a.kind == POSITIVE_KIND[axis] and a.vector_id != audit.vector_id]
-    return nulls, positives
+                 axis: Axis) -> tuple[list[VectorAudit], list[VectorAudit]]:
+    """The usable (null, positive) controls that judge `audit` on `axis`, itself excluded."""
+    nulls = [a for a in pool if a.kind == "null" and axis in a.axes and a.layers == audit.layers]
+    if nulls:
+        want = bins(audit)
+        nearest = min({bins(a) for a in nulls},
+                      key=lambda b: (sum(abs(x - y) for x, y in zip(b, want, strict=True)), b))
+        nulls = [a for a in nulls if bins(a) == nearest]
+    positives = [a for a in pool if a.kind == POSITIVE_KIND[axis] and a.layers == audit.layers]
+    return ([a for a in nulls if a.vector_id != audit.vector_id and _usable(a, axis)],
+            [a for a in positives if a.vector_id != audit.vector_id and _usable(a, axis)])
 
 
-def _evidence(audit: VectorAudit, axis: Axis) -> Evidence | None:
-    if axis == "activation":
-        return audit.evidence
-    return None if audit.behavior is None else audit.behavior.evidence
+def _best(audit: VectorAudit, axis: Axis) -> Measured:
+    best = audit.axes[axis].best
+    assert best is not None, "usable controls have a best prompt"
+    return best
 
 
-def prompt_verdict(score: PromptScore, audit: VectorAudit, null: Sequence[float], positive: Sequence[float],
-                   thresholds: VerdictThresholds) -> str:
-    """The activation verdict one prompt earns on its own numbers: "not natural" below the realism threshold; else
-    the weaker of the direction verdicts of its selection and its test specific cosine (it must pass on both, so
-    keeping it in a dataset is not a choice made on the numbers it reports), combined with the magnitude."""
+def true_margin(positives: Sequence[VectorAudit], axis: Axis) -> float | None:
+    """The median margin by which the positives' own prompts beat their form siblings (None: none measured)."""
+    margins = [m for a in positives if (m := a.axes[axis].true_margin) is not None]
+    return statistics.median(margins) if margins else None
+
+
+def _content(value: float, direction: DirectionJudgement, evidence: AxisEvidence, sibling_values: Sequence[float],
+             unrelated: float | None, spread: float, calibration: float | None,
+             thresholds: VerdictThresholds) -> Content | None:
+    if direction.verdict not in PASSING or direction.calibration is None:
+        return None
+    if is_generic(value, unrelated, direction.calibration.partial_bound, spread):
+        return "generic"
+    margin = value - sum(sibling_values) / len(sibling_values) if sibling_values else None
+    return "specific" if content_passes(margin, calibration, thresholds) else "form"
+
+
+def _reason(audit: VectorAudit, axis: Axis, direction: DirectionJudgement, content: ContentTest | None,
+            thresholds: VerdictThresholds) -> str:
+    evidence = audit.axes[axis]
+    facts = evidence.behavior
+    if facts is not None and facts.inert:
+        return (f"the steer barely changes the outputs ({facts.effect:.3f} nats/token of KL steered || base): there is"
+                " no behavior to reproduce")
+    parts = [direction.reason]
+    if content is not None:
+        if content.outcome == "generic":
+            assert evidence.unrelated is not None
+            parts.append(f"an unrelated instruction (\"{evidence.unrelated.score.prompt}\") reaches "
+                         f"{content.unrelated:.2f}, itself above the null bound, and the best prompt is within the "
+                         f"paired bootstrap spread of it ({content.unrelated_spread:.2f})")
+        elif content.outcome == "form":
+            siblings = "; ".join(f"\"{s.score.prompt}\"" for s in evidence.siblings[:2])
+            if content.margin is None:
+                parts.append("the prompt has no content word to swap: it is all form")
+            elif content.true_margin is None or not content.true_margin > 0:
+                parts.append(f"the content test cannot be calibrated here (the positives' own prompts beat their "
+                             f"form siblings by {content.true_margin if content.true_margin is not None else 'nothing measured'})")
+            else:
+                parts.append(f"prompts of the same form with other content do nearly as well (e.g. {siblings}): the "
+                             f"best prompt beats its form siblings by {content.margin:.2f}, less than "
+                             f"{thresholds.content_fraction:g} of the {content.true_margin:.2f} that true prompts show")
+        else:
+            parts.append(f"what it says matters: it beats its form siblings by {content.margin:.2f} (true prompts: "
+                         f"{content.true_margin:.2f})")
+    if axis == "activation" and direction.verdict in PASSING:
+        parts.append(audit.magnitude.note(thresholds.magnitude_factor))
+    best = evidence.best.score if evidence.best is not None else None
+    if isinstance(best, BehaviorScore) and direction.verdict != "realizable":
+        if best.direction_cos >= 0.5 and best.effect_ratio > 1.5:
+            parts.append(f"the best prompt pushes the same tokens (direction cos {best.direction_cos:.2f}) "
+                         f"{best.effect_ratio:.1f}x harder: same behavior, stronger")
+    return "; ".join(parts)
+
+
+def prompt_verdict(score: Score, audit: VectorAudit, axis: Axis, null: Sequence[float], positive: Sequence[float],
+                   content: Content | None, thresholds: VerdictThresholds) -> str:
+    """The verdict one prompt earns on its *selection* value against the controls' selection values (export is
+    decided on numbers that report nothing), qualified by its item's content outcome and magnitude; "not natural"
+    below the realism threshold, "unverified" within `EXPORT_REALISM_MARGIN` above it."""
     if score.realism < audit.min_realism:
         return "not natural"
-    verdicts = [judge_direction(v, null, positive, thresholds).verdict
-                for v in (score.selection_specific_cos, score.specific_cos)]
-    if "inconclusive" in verdicts:
-        return "inconclusive"
-    weakest = min(verdicts, key=lambda v: _RANK.get(v, 0))
-    return combine(weakest, audit.magnitude, thresholds)
-
-
-def generically(verdict: str, specific: float | None, thresholds: VerdictThresholds) -> str:
-    """"generically realizable" for a (partially) realizable behavior verdict whose prompt closes less than
-    `generic_specific` of what an unrelated instruction leaves (`specific` None: no panel, unchanged)."""
-    if verdict in _RANK and specific is not None and not specific >= thresholds.generic_specific:
-        return "generically realizable"
-    return verdict
-
-
-def _behavior_prompt_verdict(score: BehaviorScore, audit: VectorAudit, null: Sequence[float],
-                             positive: Sequence[float], thresholds: VerdictThresholds) -> str:
-    if score.realism < audit.min_realism:
-        return "not natural"
-    verdicts = [judge_direction(max(v, 0.0), null, positive, thresholds).verdict
-                for v in (score.selection_recovery, score.recovery)]
-    if "inconclusive" in verdicts:
-        return "inconclusive"
-    weakest = min(verdicts, key=lambda v: _RANK.get(v, 0))
-    axis = audit.behavior
-    if axis is None or axis.generic is None:
-        return weakest
-    both = (axis.specific(score), axis.specific(score, selection=True))  # the prompt must pass on both sets
-    return generically(weakest, min(both) if all(v is not None and v == v for v in both) else math.nan,  # type: ignore[type-var]
-                       thresholds)
+    if score.realism < audit.min_realism + EXPORT_REALISM_MARGIN:
+        return "unverified"
+    direction = judge_direction(score.selection, null, positive, thresholds).verdict
+    beyond = axis == "activation" and audit.magnitude.beyond(thresholds.magnitude_factor)
+    return qualify(direction, content if direction in PASSING else None, beyond)
 
 
 def judge_one(audit: VectorAudit, nulls: Sequence[VectorAudit], positives: Sequence[VectorAudit],
-              thresholds: VerdictThresholds, *, axis: Axis = "activation", seed: int = 0,
-              n_resamples: int = 200) -> Judgement:
-    """The verdict of one item on `axis` from its evidence and its controls' evidence."""
-    usable_null = [a for a in nulls if a.axis_value(axis) is not None]
-    usable_pos = [a for a in positives if a.axis_value(axis) is not None]
-    null_values = [a.axis_value(axis) for a in usable_null]
-    pos_values = [a.axis_value(axis) for a in usable_pos]
-    behavior = audit.behavior if axis == "behavior" else None
-    inert = behavior is not None and behavior.inert
-    specific = None if behavior is None or behavior.best is None else behavior.specific(behavior.best)
+              thresholds: VerdictThresholds, *, axis: Axis, seed: int = 0, n_resamples: int = 200) -> Judgement:
+    """The verdict of one item on `axis` from its evidence and its usable controls' evidence."""
+    evidence = audit.axes[axis]
+    inert = evidence.behavior is not None and evidence.behavior.inert
+    null_values = [_best(a, axis).score.value for a in nulls]
+    pos_values = [_best(a, axis).score.value for a in positives]
+    calibration = true_margin(positives, axis)
+    best, unrelated = evidence.best, evidence.unrelated
+    spread = math.nan
+    if best is not None and unrelated is not None:
+        spread = paired_spread(best.evidence, unrelated.evidence, level=thresholds.generic_level, seed=seed)
+    beyond = axis == "activation" and audit.magnitude.beyond(thresholds.magnitude_factor)
+    what = WHAT[axis]
 
-    def decide(value: float | None, null: list[float], pos: list[float]) -> tuple[str, float | None]:
+    def decide(groups: Sequence[Sequence[float]]) -> tuple[str, float | None]:
         if inert:
             return "inconclusive", None
-        direction = judge_direction(value, null, pos, thresholds)
+        value = groups[0][0] if groups[0] else None
+        direction = judge_direction(value, list(groups[1]), list(groups[2]), thresholds, what=what)
+        content = None if value is None else _content(value, direction, evidence, groups[3],
+                                                      groups[4][0] if groups[4] else None, spread, calibration,
+                                                      thresholds)
         score = direction.calibration.score if direction.calibration is not None else None
-        if axis == "activation":
-            return combine(direction.verdict, audit.magnitude, thresholds), score
-        return generically(direction.verdict, specific, thresholds), score
+        return qualify(direction.verdict, content, beyond), score
 
-    direction = judge_direction(audit.axis_value(axis), null_values, pos_values, thresholds)  # type: ignore[arg-type]
-    verdict, _ = decide(audit.axis_value(axis), null_values, pos_values)  # type: ignore[arg-type]
-    stability = joint_bootstrap(
-        _evidence(audit, axis), [e for a in usable_null if (e := _evidence(a, axis)) is not None],
-        [e for a in usable_pos if (e := _evidence(a, axis)) is not None], decide, n_resamples=n_resamples, seed=seed,
-    )
-    reason = direction.reason.replace("specific cos", "recovery") if axis == "behavior" else direction.reason
+    groups: list[list[Evidence]] = [
+        [best.evidence] if best is not None else [], [_best(a, axis).evidence for a in nulls],
+        [_best(a, axis).evidence for a in positives], [s.evidence for s in evidence.siblings],
+        [unrelated.evidence] if unrelated is not None else []]
+    stability = joint_bootstrap(groups, decide, n_resamples=n_resamples, seed=seed)
+    value = evidence.value
+    direction = judge_direction(value, null_values, pos_values, thresholds, what=what)
     if inert:
-        reason = (f"the vector barely changes the outputs ({behavior.effect:.3f} nats/token of KL steered || base):"  # type: ignore[union-attr]
-                  " there is no behavior to reproduce")
-    elif axis == "activation" and direction.verdict in ("realizable", "partially realizable"):
-        reason += "; " + magnitude_note(audit.magnitude, thresholds)
-    elif verdict == "generically realizable":
-        generic = behavior.generic  # type: ignore[union-attr]
-        reason += (f"; an unrelated instruction recovers {generic.recovery:.2f} (\"{generic.prompt}\"): the best "  # type: ignore[union-attr]
-                   f"prompt closes only {specific:.2f} of what it leaves (specific recovery < "
-                   f"{thresholds.generic_specific:g})")
-    elif behavior is not None and behavior.best is not None and verdict not in ("realizable",):
-        best = behavior.best
-        if best.direction_cos >= 0.5 and best.effect_ratio > 1.5:
-            reason += (f"; the best prompt pushes the same tokens (direction cos {best.direction_cos:.2f}) "
-                       f"{best.effect_ratio:.1f}x harder: same behavior, stronger")
-    if axis == "activation":
-        prompt_verdicts = tuple(prompt_verdict(p, audit, null_values, pos_values, thresholds)  # type: ignore[arg-type]
-                                for p in audit.frontier)
-    else:
-        prompt_verdicts = tuple(
-            "inconclusive" if inert else _behavior_prompt_verdict(p, audit, null_values, pos_values, thresholds)  # type: ignore[arg-type]
-            for p in (behavior.frontier if behavior is not None else ()))
+        direction = DirectionJudgement("inconclusive", None, "inert")
+    sibling_values = [s.score.value for s in evidence.siblings if math.isfinite(s.score.value)]
+    outcome = None if value is None or inert else _content(
+        value, direction, evidence, sibling_values, None if unrelated is None else unrelated.score.value, spread,
+        calibration, thresholds)
+    content = None if outcome is None else ContentTest(
+        outcome=outcome, margin=evidence.content_margin, true_margin=calibration,
+        unrelated=None if unrelated is None else unrelated.score.value,
+        unrelated_spread=None if not math.isfinite(spread) else spread)
+    null_sel = [_best(a, axis).score.selection for a in nulls]
+    pos_sel = [_best(a, axis).score.selection for a in positives]
     return Judgement(
-        verdict=verdict, direction=direction.verdict if not inert else "inconclusive", reason=reason,  # type: ignore[arg-type]
-        calibration=None if inert else direction.calibration, stability=stability.share_same,
-        score_interval=stability.score_interval, value_interval=stability.value_interval,
-        prompt_verdicts=prompt_verdicts,
-        controls={"null": tuple(a.vector_id for a in usable_null), "positive": tuple(a.vector_id for a in usable_pos)},
+        verdict=qualify(direction.verdict, outcome, beyond), direction=direction.verdict,
+        reason=_reason(audit, axis, direction, content, thresholds), calibration=direction.calibration,
+        stability=stability.share_same, score_interval=stability.score_interval,
+        value_interval=stability.value_interval, content=content,
+        prompt_verdicts=tuple("inconclusive" if inert else prompt_verdict(p, audit, axis, null_sel, pos_sel, outcome,
+                                                                          thresholds)
+                              for p in evidence.frontier),
+        controls={"null": tuple(a.vector_id for a in nulls), "positive": tuple(a.vector_id for a in positives)},
     )
 
 
 def judge_all(audits: Sequence[VectorAudit], thresholds: VerdictThresholds, *, seed: int = 0) -> list[JudgedAudit]:
-    """Verdicts for every item on each of its axes, in order, each against the controls of its layer."""
+    """Verdicts for every item on each of its axes, in order, each against the controls of its layers."""
     by_layers: dict[tuple[int, ...], list[VectorAudit]] = {}
     for audit in audits:
         by_layers.setdefault(audit.layers, []).append(audit)
     judged = []
     for audit in audits:
-        verdicts: dict[str, Judgement] = {}
+        judgements = {}
         for axis in audit.axes:
             nulls, positives = controls_for(audit, by_layers[audit.layers], axis)
-            verdicts[axis] = judge_one(audit, nulls, positives, thresholds, axis=axis, seed=seed)
-        judged.append(JudgedAudit(audit, verdicts.get("activation"), verdicts.get("behavior")))
+            judgements[axis] = judge_one(audit, nulls, positives, thresholds, axis=axis, seed=seed)
+        judged.append(JudgedAudit(audit, judgements))
     return judged

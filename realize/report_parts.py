@@ -17,11 +17,12 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
-from realize.audit_types import BehaviorScore, PromptScore
+from realize.evidence import ActivationScore, BehaviorScore, Score
 from realize.data.safe_text import printable
 
 BADGE = {"realizable": "#1a7f37", "partially realizable": "#9a6700", "direction realizable": "#8250df",
          "direction partially realizable": "#8250df", "generically realizable": "#bc4c00",
+         "form realizable": "#bf8700",
          "not realizable": "#cf222e", "inconclusive": "#656d76",
          "no natural candidate": "#57606a"}
 
@@ -94,20 +95,18 @@ def bars_plot(name: str, values: Sequence[float], reference: float, ylabel: str,
     return png(fig)
 
 
-def prompt_cell(score: PromptScore | None) -> str:
+def score_cell(score: Score | None) -> str:
+    """A prompt with its test numbers (either axis) and naturalness."""
     if score is None:
         return "–"
-    return (f"<code>{h(score.prompt, multiline=True)}</code><br><span class='muted'>test cos {score.cos:.2f} · "
-            f"specific {score.specific_cos:.2f} · FVE {fmt(score.fve)} · ppl {score.perplexity:.0f} · realism "
-            f"{score.realism:.2f}</span>")
-
-
-def behavior_cell(score: BehaviorScore | None) -> str:
-    if score is None:
-        return "–"
-    return (f"<code>{h(score.prompt, multiline=True)}</code><br><span class='muted'>test recovery "
-            f"{fmt(score.recovery)} · direction cos {fmt(score.direction_cos)} · {fmt(score.effect_ratio)}x the "
-            f"vector's push · ppl {score.perplexity:.0f} · realism {score.realism:.2f}</span>")
+    if isinstance(score, ActivationScore):
+        numbers = (f"test specific cos {score.value:.2f} · cos {score.cos:.2f} · FVE {fmt(score.fve)}")
+    else:
+        assert isinstance(score, BehaviorScore)
+        numbers = (f"test recovery {fmt(score.value)} · direction cos {fmt(score.direction_cos)} · "
+                   f"{fmt(score.effect_ratio)}x the steer's push")
+    return (f"<code>{h(score.prompt, multiline=True)}</code><br><span class='muted'>{numbers} · ppl "
+            f"{score.perplexity:.0f} · realism {score.realism:.2f}</span>")
 
 
 CSS = """

@@ -9,8 +9,10 @@ Controls (see `realize.verdict` for how they decide):
   produce by construction (see `natural_nulls` and the README's "How this verdict could fool you").
 - `null-isotropic`: isotropic random directions at the same norm, reported as a labelled reference, never deciding.
 - `positive`: mean shifts of held-out natural prompts (`positive_prompts` corpus). Their clusters are absent from
-  the retrieval corpus and from realism training by construction (`realize.data.corpora`), and retrieval excludes
-  them again by cluster, so a positive is realized by search, not by finding its paraphrase. Activation axis.
+  the retrieval corpus and from realism training by construction (`realize.data.corpora`); retrieval excludes them
+  again, and also every corpus cluster holding a prompt whose shift lies near the positive's (`near_clusters`:
+  same-template near-duplicates that ids alone cannot catch), so a positive is realized by search, not by finding
+  a paraphrase. Activation axis.
 - `behavior-positive`: vectors distilled from the same held-out prompts (`realize.distill`) at the same layers as
   the steers they calibrate (several layers: one direction per layer, trained jointly): steering with them
   reproduces the prompt's behavior, so a prompt exists by construction. Behavior axis. The vector is trained when
@@ -40,10 +42,12 @@ from typing import Any
 
 import torch
 
-from realize.audit_types import Axis, Kind
 from realize.config import AuditConfig
 from realize.corpus_shifts import CorpusShifts
+from realize.data.shift import project_out
 from realize.data.vectors import SteeringVector
+from realize.evidence import Axis, Kind
+from realize.identity import file_sha256
 
 BINS_PER_OCTAVE = 2
 
@@ -60,8 +64,10 @@ class Target:
     scale: float
     method: str
     directions: dict[int, torch.Tensor]  # layer -> v (d,); the steer adds scale * v there (behavior positives: zeros)
-    exclude_clusters: tuple[str, ...] = ()  # clusters retrieval must not return (a positive's own)
+    exclude_clusters: tuple[str, ...] = ()  # clusters retrieval must not return (a positive's own, and its near ones)
     prompt: str = ""  # positives: the natural prompt behind the target
+    nearest_corpus: tuple[str, float] | None = None  # positives: the closest retrieval prompt kept, its specific cos
+    source_sha256: str | None = None  # vectors: the digest of the file the steer was read from
 
     @property
     def layers(self) -> tuple[int, ...]:
@@ -150,7 +156,8 @@ def vector_targets(vectors: Sequence[SteeringVector], key: Mapping[str, Any], co
         scale = float(vector.scale)
         targets.append(Target(item_id("vector", directions, None, scale, key), vector.name or "vector",
                               vector.source or "", "vector", _axes("vector", config), scale,
-                              vector.method or "unknown", directions))
+                              vector.method or "unknown", directions,
+                              source_sha256=file_sha256(vector.source) if vector.source else None))
     return targets
 
 
@@ -206,8 +213,9 @@ def null_targets(corpora: Mapping[int, CorpusShifts], bins: Sequence[tuple[int, 
         for layer, _ in bins:
             subspaces[layer] = natural_subspace(corpora[layer].shifts[corpora[layer].select("natural_prompts")[0]])
     targets = []
-    for kind, count in (("null", config.n_null), ("null-isotropic", config.n_isotropic)):
-        axes = _axes(kind, config)  # type: ignore[arg-type]
+    kinds: tuple[tuple[Kind, int], ...] = (("null", config.n_null or 0), ("null-isotropic", config.n_isotropic or 0))
+    for kind, count in kinds:
+        axes = _axes(kind, config)
         for j in range(count if axes else 0):
             directions = {}
             for layer, bin_index in bins:
@@ -219,12 +227,38 @@ def null_targets(corpora: Mapping[int, CorpusShifts], bins: Sequence[tuple[int, 
                     directions[layer] = isotropic_nulls(dim, 1, bin_norm(bin_index), generator)[0]
             label = "natural subspace" if kind == "null" else "isotropic"
             targets.append(Target(item_id(kind, directions, None, 1.0, key), f"{kind}.{label_bins}.{j}",
-                                  f"random direction ({label}), norms {label_bins}", kind, axes, 1.0,  # type: ignore[arg-type]
+                                  f"random direction ({label}), norms {label_bins}", kind, axes, 1.0,
                                   "random", directions))
     return targets
 
 
-def positive_targets(corpora: Mapping[int, CorpusShifts], config: AuditConfig,
+NEAR_SPECIFIC_COS = 0.8  # a retrieval prompt whose shift lies this close to a positive's is left out with its cluster
+
+
+def near_clusters(corpora: Mapping[int, CorpusShifts], generics: Mapping[int, torch.Tensor], row: int,
+                  threshold: float = NEAR_SPECIFIC_COS) -> tuple[tuple[str, ...], tuple[str, float] | None]:
+    """The retrieval clusters holding a prompt whose shift has specific cos (g removed, mean over the layers) >=
+    `threshold` with the shift of corpus row `row`; and the closest retrieval prompt left after removing them."""
+    layers = sorted(corpora)
+    corpus = corpora[layers[-1]]
+    rows = [i for i, c in enumerate(corpus.corpora) if c == "natural_prompts"]
+    if not rows:
+        return (), None
+    cos = torch.zeros(len(rows))
+    for i in layers:
+        shifts = project_out(corpora[i].shifts[rows].float(), generics[i].float())
+        own = project_out(corpora[i].shifts[row].float(), generics[i].float())
+        cos += (shifts @ own) / (shifts.norm(dim=1) * own.norm()).clamp_min(1e-12)
+    cos /= len(layers)
+    near = tuple(sorted({corpus.clusters[rows[j]] for j in range(len(rows)) if cos[j] >= threshold}))
+    kept = [j for j in range(len(rows)) if corpus.clusters[rows[j]] not in set(near)]
+    if not kept:
+        return near, None
+    j = max(kept, key=lambda j: float(cos[j]))
+    return near, (corpus.prompts[rows[j]], float(cos[j]))
+
+
+def positive_targets(corpora: Mapping[int, CorpusShifts], generics: Mapping[int, torch.Tensor], config: AuditConfig,
                      key: Mapping[str, Any]) -> list[Target]:
     """`n_positive` held-out natural prompts (seeded choice from the positive corpus): on the activation axis a target
     = the prompt's mean shift on the optimization contexts at each layer, on the behavior axis a steer distilled
@@ -239,16 +273,18 @@ def positive_targets(corpora: Mapping[int, CorpusShifts], config: AuditConfig,
     targets = []
     for j, i in enumerate(order[: config.n_positive]):
         row, prompt = rows[i], prompts[i]
-        cluster = (corpus.clusters[row],)
+        near, nearest = near_clusters(corpora, generics, row)
+        cluster = (corpus.clusters[row], *near)
         if "activation" in config.axes:
             directions = {layer: corpora[layer].shifts[row].clone() for layer in layers}
             targets.append(Target(item_id("positive", directions, None, 1.0, key), f"positive.{tag}.{j}",
                                   f"natural prompt: {prompt}", "positive", ("activation",), 1.0,
-                                  "natural-prompt shift", directions, exclude_clusters=cluster, prompt=prompt))
+                                  "natural-prompt shift", directions, exclude_clusters=cluster, prompt=prompt,
+                                  nearest_corpus=nearest))
         if "behavior" in config.axes:  # distilled at the same layers as the steers it calibrates
             placeholder = {layer: torch.zeros_like(corpus.shifts[row]) for layer in layers}
             targets.append(Target(item_id("behavior-positive", placeholder, None, 1.0, {**key, "prompt": prompt}),
                                   f"behavior-positive.{tag}.{j}", f"distilled from: {prompt}",
                                   "behavior-positive", ("behavior",), 1.0, "prompt-distilled vector", placeholder,
-                                  exclude_clusters=cluster, prompt=prompt))
+                                  exclude_clusters=cluster, prompt=prompt, nearest_corpus=nearest))
     return targets

@@ -121,8 +121,11 @@ def forced_logits(lm: LoadedModel, inputs: Sequence[Sequence[int]], continuation
 class BehaviorMeasure:
     """One prompt against one vector's steered contexts (all means are per token of y)."""
 
-    recovery: float  # mean over contexts of r_k = 1 - KL(S||P)_k / KL(S||B)_k (nan contexts skipped)
-    per_context: tuple[float, ...]  # r_k, nan where the vector changes nothing
+    recovery: float  # pooled: 1 - sum_k KL(S||P)_k / sum_k KL(S||B)_k over every position of every context (nan
+    # when the vector changes nothing); one context the vector barely moves cannot sink it, as a mean of ratios can
+    per_context: tuple[float, ...]  # r_k = 1 - KL(S||P)_k / KL(S||B)_k, nan where the vector changes nothing
+    kl_sums: tuple[float, ...]  # per context: sum over y's positions of KL(S || P) (the pooled numerators)
+    effect_sums: tuple[float, ...]  # per context: sum over y's positions of KL(S || B) (the pooled denominators)
     kl: float  # mean KL(S || P)
     effect: float  # mean KL(S || B): the vector's own effect
     prompt_effect: float  # mean KL(P || B) along y: the prompt's effect
@@ -141,7 +144,7 @@ def measure_prompts(lm: LoadedModel, layout: ChatLayout, contexts: Sequence[Stee
     k = len(contexts)
     for i in range(len(prompts)):
         rows = forced[i * k : (i + 1) * k]
-        r, sp, sb, pb, a_all, b_all = [], 0.0, 0.0, 0.0, [], []
+        r, sp, sb, pb, a_all, b_all, nums, dens = [], 0.0, 0.0, 0.0, [], [], [], []
         for c, logp in zip(contexts, rows, strict=True):
             kl_sp = (c.steered.exp() * (c.steered - logp)).sum(-1).clamp_min(0.0)
             kl_sb = c.effect
@@ -149,15 +152,17 @@ def measure_prompts(lm: LoadedModel, layout: ChatLayout, contexts: Sequence[Stee
             denom = float(kl_sb.sum())
             r.append(math.nan if denom < _MIN_KL else 1.0 - float(kl_sp.sum()) / denom)
             sp, sb, pb = sp + float(kl_sp.sum()), sb + denom, pb + float(kl_pb.sum())
+            nums.append(float(kl_sp.sum()))
+            dens.append(denom)
             y = torch.tensor(c.continuation).unsqueeze(1)
             a_all.append((c.steered.gather(1, y) - c.base.gather(1, y)).squeeze(1).double())
             b_all.append((logp.gather(1, y) - c.base.gather(1, y)).squeeze(1).double())
         a, b = torch.cat(a_all), torch.cat(b_all)
         n = a.numel()
-        finite = [x for x in r if math.isfinite(x)]
         aa = float(a @ a)
         out.append(BehaviorMeasure(
-            recovery=sum(finite) / len(finite) if finite else math.nan, per_context=tuple(r), kl=sp / n,
+            recovery=math.nan if sb < _MIN_KL else 1.0 - sp / sb, per_context=tuple(r), kl_sums=tuple(nums),
+            effect_sums=tuple(dens), kl=sp / n,
             effect=sb / n, prompt_effect=pb / n,
             direction_cos=float(a @ b) / math.sqrt(aa * float(b @ b)) if aa > 0 and float(b @ b) > 0 else 0.0,
             effect_ratio=float(a @ b) / aa if aa > 0 else math.nan,

@@ -3,20 +3,21 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 
 import pytest
 import torch
 
-import realize.audit_batch as batch_module
-from realize.audit_batch import plan_audit, run_audit
-from realize.audit_output import write_outputs
-from realize.audit_search import ContextSplit
-from realize.audit_store import ItemStore
+import realize.pipeline as pipeline_module
 from realize.config import AuditConfig
 from realize.data.corpora import load_clustered, load_corpus
+from realize.data.errors import UserInputError
 from realize.data.results_dataset import read_rows
 from realize.data.vectors import SteeringVector
+from realize.pipeline import plan_audit, run_audit
 from realize.scorers.realism import RealismClassifier
+from realize.setting import MAGNITUDE_CONTEXTS, ContextSplit
+from realize.store import ItemStore
 from realize.scorers.realism_features import FEATURE_NAMES
 from realize.targets import bin_norm, norm_bin
 from realize.verdict import VERDICTS
@@ -42,12 +43,14 @@ def test_presets_are_what_the_cli_runs():
     assert "n_null" not in CONFIG.item_key() and "thresholds" not in CONFIG.item_key()
 
 
-def test_context_split_is_three_disjoint_sets():
+def test_context_split_is_three_disjoint_sets_and_a_fixed_magnitude_set():
     split = ContextSplit.of(load_corpus("contexts"), 8, 8, 16, seed=3)
-    sets = [set(split.optimization), set(split.selection), set(split.test)]
-    assert [len(s) for s in sets] == [8, 8, 16]
-    assert not (sets[0] & sets[1] or sets[0] & sets[2] or sets[1] & sets[2])
+    sets = [set(split.optimization), set(split.selection), set(split.test), set(split.magnitude)]
+    assert [len(s) for s in sets] == [8, 8, 16, MAGNITUDE_CONTEXTS]
+    assert all(not (a & b) for i, a in enumerate(sets) for b in sets[i + 1:])
     assert split == ContextSplit.of(load_corpus("contexts"), 8, 8, 16, seed=3)
+    other = ContextSplit.of(load_corpus("contexts"), 4, 4, 10, seed=7)  # another budget and seed
+    assert other.magnitude == split.magnitude and other.test != split.test
     with pytest.raises(ValueError, match="at most"):
         ContextSplit.of(["a", "b"], 1, 1, 1, seed=0)
 
@@ -78,8 +81,9 @@ def test_plan_controls(tiny, always_natural, tmp_path):
     retrieval_clusters = {k for c, k in zip(setting.corpus.corpora, setting.corpus.clusters, strict=True)
                           if c == "natural_prompts"}
     for t in plan.targets:
-        if t.kind == "positive":
-            assert set(t.exclude_clusters) <= positive_clusters and not set(t.exclude_clusters) & retrieval_clusters
+        if t.kind == "positive":  # its own cluster, then the retrieval clusters whose shifts lie near its shift
+            assert t.exclude_clusters[0] in positive_clusters and set(t.exclude_clusters[1:]) <= retrieval_clusters
+            assert t.nearest_corpus is not None and t.nearest_corpus[1] < 0.8
     assert list(tmp_path.glob("L2-*.safetensors")), "corpus shifts are cached"
     # an item's id depends only on what its result depends on: an activation positive (or isotropic null) is the
     # same item in an activation-only audit, a null running both axes is not, and behavior settings move only
@@ -101,58 +105,68 @@ def test_plan_controls(tiny, always_natural, tmp_path):
 def test_audit_end_to_end_and_resume(tiny, always_natural, tmp_path, monkeypatch):
     torch.manual_seed(0)
     vector = SteeringVector(directions={2: torch.randn(32)}, scale=2.0, method="test", name="v0")
-    store = ItemStore(tmp_path / "items")
+    out = tmp_path / "out"
     finished = []
-    judged = run_audit(tiny, [vector], CONFIG, store, on_item=finished.append, classifier=always_natural,
+    report = run_audit(tiny, [vector], CONFIG, out, on_item=finished.append, classifier=always_natural,
                        cache_dir=tmp_path / "shifts")
+    judged = report.items
     kinds = sorted(j.audit.kind for j in judged)
     assert kinds == ["behavior-positive"] * 3 + ["null"] * 3 + ["null-isotropic"] + ["positive"] * 3 + ["vector"]
     for j in judged:
         for axis in j.audit.axes:
             judgement = j.judgement(axis)
             assert judgement.verdict in VERDICTS and 0.0 <= judgement.stability <= 1.0
+            assert len(judgement.prompt_verdicts) == len(j.audit.axes[axis].frontier)
     positives = [j.audit for j in judged if j.audit.kind == "behavior-positive"]
-    assert all(p.behavior is not None and p.behavior.distill_losses is not None for p in positives)
+    assert all(p.axes["behavior"].behavior.distill_losses is not None for p in positives)
+    assert all(p.axes["behavior"].true_prompt is not None for p in positives)  # the content test's calibration
     vec = next(j for j in judged if j.audit.kind == "vector")
     assert [a.vector_id for a in finished] == [j.audit.vector_id for j in judged]  # reported as each finished
-    assert vec.audit.frontier and vec.audit.best is not None and vec.audit.evidence is not None
-    assert len(vec.audit.evidence.dots) == CONFIG.n_test
-    best = vec.audit.best
-    assert best.selection_specific_cos == max(s.selection_specific_cos for s in vec.audit.frontier)
+    activation = vec.audit.axes["activation"]
+    assert activation.frontier and activation.best is not None
+    assert activation.best.evidence.size == CONFIG.n_test
+    best = activation.best.score
+    assert best.selection == max(s.selection for s in activation.frontier)
+    assert activation.unrelated is not None and activation.unrelated.score.attack == "unrelated panel"
+    assert all(s.score.attack == "sibling" and s.score.ids != best.ids for s in activation.siblings)
     assert vec.audit.target_norm == pytest.approx(2.0 * vector.vector.norm().item(), rel=1e-5)
-    behavior = vec.audit.behavior
-    assert behavior is not None and behavior.effect > 0 and behavior.frontier
-    assert behavior.best is None or len(behavior.generations) == CONFIG.behavior_test_contexts
-    assert vec.audit.magnitude.factor > 0 and vec.activation.reason and vec.behavior.reason
-    assert len(list((tmp_path / "items").glob("*.json"))) == len(judged)
+    behavior = vec.audit.axes["behavior"]
+    assert behavior.behavior is not None and behavior.behavior.effect > 0 and behavior.frontier
+    assert behavior.best is None or len(behavior.behavior.generations) == CONFIG.behavior_test_contexts
+    assert vec.audit.magnitude.factor > 0 and all(j.reason for j in vec.judgements.values())
+    assert len(list((out / "items").glob("*.json"))) == len(judged)
+    assert {p.name for p in out.iterdir()} >= {"audit.json", "plan.json", "results.parquet", "report.html"}
 
     def fail(*_args, **_kwargs):
         raise AssertionError("a stored item was recomputed")
 
-    monkeypatch.setattr(batch_module, "audit_target", fail)
-    again = run_audit(tiny, [vector], CONFIG, store, classifier=always_natural, cache_dir=tmp_path / "shifts")
-    assert [(j.audit.vector_id, j.verdict, j.audit.best.ids if j.audit.best else None) for j in again] == [
-        (j.audit.vector_id, j.verdict, j.audit.best.ids if j.audit.best else None) for j in judged
-    ]
-    # more nulls reuse the finished ones: only the new null is computed
+    monkeypatch.setattr(pipeline_module, "audit_target", fail)
+    again = run_audit(tiny, [vector], CONFIG, out, classifier=always_natural, cache_dir=tmp_path / "shifts")
+    assert [(j.audit.vector_id, j.verdict) for j in again.items] == [(j.audit.vector_id, j.verdict) for j in judged]
+    # more nulls reuse the finished ones: only the new null is computed (another configuration: another directory)
     computed = []
-    monkeypatch.setattr(batch_module, "audit_target", lambda s, t, c: computed.append(t.name) or fail())
+    monkeypatch.setattr(pipeline_module, "audit_target", lambda s, t, c: computed.append(t.name) or fail())
+    with pytest.raises(UserInputError, match="different audit"):
+        run_audit(tiny, [vector], dataclasses.replace(CONFIG, n_null=4), out, classifier=always_natural,
+                  cache_dir=tmp_path / "shifts", overwrite=False, control_cache=ItemStore(out / "items"))
+    assert not computed  # refused before anything ran: `out` holds another configuration
     with pytest.raises(AssertionError):
-        run_audit(tiny, [vector], dataclasses.replace(CONFIG, n_null=4), store, classifier=always_natural,
-                  cache_dir=tmp_path / "shifts")
+        run_audit(tiny, [vector], dataclasses.replace(CONFIG, n_null=4), tmp_path / "more", classifier=always_natural,
+                  cache_dir=tmp_path / "shifts", control_cache=ItemStore(out / "items"))
     assert computed and computed[0].startswith("null.")
 
-    paths = write_outputs(again, tmp_path / "out", model="tiny", seed=0, budget="quick", settings="test")
-    rows = read_rows(paths["results"])
-    behavior_rows = sum(len(j.audit.behavior.frontier) for j in again if j.audit.behavior is not None)
-    assert len(rows) == sum(len(j.audit.frontier) for j in again) + behavior_rows
+    rows = read_rows(out / "results.parquet")
+    behavior_rows = sum(len(j.audit.axes["behavior"].frontier) for j in again.items if "behavior" in j.audit.axes)
+    activation_rows = sum(len(j.audit.axes["activation"].frontier) for j in again.items
+                          if "activation" in j.audit.axes)
+    assert len(rows) == activation_rows + behavior_rows
     assert {r["axis"] for r in rows} == {"activation", "behavior"}
     for axis in ("activation", "behavior"):
         assert sum(r["is_best"] for r in rows if r["kind"] == "vector" and r["axis"] == axis) <= 1
     assert sum(r["is_best"] for r in rows if r["kind"] == "vector" and r["axis"] == "activation") == 1
-    html = paths["report"].read_text(encoding="utf-8")
-    assert "v0" in html and "data:image/png;base64," in html
-    assert (paths["dataset"] / "README.md").is_file()
+    html = (out / "report.html").read_text(encoding="utf-8")
+    assert "v0" in html and "data:image/png;base64," in html and "form sibling" in html
+    assert (out / "dataset" / "README.md").is_file()
 
 
 def test_multi_layer_steer_is_one_target(tiny, always_natural, tmp_path):
@@ -167,25 +181,31 @@ def test_multi_layer_steer_is_one_target(tiny, always_natural, tmp_path):
     for layer in (1, 3):  # each layer's null at that layer's norm bin
         want = bin_norm(norm_bin(float(vector.directions[layer].norm())))
         assert all(float(t.directions[layer].norm()) == pytest.approx(want, rel=1e-4) for t in nulls)
-    judged = run_audit(tiny, [vector], config, ItemStore(tmp_path / "items"), classifier=always_natural,
-                       cache_dir=tmp_path)
+    judged = run_audit(tiny, [vector], config, tmp_path / "out", classifier=always_natural, cache_dir=tmp_path).items
     vec = next(j for j in judged if j.audit.kind == "vector")
     assert vec.audit.layers == (1, 3) and len(vec.audit.magnitude.per_layer) == 2
-    assert [i for i, *_ in vec.audit.best.per_layer] == [1, 3]
-    per_layer = [specific for _, _, specific, _ in vec.audit.best.per_layer]
-    assert vec.audit.best.specific_cos == pytest.approx(sum(per_layer) / 2, abs=1e-6)
-    assert vec.activation.verdict in VERDICTS
+    best = vec.audit.axes["activation"].best.score
+    assert [i for i, *_ in best.per_layer] == [1, 3]
+    per_layer = [specific for _, _, specific, _ in best.per_layer]
+    assert best.value == pytest.approx(sum(per_layer) / 2, abs=1e-6)
+    assert vec.judgement("activation").verdict in VERDICTS
 
 
-def test_corrupt_item_is_recomputed(tiny, always_natural, tmp_path):
+def test_corrupt_or_stale_item_is_recomputed(tiny, always_natural, tmp_path, caplog):
     torch.manual_seed(1)
     vector = SteeringVector(directions={1: torch.randn(32)}, scale=1.0, name="v1")
     config = dataclasses.replace(CONFIG, n_null=2, n_isotropic=0, n_positive=2, axes=("activation",))
-    store = ItemStore(tmp_path / "items")
-    first = run_audit(tiny, [vector], config, store, classifier=always_natural, cache_dir=tmp_path)
+    out = tmp_path / "out"
+    first = run_audit(tiny, [vector], config, out, classifier=always_natural, cache_dir=tmp_path).items
     vec = next(j for j in first if j.audit.kind == "vector")
     assert vec.verdict in ("inconclusive", "no natural candidate")  # two controls of each kind cannot decide
+    store = ItemStore(out / "items")
     store.path(vec.audit.vector_id).write_text("{ truncated", encoding="utf-8")
-    second = run_audit(tiny, [vector], config, store, classifier=always_natural, cache_dir=tmp_path)
-    assert next(j for j in second if j.audit.kind == "vector").audit.best == vec.audit.best
-    assert store.load(vec.audit.vector_id) is not None
+    second = run_audit(tiny, [vector], config, out, classifier=always_natural, cache_dir=tmp_path).items
+    assert next(j for j in second if j.audit.kind == "vector").audit.axes == vec.audit.axes
+    # a file from before a field existed is recomputed (with a log line), never read with a default
+    path = store.path(vec.audit.vector_id)
+    raw = json.loads(path.read_text(encoding="utf-8"))
+    del raw["axes"]["activation"]["unrelated"]
+    path.write_text(json.dumps(raw), encoding="utf-8")
+    assert store.load(vec.audit.vector_id) is None and "not readable by this version" in caplog.text

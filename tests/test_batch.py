@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 
-import realize.audit_batch as batch_module
+import realize.pipeline as pipeline_module
 from realize.data.vectors import SteeringVector, save_safetensors
 from realize.cli import main
 
@@ -96,13 +96,13 @@ def test_merge_refuses_missing_or_corrupt_items_then_rerun_recomputes_only_those
     assert "1 of 5 planned items are not finished" in err and vector["name"] in err and err.count("\n") == 1
 
     computed = []
-    real = batch_module.audit_target
+    real = pipeline_module.audit_target
 
     def counting(setting, target, config):
         computed.append(target.vector_id)
         return real(setting, target, config)
 
-    monkeypatch.setattr(batch_module, "audit_target", counting)
+    monkeypatch.setattr(pipeline_module, "audit_target", counting)
     torch.set_num_threads(1)
     assert main(_args(setup, out)) == 0
     assert computed == [vector["id"]]  # nothing else recomputed, nothing silently dropped

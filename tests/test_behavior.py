@@ -202,31 +202,30 @@ def test_measure_prompts_matches_behavior_recovery_and_reads_direction(tiny) -> 
     prompt = "Explain it like I am five years old."
     (m,) = measure_prompts(tiny, layout, steered, [encode(tiny.tokenizer, prompt)])
     ref = behavior_recovery(tiny, vector, 8.0, prompt, CONTEXTS[:3], "prefix", BehaviorConfig(max_new_tokens=6))
-    assert m.recovery == pytest.approx(ref.recovery, rel=1e-3, abs=1e-5)  # batch padding: float noise only
+    assert m.recovery == pytest.approx(ref.pooled_recovery, rel=1e-3, abs=1e-5)  # batch padding: float noise only
+    assert m.recovery == pytest.approx(1 - sum(m.kl_sums) / sum(m.effect_sums), abs=1e-9)  # pooled, not a mean
     assert -1.0 <= m.direction_cos <= 1.0 and m.effect > 0 and m.prompt_effect >= 0
 
 
 def test_unrelated_panel_avoids_the_vectors_neighbours() -> None:
     """The generic baseline's panel: one prompt per cluster, none from a cluster of the prompts closest to the
-    vector's first-answer effect (what retrieval tries), the same for the same seed."""
-    from realize.behavior_search import rank_by_behavior, unrelated_panel
-    from realize.config import BUDGETS
+    steer's first-answer effect, the same for the same seed."""
+    from realize.axes.behavior import RELATED, rank_by_behavior, unrelated_panel
     from realize.data.steered import SteeredContext
     from realize.prompt_effects import PromptEffects
 
-    v, n = 7, 40
+    v, n = 7, 80
     gen = torch.Generator().manual_seed(0)
     effects = torch.randn(n, v, generator=gen)
-    clusters = tuple(f"c{i // 2}" for i in range(n))  # 20 clusters of 2
+    clusters = tuple(f"c{i // 2}" for i in range(n))  # 40 clusters of 2
     base = torch.log_softmax(torch.zeros(1, v), -1)
-    steered = torch.log_softmax(effects[5:6] * 3, -1)  # the vector pushes like prompt 5
+    steered = torch.log_softmax(effects[5:6] * 3, -1)  # the steer pushes like prompt 5
     opt = [SteeredContext("ctx", (1,), (1,), (2,), steered, base)]
     table = PromptEffects(tuple(f"p{i}" for i in range(n)), clusters, effects.half())
-    budget = BUDGETS["quick"]
     ranking = rank_by_behavior(table, opt)
-    related = {clusters[i] for i in ranking[: budget.behavior_probe]}
-    panel = unrelated_panel(table, opt, budget, seed=3, size=4)
-    assert len(panel) == 4 and panel == unrelated_panel(table, opt, budget, seed=3, size=4)
+    related = {clusters[i] for i in ranking[:RELATED]}
+    panel = unrelated_panel(table, opt, 4, seed=3)
+    assert len(panel) == 4 and panel == unrelated_panel(table, opt, 4, seed=3)
     picked = [clusters[int(p[1:])] for p in panel]
     assert len(set(picked)) == 4 and not set(picked) & related and "c2" in related  # prompt 5's own cluster
-    assert len(unrelated_panel(table, opt, budget, seed=3, size=100)) == len(set(clusters) - related)
+    assert len(unrelated_panel(table, opt, 100, seed=3)) == len(set(clusters) - related)

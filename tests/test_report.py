@@ -1,147 +1,184 @@
-"""HTML report: self-contained, escaped, one section per item, verdict reasons and controls shown."""
+"""Judging synthetic items (one code path for both axes: controls, content test, inert steers, prompt verdicts) and the
+HTML report (self-contained, escaped, one section per item and axis)."""
 
 from __future__ import annotations
 
 import dataclasses
 
-from realize.audit_types import BehaviorAxis, BehaviorScore, Generation, JudgedAudit, PromptScore, VectorAudit
-from realize.judging import judge_one
+import pytest
+
+from realize.evidence import (
+    ActivationScore, AxisEvidence, BehaviorFacts, BehaviorScore, Generation, JudgedAudit, Measured, VectorAudit,
+)
+from realize.judging import judge_all, judge_one
+from realize.magnitude import NaturalNorms, magnitude
 from realize.report import render_report, write_report
-from realize.verdict import MeanEvidence, VerdictThresholds, magnitude
+from realize.resampling import ContextEvidence, RatioEvidence
+from realize.verdict import VerdictThresholds
 
-NATURAL_NORMS = [4.0 + 0.02 * i for i in range(50)]
-
-
-def _score(prompt: str, cos: float, attack: str = "fluent") -> PromptScore:
-    return PromptScore(prompt, (1, 2), attack, cos, cos, cos - 0.2, cos - 0.3, 1.0, 0.5, 40.0, 90.0, 0.8,
-                       (cos, cos - 0.1))
+NATURAL = NaturalNorms.of([4.0 + 0.02 * i for i in range(50)])
+K = 4  # test contexts
 
 
-def _bscore(prompt: str, recovery: float, attack: str = "fluent") -> BehaviorScore:
-    return BehaviorScore(prompt, (1, 2), attack, recovery, recovery, (recovery, recovery - 0.1), 0.2, 0.3, 0.8,
-                         1.2, 40.0, 90.0, 0.8)
+def _constant(value: float, axis: str):
+    """Evidence whose value is `value` under every resample."""
+    if axis == "activation":
+        return ContextEvidence((value,) * K, ((1.0,) * K,) * K)
+    return RatioEvidence((1.0 - value,) * K, (1.0,) * K)
 
 
-def behavior_axis(recovery: float | None, effect: float = 0.5) -> BehaviorAxis:
-    best = None if recovery is None else _bscore("Talk like a sailor.", recovery)
-    return BehaviorAxis(effect=effect, inert=effect < 0.01,
-                        frontier=(_bscore("<script>alert(1)</script>", 0.1), *(() if best is None else (best,))),
-                        best=best, best_unrelated=_bscore("You are a pirate.", 0.1, "retrieval"),
-                        activation_prompt=_bscore("Explain simply.", 0.2, "activation best"),
-                        evidence=None if best is None else MeanEvidence(best.per_context),
-                        generations=(Generation("Hi?", "steered <b>text</b>", "prompted", "base"),),
-                        vector_norm=5.0)
+def _score(prompt: str, value: float, axis: str = "activation", attack: str = "natural", selection: float | None = None,
+           realism: float = 0.9):
+    selection = value if selection is None else selection
+    if axis == "activation":
+        return ActivationScore(prompt, (1, 2), attack, selection, value, value + 0.2, value - 0.3, 1.0, 0.5, 40.0,
+                               90.0, realism, (value,) * K)
+    return BehaviorScore(prompt, (1, 2), attack, selection, value, (value,) * K, 0.2, 0.3, 0.8, 1.2, 40.0, 90.0,
+                         realism)
 
 
-def plain_audit(name: str, value: float | None, *, kind: str = "vector", norm: float = 5.0,
-                vector_id: str | None = None, recovery: float | None = 0.6) -> VectorAudit:
-    best = None if value is None else _score("Explain simply.", value)
-    axes = {"vector": ("activation", "behavior"), "null": ("activation", "behavior"), "positive": ("activation",),
-            "behavior-positive": ("behavior",), "null-isotropic": ("activation",)}[kind]
-    return VectorAudit(
-        vector_id=vector_id or f"id-{name}", name=name, source="v.safetensors", kind=kind, axes=axes, layer=12,
-        layers=(12,),
-        scale=1.0, method="melbo", target_norm=norm,
-        frontier=(_score("<script>alert(1)</script>", 0.7), *(() if best is None else (best,)),
-                  _score("You are a pirate.", 0.5, "retrieval")),
-        best=best, best_unrelated=_score("You are a pirate.", 0.5, "retrieval"), best_no_retrieval=best,
-        evidence=None, magnitude=magnitude(norm, 1.0, NATURAL_NORMS, None if value is None else 0.5),
-        min_realism=0.6, behavior=behavior_axis(recovery) if "behavior" in axes else None,
-        manifold={"share90": 0.4, "random_share90": 0.1}, seconds=12.0,
+def _measured(prompt: str, value: float, axis: str, attack: str = "natural") -> Measured:
+    return Measured(_score(prompt, value, axis, attack), _constant(value, axis))
+
+
+def axis_evidence(axis: str, value: float | None, *, siblings: tuple[float, ...] = (0.2, 0.25),
+                  unrelated: float | None = 0.1, true: tuple[float, tuple[float, ...]] | None = None,
+                  effect: float = 0.5) -> AxisEvidence:
+    best = None if value is None else _measured("Explain simply.", value, axis)
+    facts = None
+    if axis == "behavior":
+        facts = BehaviorFacts(effect=effect, inert=effect < 0.01, steer_norm=5.0,
+                              generations=(Generation("Hi?", "steered <b>text</b>", "prompted", "base"),),
+                              activation_prompt=_score("Explain simply.", 0.2, "behavior", "activation best"))
+    return AxisEvidence(
+        axis=axis,  # type: ignore[arg-type]
+        frontier=(_score("<script>alert(1)</script>", 0.7, axis, realism=0.1),
+                  *(() if best is None else (best.score,)), _score("You are a pirate.", 0.5, axis, "retrieval")),
+        best=best, best_corpus=_score("You are a pirate.", 0.5, axis, "retrieval"), best_search_alone=None,
+        siblings=tuple(_measured(f"Explain sibling {i}.", v, axis, "sibling") for i, v in enumerate(siblings)),
+        unrelated=None if unrelated is None else _measured("Use simple words.", unrelated, axis, "unrelated panel"),
+        true_prompt=None if true is None else _measured("The true prompt.", true[0], axis, "true prompt"),
+        true_siblings=() if true is None else tuple(_measured(f"A true sibling {i}.", v, axis, "sibling")
+                                                    for i, v in enumerate(true[1])),
+        behavior=facts,
     )
 
 
+def item(name: str, kind: str = "vector", *, activation: AxisEvidence | None = None,
+         behavior: AxisEvidence | None = None, norm: float = 5.0) -> VectorAudit:
+    axes = {a: e for a, e in (("activation", activation), ("behavior", behavior)) if e is not None}
+    return VectorAudit(vector_id=f"id-{name}", name=name, source="v.safetensors", kind=kind, layers=(12,),  # type: ignore[arg-type]
+                       layer_norms=(norm,), scale=1.0, method="melbo", target_norm=norm,
+                       magnitude=magnitude(norm, 1.0, NATURAL, 0.5), min_realism=0.6, axes=axes,  # type: ignore[arg-type]
+                       manifold={"share90": 0.4}, strength=(0.04,), seconds=12.0)
+
+
+TRUE = (0.9, (0.7, 0.72))  # positives' own prompts beat their form siblings by ~0.19
+
+
 def controls(norm: float = 5.0) -> list[VectorAudit]:
-    nulls = [plain_audit(f"null{i}", v, kind="null", norm=norm, recovery=r)
-             for i, (v, r) in enumerate(((0.05, 0.0), (0.1, 0.05), (0.0, 0.02), (0.07, 0.03)))]
-    positives = [plain_audit(f"pos{i}", v, kind="positive") for i, v in enumerate((0.8, 0.9, 0.85))]
-    behavior = [plain_audit(f"bpos{i}", None, kind="behavior-positive", recovery=r)
+    nulls = [item(f"null{i}", "null", norm=norm, activation=axis_evidence("activation", v),
+                  behavior=axis_evidence("behavior", r))
+             for i, (v, r) in enumerate(((0.05, -0.8), (0.1, -0.6), (0.0, -1.2), (0.07, -0.9)))]
+    positives = [item(f"pos{i}", "positive", activation=axis_evidence("activation", v, true=TRUE))
+                 for i, v in enumerate((0.8, 0.9, 0.85))]
+    behavior = [item(f"bpos{i}", "behavior-positive", behavior=axis_evidence("behavior", r, true=TRUE))
                 for i, r in enumerate((0.6, 0.7, 0.65))]
     return nulls + positives + behavior
 
 
-def judged(name: str, value: float | None, norm: float = 5.0, recovery: float | None = 0.6) -> JudgedAudit:
-    from realize.judging import judge_all
-
-    audit = plain_audit(name, value, norm=norm, recovery=recovery)
+def judged(value: float | None, recovery: float | None = 0.6, norm: float = 5.0, **kwargs) -> JudgedAudit:
+    audit = item("v", activation=axis_evidence("activation", value, **kwargs),
+                 behavior=axis_evidence("behavior", recovery, **kwargs), norm=norm)
     return judge_all([audit, *controls(norm)], VerdictThresholds())[0]
 
 
-def test_judgement_of_synthetic_items():
-    assert judged("a", 0.85).verdict == "realizable"
-    assert judged("b", 0.02).verdict == "not realizable"
-    assert judged("c", None).verdict == "no natural candidate"
-    big = judged("d", 0.85, norm=50.0)
-    assert big.verdict == "direction realizable" and "beyond natural" in big.activation.reason
-    verdicts = judged("a", 0.85).activation.prompt_verdicts
-    assert len(verdicts) == 3 and verdicts[1] == "realizable" and verdicts[2] in ("partially realizable",
-                                                                                  "not realizable")
+def test_direction_and_magnitude():
+    assert judged(0.85).verdict == "realizable"
+    assert judged(0.02).verdict == "not realizable"
+    assert judged(None).verdict == "no natural candidate"
+    big = judged(0.85, norm=50.0)
+    assert big.verdict == "direction realizable" and "beyond natural" in big.judgement("activation").reason
+    within = judged(0.85).judgement("activation").reason
+    assert "within natural" in within and "beyond" not in within
 
 
-def test_prompt_verdict_needs_realism_and_both_context_sets():
-    j = judged("a", 0.85)
-    low = dataclasses.replace(j.audit, frontier=(dataclasses.replace(j.audit.frontier[1], realism=0.1),
-                                                 dataclasses.replace(j.audit.frontier[1],
-                                                                     selection_specific_cos=0.02)))
+def test_form_siblings_that_do_as_well_make_it_form_realizable():
+    """The content test: siblings at 0.8 of a best prompt at 0.85 (margin 0.05 < half of the positives' 0.19)."""
+    form = judged(0.85, siblings=(0.8, 0.82)).judgement("activation")
+    assert form.verdict == "form realizable" and form.content.outcome == "form"
+    assert "same form with other content" in form.reason and "Explain sibling" in form.reason
+    assert form.content.true_margin == pytest.approx(0.19)
+    specific = judged(0.85, siblings=(0.6, 0.65)).judgement("activation")  # margin 0.225 >= 0.095
+    assert specific.verdict == "realizable" and specific.content.outcome == "specific"
+    assert judged(0.85, siblings=()).verdict == "form realizable"  # no content word to swap: all form
+
+
+def test_form_test_without_calibration_is_not_plain_realizable():
+    """Positives whose own prompts do not beat their siblings: content cannot be told from form here."""
+    audit = item("v", activation=axis_evidence("activation", 0.85, siblings=(0.2,)))
+    positives = [item(f"pos{i}", "positive", activation=axis_evidence("activation", v, true=(0.8, (0.82,))))
+                 for i, v in enumerate((0.8, 0.9, 0.85))]
+    nulls = controls()[:4]
+    verdict = judge_all([audit, *nulls, *positives], VerdictThresholds())[0].judgement("activation")
+    assert verdict.verdict == "form realizable" and "cannot be calibrated" in verdict.reason
+
+
+def test_generic_rule_on_items():
+    """An unrelated instruction above the null bound and within the paired spread: generically realizable; g <= 0
+    never is (the old rule called r = 0.45 with g = -0.30 generic)."""
+    noisy = judged(0.05, recovery=0.62, unrelated=0.6).audit
+    evidence = noisy.axes["behavior"]
+    varying = RatioEvidence((0.1, 0.7, 0.2, 0.5), (1.0,) * K)  # recovery 0.625, context to context 0.3-0.9
+    close = dataclasses.replace(evidence, best=dataclasses.replace(evidence.best, evidence=varying))
+    audit = dataclasses.replace(noisy, axes={**noisy.axes, "behavior": close})
+    behavior = judge_all([audit, *controls()], VerdictThresholds())[0].judgement("behavior")
+    assert behavior.verdict == "generically realizable" and "Use simple words." in behavior.reason
+    assert behavior.content.unrelated_spread > 0.025
+    steady = judged(0.05, recovery=0.62, unrelated=0.6).judgement("behavior")
+    assert steady.verdict == "realizable"  # the same 0.02 edge, on every context: a real difference
+    negative = judged(0.05, recovery=0.62, unrelated=-0.3).judgement("behavior")
+    assert negative.verdict == "realizable" and negative.content.outcome == "specific"
+
+
+def test_behavior_controls_unfloored_and_inert_ones_unusable():
+    verdict = judged(0.05, recovery=0.62).judgement("behavior")
+    assert verdict.calibration is not None and verdict.calibration.null_mean < -0.5  # measured, not floored at 0
+    inert = judged(0.05, recovery=0.9, effect=0.001).judgement("behavior")
+    assert inert.verdict == "inconclusive" and "barely changes" in inert.reason
     pool = controls()
-    again = judge_one(low, [a for a in pool if a.kind == "null"], [a for a in pool if a.kind == "positive"],
-                      VerdictThresholds())
-    assert again.prompt_verdicts == ("not natural", "not realizable")
+    quiet = dataclasses.replace(pool[0], axes={**pool[0].axes, "behavior": axis_evidence("behavior", -0.8,
+                                                                                          effect=0.001)})
+    audit = item("v", behavior=axis_evidence("behavior", 0.62))
+    again = judge_all([audit, quiet, *pool[1:]], VerdictThresholds())[0].judgement("behavior")
+    assert quiet.vector_id not in again.controls["null"] and len(again.controls["null"]) == 3
 
 
-def test_behavior_axis_verdicts():
-    assert judged("a", 0.05, recovery=0.7).behavior.verdict == "realizable"
-    assert judged("a", 0.05, recovery=0.01).behavior.verdict == "not realizable"
-    assert judged("a", 0.05, recovery=None).behavior.verdict == "no natural candidate"
-    inert = judged("a", 0.05).audit
-    inert = dataclasses.replace(inert, behavior=behavior_axis(0.9, effect=0.001))
-    from realize.judging import judge_all
-
-    verdict = judge_all([inert, *controls()], VerdictThresholds())[0].behavior
-    assert verdict.verdict == "inconclusive" and "barely changes" in verdict.reason
-
-
-def test_generic_behavior_is_not_called_specific():
-    """A best prompt that barely beats an unrelated instruction gets "generically realizable" (item and prompt
-    verdicts, and the stability resamples), one that closes most of what the instruction leaves keeps its verdict."""
-    from realize.audit_types import specific_recovery
-    from realize.judging import judge_all
-
-    assert abs(specific_recovery(0.7, 0.6) - 0.25) < 1e-12
-    assert abs(specific_recovery(0.7, -0.5) - 0.7) < 1e-12  # no instruction helps: the recovery itself
-    base = judged("a", 0.05, recovery=0.7).audit
-    for generic, expected in ((0.6, "generically realizable"), (0.1, "realizable")):
-        axis = dataclasses.replace(base.behavior, generic=_bscore("Use simple words.", generic, "unrelated panel"))
-        verdict = judge_all([dataclasses.replace(base, behavior=axis), *controls()], VerdictThresholds())[0].behavior
-        assert verdict.verdict == expected
-        assert verdict.prompt_verdicts[-1] == expected  # the best prompt's own verdict (the dataset keeps it or not)
-        if expected == "generically realizable":
-            assert "Use simple words." in verdict.reason and "closes only 0.25" in verdict.reason
-            assert verdict.stability == 1.0  # every resample agrees: the generic check is part of the verdict
-    loose = VerdictThresholds(generic_specific=0.2)  # the threshold is the user's to set
-    axis = dataclasses.replace(base.behavior, generic=_bscore("Use simple words.", 0.6, "unrelated panel"))
-    assert judge_all([dataclasses.replace(base, behavior=axis), *controls()], loose)[0].behavior.verdict == \
-        "realizable"
+def test_prompt_verdicts_are_decided_on_selection_numbers():
+    j = judged(0.85, siblings=(0.5,))
+    evidence = j.audit.axes["activation"]
+    assert j.judgement("activation").prompt_verdicts[1] == "realizable"
+    frontier = (dataclasses.replace(evidence.frontier[1], realism=0.65),  # within the export margin of 0.6
+                dataclasses.replace(evidence.frontier[1], selection=0.02, value=0.95))  # test high, selection low
+    audit = dataclasses.replace(j.audit, axes={**j.audit.axes,
+                                               "activation": dataclasses.replace(evidence, frontier=frontier)})
+    pool = controls()
+    again = judge_one(audit, [a for a in pool if a.kind == "null"], [a for a in pool if a.kind == "positive"],
+                      VerdictThresholds(), axis="activation")
+    assert again.prompt_verdicts == ("unverified", "not realizable")
 
 
 def test_report_is_self_contained_and_escaped(tmp_path):
-    from realize.judging import judge_all
-
-    items = [judged("melbo.0", 0.85), judged("melbo.1", 0.05), *judge_all(controls(), VerdictThresholds())]
+    items = [judged(0.85, siblings=(0.5,)), judged(0.05), *judge_all(controls(), VerdictThresholds())]
     page = render_report(items, settings="budget quick")
     assert page.count('class="vec"') == len(items)
     assert "realizable" in page and "not realizable" in page and "inconclusive" in page
     assert "<script>alert" not in page and "&lt;script&gt;" in page and "steered &lt;b&gt;" in page
-    assert "Why:" in page and "Controls" in page and "search alone (retrieval off)" in page
+    assert "Why:" in page and "Controls" in page and "form sibling 1" in page and "Content test" in page
+    assert "the positive&#x27;s own prompt" in page and "own prompt over its form siblings" in page
     n_plots = sum(2 * len(j.audit.axes) for j in items)  # frontier + per-context, per item and axis
     assert page.count("data:image/png;base64,") == n_plots
     assert "Behavior axis" in page and "Activation axis" in page
     assert "http://" not in page and "https://" not in page  # no network fetches
-    base = judged("melbo.2", 0.05, recovery=0.7).audit
-    axis = dataclasses.replace(base.behavior, generic=_bscore("Use <i>simple</i> words.", 0.6, "unrelated panel"))
-    generic = judge_all([dataclasses.replace(base, behavior=axis), *controls()], VerdictThresholds())[:1]
-    generic_page = render_report(generic, settings="budget quick")
-    assert "generically realizable" in generic_page and "Use &lt;i&gt;simple&lt;/i&gt; words." in generic_page
-    assert "specific recovery of the best prompt: 0.25" in generic_page
     write_report(tmp_path / "report.html", page)
     assert (tmp_path / "report.html").read_text(encoding="utf-8") == page

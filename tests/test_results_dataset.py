@@ -14,17 +14,18 @@ from realize.data.results_dataset import COLUMNS, export_dataset, read_rows, wri
 def _row(i: int, verdict: str, kind: str = "vector", vector_verdict: str = "realizable") -> dict:
     """A results row whose *prompt* earns `verdict`; its vector's verdict is `vector_verdict`."""
     return {
-        "vector_id": f"id{i}", "vector_name": f"v{i}", "source_file": "f.safetensors", "kind": kind,
-        "axis": "activation", "model": "smollm2-135m-instruct", "layer": 12, "layers": [12], "scale": 1.5,
-        "target_norm": 5.0, "per_layer_specific_cos": [],
+        "vector_id": f"id{i}", "vector_name": f"v{i}", "source_file": "f.safetensors", "source_sha256": "ab" * 32,
+        "kind": kind, "axis": "activation", "model": "smollm2-135m-instruct", "model_sha256": "cd" * 32,
+        "realize_version": "0.3.0", "source_digest": "0123456789abcdef", "layer": 12, "layers": [12], "scale": 1.5,
+        "target_norm": 5.0, "strength": [0.04], "per_layer_specific_cos": [],
         "method": "melbo", "attack": "fluent", "prompt": f"Explain it simply {i}.", "prompt_ids": [1, 2, i],
         "is_best": True, "prompt_verdict": verdict, "selection_specific_cos": 0.75, "cos_test": 0.9,
         "specific_cos_test": 0.7, "per_position_cos": 0.5, "norm_ratio": 1.1, "fve": 0.6, "perplexity": 30.0,
         "worst_window_perplexity": 80.0, "realism": 0.9, "behavior_recovery": float("nan"),
         "selection_recovery": float("nan"), "recovery_test": float("nan"), "direction_cos": float("nan"),
-        "effect_ratio": float("nan"), "effect_kl": float("nan"), "generic_recovery": float("nan"),
-        "specific_recovery": float("nan"),
-        "verdict": vector_verdict, "direction_verdict": vector_verdict, "verdict_stability": 0.9,
+        "effect_ratio": float("nan"), "effect_kl": float("nan"),
+        "verdict": vector_verdict, "direction_verdict": vector_verdict, "content": "specific",
+        "content_margin": 0.2, "true_content_margin": 0.25, "unrelated_value": 0.1, "verdict_stability": 0.9,
         "null_percentile": 1.0, "realizability_score": 0.8, "score_low": 0.7, "score_high": 0.9,
         "magnitude_factor": 0.8, "realizable_scale": 2.0, "seed": 0, "budget": "quick", "seconds": 12.5,
     }
@@ -87,10 +88,15 @@ def test_atomic_output_permissions_and_failure(tmp_path):
 
 
 def test_export_keeps_prompts_on_their_own_numbers(tmp_path):
-    """A gibberish frontier row of a realizable vector is not a realizing prompt: it stays out."""
+    """A gibberish frontier row of a realizable vector is not a realizing prompt: it stays out; so do controls
+    unless asked for, and the card says how rows were chosen."""
     rows = [_row(0, "realizable"), _row(1, "not natural", vector_verdict="realizable"),
-            _row(2, "not realizable", vector_verdict="realizable")]
-    assert export_dataset(rows, tmp_path / "ds") == 1
+            _row(2, "not realizable", vector_verdict="realizable"), _row(3, "unverified"),
+            _row(4, "realizable", kind="positive")]
+    assert export_dataset(rows, tmp_path / "ds", provenance="model x") == 1
+    card = (tmp_path / "ds" / "README.md").read_text()
+    assert "How rows were chosen" in card and "selection" in card and "model x" in card
+    assert export_dataset(rows, tmp_path / "ds2", kinds=("vector", "positive")) == 2
 
 
 def test_export_with_no_matching_rows_writes_only_the_card(tmp_path):

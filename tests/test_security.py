@@ -47,7 +47,7 @@ from realize.data.vectors import (
     save_control_vector_gguf,
     save_safetensors,
 )
-from realize.audit_types import Generation
+from realize.evidence import Generation
 from realize.cli import main
 from realize.report import render_report, write_report
 
@@ -278,18 +278,24 @@ def test_traversal_names_export_writes_only_into_out(tmp_path: Path, capsys: pyt
 def _audit(name: str, prompt: str, generation: str):  # -> JudgedAudit
     import test_report as tr
 
-    base = tr.judged("x", 0.85)
-    best = dataclasses.replace(base.audit.best, prompt=prompt)
-    behavior = dataclasses.replace(base.audit.behavior, generations=(Generation(generation, generation, generation,
-                                                                                generation),))
-    audit = dataclasses.replace(base.audit, name=name, source=name, method=name, best=best,
-                                frontier=(best, base.audit.frontier[0]), behavior=behavior)
-    return dataclasses.replace(base, audit=audit)
+    base = tr.judged(0.85)
+    activation = base.audit.axes["activation"]
+    best = dataclasses.replace(activation.best, score=dataclasses.replace(activation.best.score, prompt=prompt))
+    activation = dataclasses.replace(activation, best=best, frontier=(best.score, activation.frontier[0]))
+    behavior = base.audit.axes["behavior"]
+    facts = dataclasses.replace(behavior.behavior, generations=(Generation(generation, generation, generation,
+                                                                           generation),))
+    audit = dataclasses.replace(base.audit, name=name, source=name, method=name,
+                                axes={"activation": activation, "behavior": dataclasses.replace(behavior,
+                                                                                                 behavior=facts)})
+    judgements = {axis: dataclasses.replace(j, prompt_verdicts=j.prompt_verdicts[:len(audit.axes[axis].frontier)])
+                  for axis, j in base.judgements.items()}
+    return dataclasses.replace(base, audit=audit, judgements=judgements)
 
 
 def test_traversal_names_item_store_uses_hashed_ids(tmp_path: Path) -> None:
     """The audit's per-item files are named by a hash of the vector, never by its name."""
-    from realize.audit_store import ItemStore
+    from realize.store import ItemStore
     from realize.targets import item_id
 
     audit = _audit(EVIL, EVIL, EVIL).audit

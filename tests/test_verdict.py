@@ -1,4 +1,5 @@
-"""Verdict statistics on synthetic numbers: prediction bounds, inconclusive calibrations, magnitude, stability."""
+"""Verdict statistics and rules on synthetic numbers: prediction bounds, inconclusive calibrations, zero spread, no
+floors, the content rules (generic, form), magnitude, stability."""
 
 from __future__ import annotations
 
@@ -8,16 +9,16 @@ import pytest
 import torch
 
 from realize.data.shift import specific_cosine
+from realize.magnitude import NaturalNorms, magnitude, magnitude_at
+from realize.resampling import ContextEvidence, RatioEvidence, joint_bootstrap, paired_spread
+from realize.stats import prediction_bound, student_t_quantile
 from realize.verdict import (
-    ContextEvidence,
     VerdictThresholds,
     calibrate,
-    combine,
-    joint_bootstrap,
+    content_passes,
+    is_generic,
     judge_direction,
-    magnitude,
-    prediction_bound,
-    student_t_quantile,
+    qualify,
 )
 
 TH = VerdictThresholds()
@@ -87,16 +88,93 @@ def test_calibration_numbers():
 
 
 def test_magnitude_beyond_natural_is_not_realizable():
-    """A natural shift and the same shift times 10: same direction verdict, different headline verdict."""
-    natural = [4.0 + 0.01 * i for i in range(100)]  # p99 ~ 4.98
+    """A natural shift and the same shift times 10: same direction verdict, different headline verdict; the rule
+    a > c * a* and the reason text agree."""
+    natural = NaturalNorms.of([4.0 + 0.01 * i for i in range(100)])  # p99 ~ 4.98
     within = magnitude(5.0, 1.0, natural, fve=0.8)
     beyond = magnitude(50.0, 10.0, natural, fve=-5.0)
-    assert combine("realizable", within, TH) == "realizable"
-    assert combine("realizable", beyond, TH) == "direction realizable"
-    assert combine("partially realizable", beyond, TH) == "direction partially realizable"
-    assert combine("not realizable", beyond, TH) == "not realizable"
+    c = TH.magnitude_factor
+    assert qualify("realizable", "specific", within.beyond(c)) == "realizable"
+    assert qualify("realizable", "specific", beyond.beyond(c)) == "direction realizable"
+    assert qualify("partially realizable", "specific", beyond.beyond(c)) == "direction partially realizable"
+    assert qualify("not realizable", None, beyond.beyond(c)) == "not realizable"
     assert beyond.factor == pytest.approx(50.0 / beyond.natural_p99)
     assert beyond.realizable_scale == pytest.approx(beyond.natural_p99 / 5.0)  # |v| = 5: a* v reaches the p99
+    assert beyond.factor == pytest.approx(beyond.scale / beyond.realizable_scale)  # k = a / a*
+    slightly = magnitude(1.3 * natural.p99, 1.0, natural, fve=None)  # 1.3x the p99: beyond p99, within c = 1.5
+    assert not slightly.beyond(c) and "within natural" in slightly.note(c) and "<= 1.5" in slightly.note(c)
+    assert "beyond natural" in beyond.note(c) and "> 1.5" in beyond.note(c)
+
+
+def test_magnitude_of_several_layers_is_the_worst_layer():
+    norms = {3: NaturalNorms(2.0, 4.0, 10), 5: NaturalNorms(2.0, 8.0, 10)}
+    mag = magnitude_at({3: 6.0, 5: 6.0}, 2.0, norms, fve=None)
+    assert mag.factor == pytest.approx(1.5) and mag.realizable_scale == pytest.approx(4.0 / 3.0)
+    assert [row[0] for row in mag.per_layer] == [3, 5]
+
+
+def test_controls_are_never_floored():
+    """Behavior nulls below 0 (measured: -0.79, -0.64, -2.85, -1.60) keep their values: with a floor at 0 the
+    prediction bound would be 0.00 and a recovery of 0.30 'partially realizable'; unfloored the nulls' spread is
+    real, and the positives (0.14-0.57) do not beat them by 3 pooled sd: inconclusive."""
+    null, positive = [-0.79, -0.64, -2.85, -1.60], [0.14, 0.57, 0.30, 0.45]
+    judged = judge_direction(0.30, null, positive, TH, what="recovery")
+    assert judged.verdict == "inconclusive" and judged.calibration is not None
+    assert judged.calibration.partial_bound > 0.30  # the bound of real nulls is far from 0
+    floored = judge_direction(0.30, [max(v, 0.0) for v in null], positive, TH, what="recovery")
+    assert floored.verdict == "inconclusive" and "zero spread" in floored.reason  # never "partially realizable"
+
+
+def test_zero_spread_nulls_are_inconclusive():
+    judged = judge_direction(0.9, [0.1, 0.1, 0.1, 0.1], POSITIVE, TH)
+    assert judged.verdict == "inconclusive" and "zero spread" in judged.reason and judged.calibration is None
+
+
+def test_ratio_evidence_pools_instead_of_averaging_ratios():
+    """One context the steer barely changes cannot sink a pooled recovery (a mean of per-context ratios: 0.0)."""
+    evidence = RatioEvidence(numerators=(1.0, 1.0, 0.5), denominators=(4.0, 4.0, 0.01))
+    per_context = [1 - n / d for n, d in zip(evidence.numerators, evidence.denominators, strict=True)]
+    assert sum(per_context) / 3 < -10 and evidence.value() == pytest.approx(1 - 2.5 / 8.01)
+    assert evidence.value(torch.tensor([0, 0, 3])) == pytest.approx(1 - 1.5 / 0.03)  # never floored
+    assert math.isnan(RatioEvidence((0.0,), (0.0,)).value())
+
+
+@pytest.mark.parametrize("value,unrelated,spread,expected", [
+    (0.6, 0.55, 0.1, True),  # the unrelated instruction clears the bound and the prompt is within its spread
+    (0.6, 0.3, 0.1, False),  # g <= ... below the null bound: not generic (the direction verdict stays)
+    (0.6, -0.3, 0.5, False),  # g <= 0 never makes a prompt generic (the old rule reduced to r < 0.5 there)
+    (0.9, 0.55, 0.1, False),  # the prompt beats it by more than the spread
+    (0.5, 0.7, 0.05, True),  # r < g: the unrelated instruction does better
+    (0.6, None, 0.1, False),  # no panel
+])
+def test_generic_rule(value, unrelated, spread, expected):
+    assert is_generic(value, unrelated, bound=0.4, spread=spread) is expected
+
+
+@pytest.mark.parametrize("margin,true_margin,expected", [
+    (0.10, 0.15, True), (0.05, 0.15, False), (0.2, None, False), (None, 0.15, False), (0.1, -0.02, False),
+    (0.1, 0.0, False),
+])
+def test_content_rule(margin, true_margin, expected):
+    """The best prompt must beat its form siblings by half the margin true prompts show over theirs; no calibration
+    (no positive margin, or none above 0) or no content word fails."""
+    assert content_passes(margin, true_margin, TH) is expected
+
+
+def test_qualify_orders_generic_form_and_magnitude():
+    assert qualify("realizable", "generic", True) == "generically realizable"
+    assert qualify("partially realizable", "form", False) == "form realizable"
+    assert qualify("realizable", "form", True) == "form realizable"
+    assert qualify("realizable", "specific", False) == "realizable"
+    assert qualify("inconclusive", "specific", True) == "inconclusive"
+
+
+def test_paired_spread_is_zero_for_identical_and_grows_with_noise():
+    gen = torch.Generator().manual_seed(3)
+    target, g = torch.randn(16, generator=gen), torch.randn(16, generator=gen)
+    a = _evidence(target, g, 0.3, 1)
+    assert paired_spread(a, a) == 0.0
+    assert paired_spread(a, _evidence(target, g, 3.0, 2)) > paired_spread(a, _evidence(target, g, 0.3, 2)) >= 0.0
 
 
 def test_thresholds_validated():
@@ -133,20 +211,21 @@ def test_joint_bootstrap_stability():
     gen = torch.Generator().manual_seed(1)
     target, g = torch.randn(32, generator=gen), torch.randn(32, generator=gen)
 
-    def decide(value, null, pos):
-        judged = judge_direction(value, null, pos, TH)
+    def decide(groups):
+        value = groups[0][0] if groups[0] else None
+        judged = judge_direction(value, list(groups[1]), list(groups[2]), TH)
         return judged.verdict, None if judged.calibration is None else judged.calibration.score
 
     nulls = [ContextEvidence.from_shifts(torch.randn(12, 32, generator=gen), torch.randn(32, generator=gen), g)
              for _ in range(6)]  # shifts unrelated to their targets
     positives = [_evidence(target, g, 0.3, 10 + s) for s in range(4)]
-    clear = joint_bootstrap(_evidence(target, g, 0.3, 99), nulls, positives, decide, n_resamples=100)
+    clear = joint_bootstrap([[_evidence(target, g, 0.3, 99)], nulls, positives], decide, n_resamples=100)
     assert clear.share_same == 1.0 and clear.score_interval is not None
     assert clear.value_interval[0] <= clear.value_interval[1]
-    absent = joint_bootstrap(None, nulls, positives, decide, n_resamples=20)
+    absent = joint_bootstrap([[], nulls, positives], decide, n_resamples=20)
     assert absent.share_same == 1.0 and absent.value_interval is None
     with pytest.raises(ValueError, match="same test contexts"):
-        joint_bootstrap(_evidence(target, g, 0.3, 1, k=5), nulls, positives, decide)
+        joint_bootstrap([[_evidence(target, g, 0.3, 1, k=5)], nulls, positives], decide)
 
 
 def test_natural_nulls_lie_in_the_natural_subspace_at_the_norm():

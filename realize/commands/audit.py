@@ -7,28 +7,12 @@ process merges (`realize merge DIR` does the same by hand)."""
 from __future__ import annotations
 
 import argparse
-import dataclasses
-import json
-import shutil
-from collections.abc import Callable
 from pathlib import Path
 
-from realize.data.atomic import write_text_atomic
 from realize.data.errors import UserInputError
 from realize.data.models import cache_root
-from realize.data.safe_text import printable
 from realize.data.vectors import SteeringVector, save_safetensors
-from realize.audit_batch import audit_shard, balanced, lookup, plan_audit
-from realize.audit_output import (
-    IDENTITY,
-    ITEMS,
-    merge_directory,
-    summary_line,
-    write_plan,
-)
 from realize.config import BUDGETS, PRESETS, AuditConfig
-from realize.audit_store import ItemStore
-from realize.audit_types import VectorAudit
 from realize.commands.common import (
     add_model_argument,
     add_vector_arguments,
@@ -38,6 +22,11 @@ from realize.commands.common import (
     require_scale,
 )
 from realize.distributed import process_state
+from realize.identity import AuditIdentity
+from realize.outputs import prepare_directory, progress_line, summary_line
+from realize.pipeline import AuditPlan, run_audit
+from realize.scorers.realism import load_classifier
+from realize.store import ItemStore
 from realize.vector_training import MelboConfig, train_melbo
 from realize.verdict import VerdictThresholds
 
@@ -97,52 +86,10 @@ def _config(args: argparse.Namespace) -> AuditConfig:
     return build_config(AuditConfig, values)
 
 
-def _prepare_out(out: Path, identity: dict[str, object], overwrite: bool) -> None:
-    """Refuse an --out that holds another configuration's results unless --overwrite; resume a matching one."""
-    marker = out / IDENTITY
-    if marker.is_file():
-        try:
-            previous = json.loads(marker.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            previous = None
-        if previous != identity:
-            if not overwrite:
-                raise UserInputError(f"--out {out}: holds results of a different configuration; "
-                                     "pass --overwrite to replace them, or choose another directory")
-            shutil.rmtree(out / ITEMS, ignore_errors=True)
-    elif out.exists() and not out.is_dir():
-        raise UserInputError(f"--out {out}: exists and is not a directory")
-    elif out.exists() and any(out.iterdir()) and not overwrite and not (out / ITEMS).exists():
-        raise UserInputError(f"--out {out}: exists and is not a realize audit directory; pass --overwrite or "
-                             "choose another directory")
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        write_text_atomic(marker, json.dumps(identity, indent=2, sort_keys=True) + "\n")
-    except OSError as err:
-        raise UserInputError(f"--out {out}: cannot write there ({err.strerror or err})") from None
-
-
-def _progress_line(rank: int, world: int) -> Callable[[VectorAudit], None]:
-    prefix = f"[process {rank}/{world}] " if world > 1 else ""
-
-    def show(audit: VectorAudit) -> None:
-        values = []
-        if "activation" in audit.axes:
-            values.append(f"test specific cos {audit.best.specific_cos:.2f}" if audit.best
-                          else "no natural-enough prompt (activation)")
-        if audit.behavior is not None:
-            values.append(f"test recovery {audit.behavior.best.recovery:.2f}" if audit.behavior.best
-                          else "no natural-enough prompt (behavior)")
-        best = ", ".join(values)
-        name = printable(audit.name, limit=200)
-        print(f"{prefix}finished {audit.kind} {name}: {best} ({audit.seconds:.0f} s)", flush=True)
-
-    return show
-
-
 def _run(args: argparse.Namespace) -> int:
-    """Plan the items; audit the pending ones, split across processes when launched with `accelerate launch` or
-    `torchrun`; the main process then merges every item into the outputs."""
+    """Load the model and vectors (training the demo's MELBO vectors once); then the one pipeline
+    (`realize.pipeline.run_audit`), its pending items split across processes when launched with `accelerate
+    launch` or `torchrun`; the main process judges and writes the outputs, and prints the verdicts."""
     if not args.vectors and not args.demo:
         raise UserInputError("no vectors: pass VECTOR_FILE... or --demo")
     config = _config(args)
@@ -155,37 +102,30 @@ def _run(args: argparse.Namespace) -> int:
         for vector in loaded:
             require_scale(vector, path)
         vectors += loaded
-    identity = {"model": lm.name, "config": json.loads(json.dumps(config.key(), default=str)),
-                "placement": args.placement}
+    classifier = load_classifier()
     demo_file = out / "demo_vectors.safetensors"
-    if state.is_main_process:
-        _prepare_out(out, identity, args.overwrite)
-        if args.demo and not demo_file.is_file():
-            steps = 40 if args.budget == "quick" else 100
-            melbo = MelboConfig(n_vectors=2, steps=steps, seed=args.seed, show_progress=not args.quiet)
-            save_safetensors(train_melbo(lm, DEMO_PROMPTS, melbo), demo_file)
-    state.wait_for_everyone()
     if args.demo:
+        if state.is_main_process:  # the directory is checked before anything is written into it
+            prepare_directory(out, AuditIdentity.of(lm, config, classifier), args.overwrite)
+            if not demo_file.is_file():
+                steps = 40 if args.budget == "quick" else 100
+                melbo = MelboConfig(n_vectors=2, steps=steps, seed=args.seed, show_progress=not args.quiet)
+                save_safetensors(train_melbo(lm, DEMO_PROMPTS, melbo), demo_file)
+        state.wait_for_everyone()
         vectors += load_vectors_arg(str(demo_file), args, lm)
-    store = ItemStore(out / ITEMS)
     cache = None if args.no_control_cache else ItemStore(Path(args.control_cache) if args.control_cache
                                                          else cache_root() / "controls")
-    plan = plan_audit(lm, vectors, config)
-    pending = [t for t in plan.targets if lookup(t, store, cache) is None]
-    if state.is_main_process:
-        write_plan(out, plan.targets)
-        print(f"{len(plan.targets)} items ({len(plan.targets) - len(pending)} already done), "
-              f"{state.num_processes} process(es)", flush=True)
-    state.wait_for_everyone()  # every process has its pending list before anyone writes an item
-    shard_config = dataclasses.replace(config, show_progress=config.show_progress and state.is_main_process)
-    with state.split_between_processes(balanced(pending, state.num_processes)) as mine:
-        audit_shard(plan, mine, shard_config, store, control_cache=cache,
-                    on_item=_progress_line(state.process_index, state.num_processes))
-    state.wait_for_everyone()
-    if not state.is_main_process:
+    prefix = f"[process {state.process_index}/{state.num_processes}] " if state.num_processes > 1 else ""
+
+    def planned(plan: AuditPlan, done: int) -> None:
+        print(f"{len(plan.targets)} items ({done} already done), {state.num_processes} process(es)", flush=True)
+
+    report = run_audit(lm, vectors, config, out, state=state, classifier=classifier, control_cache=cache,
+                       overwrite=args.overwrite, on_plan=planned,
+                       on_item=lambda audit: print(prefix + progress_line(audit), flush=True))
+    if report is None:
         return 0
-    judged, paths = merge_directory(out)
-    for j in [j for j in judged if j.audit.kind == "vector"] + [j for j in judged if j.audit.kind != "vector"]:
+    for j in report.vectors + tuple(j for j in report.items if j.audit.kind != "vector"):
         print(("" if j.audit.kind == "vector" else "  control ") + summary_line(j))
-    print(f"report: {paths['report']}\nresults: {paths['results']}\ndataset: {paths['dataset']}")
+    print(f"report: {out / 'report.html'}\nresults: {out / 'results.parquet'}\ndataset: {out / 'dataset'}")
     return 0

@@ -16,7 +16,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--out", required=True, help="dataset directory to write")
     parser.add_argument("--verdict", action="append", choices=VERDICTS,
                         help="verdicts to keep (repeatable; default: realizable and partially realizable)")
-    parser.add_argument("--vectors-only", action="store_true", help="drop the positive-control rows")
+    parser.add_argument("--include-positives", action="store_true",
+                        help="also keep the positive controls' rows (held-out natural prompts' steers)")
     parser.add_argument("--include-null", action="store_true", help="also keep random-direction control rows")
     parser.set_defaults(func=_run)
 
@@ -27,7 +28,7 @@ def _run(args: argparse.Namespace) -> int:
         raise UserInputError(f"{args.audit_dir}: no results.parquet here (run `realize audit --out DIR` first)")
     rows = read_rows(results)
     verdicts = tuple(args.verdict or ("realizable", "partially realizable"))
-    kinds = ("vector",) if args.vectors_only else ("vector", "positive")
+    kinds: tuple[str, ...] = ("vector", "positive", "behavior-positive") if args.include_positives else ("vector",)
     if args.include_null:
         kinds += ("null",)
     n = export_dataset(rows, args.out, verdicts=verdicts, kinds=kinds)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from realize.audit_output import merge_directory, summary_line
+from realize.outputs import merge_directory, summary_line
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -14,10 +14,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    judged, paths = merge_directory(args.audit_dir)
-    for j in judged:
-        if j.audit.kind == "vector":
-            print(summary_line(j))
-    print(f"merged {len(judged)} items\nreport: {paths['report']}\nresults: {paths['results']}\n"
+    report, paths = merge_directory(args.audit_dir)
+    for j in report.vectors:
+        print(summary_line(j))
+    print(f"merged {len(report.items)} items\nreport: {paths['report']}\nresults: {paths['results']}\n"
           f"dataset: {paths['dataset']}")
     return 0

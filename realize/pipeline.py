@@ -1,66 +1,50 @@
-"""Batch audits: plan the work items, audit any shard of them, judge them all together.
+"""One audit pipeline, used by `realize.audit()` in one process and by `realize audit` across processes:
 
-A work item is one `Target` (a vector's layer, or a calibration control) under one `AuditConfig`; its id hashes the
-direction bytes, layer, scale and everything its result depends on (model fingerprint, the corpora, the realism
-weights, `CALIBRATION_VERSION`, the item-relevant configuration), so every process derives the same plan and ids
-without talking to the others. Items are independent; only the verdicts need them all (`realize.judging`).
+    plan -> run (a shard of the items) -> judge -> write
 
-    plan_audit(lm, vectors, config, classifier) -> AuditPlan       # settings per layer + targets, controls first
-    audit_shard(plan, targets, config, store, *, control_cache, on_item) -> list[VectorAudit]   # one shard
-    run_audit(lm, vectors, config, store, ...) -> list[JudgedAudit]  # all of it in one process
-    balanced(targets, n) -> list[Target]                           # order so contiguous n-way splits balance
+    plan_audit(lm, vectors, config, classifier) -> AuditPlan     # identity, settings per layer set, items in order
+    run_shard(plan, targets, store, *, control_cache, on_item)   # audit pending items, store each as it finishes
+    run_audit(lm, vectors, config, out, *, ...) -> AuditReport   # the whole pipeline in a directory
 
-Calibration controls are cached on disk across runs (`control_cache`, keyed by the item id); a run finds them there
-before computing them.
+A work item is one `Target` (a vector's layers, or a calibration control); its id hashes the steer and everything its
+result depends on (`realize.identity.AuditIdentity.item_key`), so every process derives the same plan and ids
+without talking to the others. Items are independent; only the verdicts need them all. Both routes judge the items
+as stored (the same evidence a later `realize merge` reads), with the configuration object they were given.
+
+Calibration controls are cached across runs (`control_cache`, keyed by the item id); a run finds them there before
+computing them.
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
+from accelerate import PartialState
 from tqdm.auto import tqdm
 
-from realize.audit_item import audit_target
-from realize.audit_search import AuditSetting, ContextSplit, make_setting
-from realize.audit_store import ItemStore
-from realize.audit_types import JudgedAudit, VectorAudit
 from realize.config import AuditConfig
-from realize.corpus_shifts import corpora_digest
 from realize.data.corpora import load_corpus
 from realize.data.models import LoadedModel, cache_root
 from realize.data.vectors import SteeringVector
+from realize.evidence import VectorAudit
+from realize.identity import AuditIdentity
+from realize.item import audit_target
 from realize.judging import judge_all
+from realize.outputs import ITEMS, AuditReport, prepare_directory, read_items, write_plan
 from realize.scorers.realism import RealismClassifier, load_classifier
+from realize.setting import AuditSetting, ContextSplit, make_setting
+from realize.store import ItemStore
 from realize.targets import Target, norm_bins, null_targets, positive_targets, vector_targets
 
 logger = logging.getLogger(__name__)
-CALIBRATION_VERSION = "4"  # bump when the search, the controls or what an item stores changes
-
-
-def model_fingerprint(lm: LoadedModel) -> str:
-    """A cheap content hash of the model (names, shapes and the first 256 values of every parameter)."""
-    digest = hashlib.sha256(lm.name.encode())
-    for name, param in lm.model.named_parameters():
-        digest.update(f"{name}:{tuple(param.shape)}".encode())
-        digest.update(param.detach().reshape(-1)[:256].to(torch.float32).cpu().numpy().tobytes())
-    return digest.hexdigest()[:16]
-
-
-def classifier_digest(classifier: RealismClassifier) -> str:
-    """Hash of the realism classifier's parameters (the shipped weights or a user's)."""
-    digest = hashlib.sha256(repr((classifier.feature_names, classifier.threshold)).encode())
-    for tensor in (classifier.mean, classifier.std, *[t for layer in classifier.layers for t in layer]):
-        digest.update(tensor.detach().float().contiguous().numpy().tobytes())
-    return digest.hexdigest()[:16]
 
 
 @dataclass(frozen=True)
 class AuditPlan:
+    identity: AuditIdentity
     settings: Mapping[tuple[int, ...], AuditSetting]  # layers -> shared contexts, generic directions, corpus shifts
     targets: tuple[Target, ...]  # per set of layers: controls first, then its vectors
 
@@ -72,14 +56,12 @@ def plan_audit(lm: LoadedModel, vectors: Sequence[SteeringVector], config: Audit
                classifier: RealismClassifier | None = None, *, cache_dir: Path | None = None) -> AuditPlan:
     """Every work item of an audit of `vectors` (deterministic: every process gets the same plan). `classifier`
     defaults to the shipped realism classifier; `cache_dir` holds the corpus-shift cache (default
-    `$REALIZE_CACHE/corpus_shifts`)."""
+    `$REALIZE_CACHE/corpus_shifts`). Asserts that every planned target has a setting."""
     classifier = classifier or load_classifier()
+    identity = AuditIdentity.of(lm, config, classifier)
+    key = identity.item_key()
     contexts = ContextSplit.of(load_corpus("contexts"), config.n_opt_contexts, config.n_selection, config.n_test,
                                config.seed)
-    fingerprint = model_fingerprint(lm)
-    key = {"model": lm.name, "fingerprint": fingerprint, "corpora": corpora_digest(),
-           "realism": classifier_digest(classifier), "calibration_version": CALIBRATION_VERSION,
-           **config.item_key()}
     vector_items = vector_targets(vectors, key, config)
     behavior = None
     if "behavior" in config.axes:
@@ -89,15 +71,15 @@ def plan_audit(lm: LoadedModel, vectors: Sequence[SteeringVector], config: Audit
     shifts_dir = cache_dir if cache_dir is not None else cache_root() / "corpus_shifts"
     for layers in sorted({t.layers for t in vector_items}):
         setting = make_setting(lm, layers, config.placement, contexts, classifier, config.thresholds.min_realism,
-                               fingerprint=fingerprint, cache_dir=shifts_dir, behavior_contexts=behavior,
+                               fingerprint=identity.weights, cache_dir=shifts_dir, behavior_contexts=behavior,
                                show_progress=config.show_progress)
         settings[layers] = setting
         items = [t for t in vector_items if t.layers == layers]
-        controls = positive_targets(setting.corpora, config, key)
+        controls = positive_targets(setting.corpora, setting.generic_opt, config, key)
         for bins in sorted({norm_bins(t.goal) for t in items}):
             controls += null_targets(setting.corpora, bins, config, key)
         targets += controls + items
-    plan = AuditPlan(settings, tuple(targets))
+    plan = AuditPlan(identity, settings, tuple(targets))
     for target in plan.targets:  # no target may be planned that the plan cannot serve
         if target.layers not in plan.settings:
             raise AssertionError(f"plan: {target.kind} {target.name} acts at layers {list(target.layers)}, for which "
@@ -122,19 +104,14 @@ def lookup(target: Target, store: ItemStore, control_cache: ItemStore | None) ->
     return found
 
 
-def audit_shard(
-    plan: AuditPlan,
-    targets: Sequence[Target],
-    config: AuditConfig,
-    store: ItemStore,
-    *,
-    control_cache: ItemStore | None = None,
-    on_item: Callable[[VectorAudit], None] | None = None,
-) -> list[VectorAudit]:
+def run_shard(plan: AuditPlan, targets: Sequence[Target], store: ItemStore, *,
+              control_cache: ItemStore | None = None, on_item: Callable[[VectorAudit], None] | None = None,
+              show_progress: bool = True) -> list[VectorAudit]:
     """Audit `targets` (a shard of `plan.targets`), skipping finished ones; each item is stored (atomically) as
     soon as it is done. Returns the shard's evidence, in order."""
+    config = plan.identity.config
     out = []
-    for target in tqdm(targets, desc="items", disable=not config.show_progress):
+    for target in tqdm(targets, desc="items", disable=not (show_progress and config.show_progress)):
         audit = lookup(target, store, control_cache)
         if audit is not None:
             logger.info("%s: already audited (%s), skipped", target.name, store.path(target.vector_id))
@@ -153,15 +130,44 @@ def run_audit(
     lm: LoadedModel,
     vectors: Sequence[SteeringVector],
     config: AuditConfig,
-    store: ItemStore,
+    out: Path,
     *,
+    state: PartialState | None = None,
     classifier: RealismClassifier | None = None,
     control_cache: ItemStore | None = None,
     cache_dir: Path | None = None,
+    overwrite: bool = False,
+    write: bool = True,
     on_item: Callable[[VectorAudit], None] | None = None,
-) -> list[JudgedAudit]:
-    """The whole audit in this process: every item (controls first, per layer), then every verdict."""
+    on_plan: Callable[[AuditPlan, int], None] | None = None,
+) -> AuditReport | None:
+    """The whole pipeline in the directory `out`: plan; the main process prepares `out` (refusing another audit's
+    results unless `overwrite`); the pending items are split across the processes of `state` (one plain process
+    when None); the main process judges every stored item and (with `write`) writes the outputs. Other processes
+    return None."""
+    main = state is None or state.is_main_process
     plan = plan_audit(lm, vectors, config, classifier, cache_dir=cache_dir)
-    audits = audit_shard(plan, plan.targets, config, store, control_cache=control_cache, on_item=on_item)
-    return judge_all(audits, config.thresholds, seed=config.seed)
-
+    store = ItemStore(out / ITEMS)
+    if main:
+        prepare_directory(out, plan.identity, overwrite)
+        write_plan(out, plan.targets)
+    if state is not None:
+        state.wait_for_everyone()
+    pending = [t for t in plan.targets if lookup(t, store, control_cache) is None]
+    if main and on_plan is not None:
+        on_plan(plan, len(plan.targets) - len(pending))
+    if state is None:
+        run_shard(plan, pending, store, control_cache=control_cache, on_item=on_item)
+    else:
+        state.wait_for_everyone()  # every process has its pending list before anyone writes an item
+        with state.split_between_processes(balanced(pending, state.num_processes)) as mine:
+            run_shard(plan, mine, store, control_cache=control_cache, on_item=on_item, show_progress=main)
+        state.wait_for_everyone()
+    if not main:
+        return None
+    judged = judge_all(read_items(out, [(t.vector_id, t.name) for t in plan.targets]), config.thresholds,
+                       seed=config.seed)
+    report = AuditReport(tuple(judged), plan.identity)
+    if write:
+        report.save(out)
+    return report

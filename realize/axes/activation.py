@@ -1,0 +1,167 @@
+"""The activation axis: can an ordinary prompt produce the steer's shift at its layer(s)?
+
+- search: the best corpus prompts by the activation objective on the optimization contexts (retrieval: one matrix
+  product over the cached corpus shifts), then natural GCG (`realize.attacks.natural`: whole-word moves under a
+  fluency budget) from the best of them; without retrieval, natural GCG from the LM-guided beam's prompt;
+- score: specific cosine on selection contexts (it chooses); on test contexts raw and specific cosine, per-position
+  cosine, norm ratio and FVE (reported), and the per-test-context evidence of the specific cosine;
+- unrelated panel: corpus instructions from clusters that retrieval does not rank near the target.
+
+Several layers: every number is the mean over the layers (FVE pools them: 1 - sum |s_i - t_i|^2 / sum |t_i|^2);
+`per_layer` keeps the breakdown.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+
+from realize.attacks.beam import BeamConfig
+from realize.attacks.natural import NaturalConfig
+from realize.attacks.natural import run as natural_run
+from realize.attacks.objectives import ActivationObjectiveConfig, ActivationShiftObjective
+from realize.axes.common import Candidate, Naturalness, unique
+from realize.config import AuditConfig
+from realize.corpus_shifts import retrieval_losses
+from realize.data.chat import encode
+from realize.data.models import pad_id
+from realize.data.shift import prompt_shifts_at, shift_metrics
+from realize.evidence import ActivationScore, AxisEvidence, Axis, BehaviorFacts, Measured
+from realize.resampling import ContextEvidence, LayersEvidence
+from realize.setting import AuditSetting
+from realize.targets import Target
+
+Goal = dict[int, torch.Tensor]  # layer -> a*v at that layer (d,)
+RELATED = 24  # the unrelated panel leaves out the clusters of this many best-ranked corpus prompts
+
+
+def retrieval_ranking(setting: AuditSetting, goal: Goal, exclude_clusters: Sequence[str] = ()) -> list[int]:
+    """Rows of the retrieval corpus (natural prompts, excluded clusters removed), lowest objective loss (summed over
+    the goal's layers, from the cached shifts of the optimization contexts) first."""
+    corpus = setting.corpus
+    excluded = set(exclude_clusters)
+    rows = [i for i, (c, k) in enumerate(zip(corpus.corpora, corpus.clusters, strict=True))
+            if c == "natural_prompts" and k not in excluded]
+    if not rows:
+        return []
+    losses = sum(retrieval_losses(setting.corpora[i].shifts[rows], t, setting.generic_opt[i]) for i, t in goal.items())
+    assert isinstance(losses, torch.Tensor)
+    return [rows[i] for i in losses.argsort().tolist()]
+
+
+def retrieve(setting: AuditSetting, goal: Goal, keep: int, exclude_clusters: Sequence[str] = ()) -> list[Candidate]:
+    """The `keep` natural prompts with the lowest objective loss on the optimization contexts."""
+    tok, corpus = setting.lm.tokenizer, setting.corpus
+    return [(tuple(encode(tok, corpus.prompts[i])), "retrieval")
+            for i in retrieval_ranking(setting, goal, exclude_clusters)[: max(keep, 0)]]
+
+
+def search(setting: AuditSetting, goal: Goal, config: AuditConfig, *, exclude_clusters: Sequence[str] = (),
+           retrieval: bool = True) -> list[Candidate]:
+    """Candidate prompts for `goal` (one steer, its loss summed over its layers), unique ids (module docstring)."""
+    lm, budget, seed = setting.lm, config.search, config.seed
+    assert budget is not None
+    candidates = retrieve(setting, goal, budget.keep_retrieval, exclude_clusters) if retrieval else []
+    objective = ActivationShiftObjective(
+        lm.model, lm.tokenizer, setting.layout, dict(goal), None,
+        [encode(lm.tokenizer, c) for c in setting.contexts.optimization],
+        generic={i: setting.generic_opt[i] for i in goal}, config=ActivationObjectiveConfig(),
+    )
+    beam = BeamConfig(beam_width=budget.beam_width, samples_per_beam=budget.beam_samples,
+                      length=budget.beam_length, seed=seed)
+    starts: list[tuple[int, ...] | None] = [ids for ids, _ in candidates[: budget.starts]] or [None]
+    attack = "natural" if retrieval else "natural-from-beam"
+    for i, start in enumerate(starts):
+        natural = NaturalConfig(steps=budget.steps, width=budget.width, max_frontier=budget.max_frontier,
+                                seed=seed + i, init_beam=beam)
+        result = natural_run(objective, lm, setting.layout, natural, init=start)
+        candidates += [(point.ids, attack) for point in result.frontier]
+    return unique(candidates)
+
+
+def _mean(values: Sequence[float]) -> float:
+    return float(sum(values) / len(values))
+
+
+def score(setting: AuditSetting, goal: Goal, candidates: Sequence[Candidate],
+          naturalness: Sequence[Naturalness]) -> list[Measured]:
+    """Selection and test metrics of each candidate, with the per-test-context evidence of its specific cosine."""
+    if not candidates:
+        return []
+    lm, split = setting.lm, setting.contexts
+    layers = sorted(goal)
+    contexts = [encode(lm.tokenizer, c) for c in (*split.selection, *split.test)]
+    deltas = prompt_shifts_at(lm.model, setting.layout, [list(ids) for ids, _ in candidates], contexts, layers,
+                              base={i: [*setting.base_selection[i], *setting.base_test[i]] for i in layers},
+                              pad_id=pad_id(lm.tokenizer))
+    n_sel = len(split.selection)
+    out = []
+    for c, ((ids, attack), nat) in enumerate(zip(candidates, naturalness, strict=True)):
+        selection, test, parts, residual, energy = [], [], [], 0.0, 0.0
+        for i in layers:
+            d, t = deltas[i][c], goal[i].float()
+            selection.append(shift_metrics(d[:n_sel], t, setting.generic_selection[i]))
+            test.append(shift_metrics(d[n_sel:], t, setting.generic_test[i]))
+            per_context = torch.stack([x.mean(dim=0) for x in d[n_sel:]])
+            parts.append(ContextEvidence.from_shifts(per_context, t, setting.generic_test[i]))
+            residual += float((per_context.mean(dim=0) - t).pow(2).sum())
+            energy += float(t.pow(2).sum())
+        per_layer = tuple((i, m.cos, float(m.specific_cos), m.norm_ratio) for i, m in zip(layers, test, strict=True))
+        score_ = ActivationScore(
+            prompt=lm.tokenizer.decode(list(ids)), ids=ids, attack=attack,
+            selection=_mean([float(m.specific_cos) for m in selection]),
+            value=_mean([float(m.specific_cos) for m in test]), cos=_mean([m.cos for m in test]),
+            per_position_cos=_mean([m.per_position_cos for m in test]),
+            norm_ratio=_mean([m.norm_ratio for m in test]), fve=1.0 - residual / max(energy, 1e-12),
+            perplexity=nat.perplexity, worst_window_perplexity=nat.worst_window_perplexity, realism=nat.realism,
+            per_context=tuple(_mean(v) for v in zip(*(m.per_context_cos for m in test), strict=True)),
+            per_layer=per_layer if len(layers) > 1 else (),
+        )
+        out.append(Measured(score_, parts[0] if len(parts) == 1 else LayersEvidence(tuple(parts))))
+    return out
+
+
+def unrelated_panel(setting: AuditSetting, goal: Goal, size: int, seed: int) -> list[Candidate]:
+    """`size` corpus instructions, one per cluster, drawn with `seed` from the clusters that retrieval does not rank
+    among its best `RELATED` for this goal."""
+    ranking = retrieval_ranking(setting, goal)
+    corpus = setting.corpus
+    related = {corpus.clusters[i] for i in ranking[:RELATED]}
+    first: dict[str, int] = {}
+    for i in sorted(ranking):
+        if corpus.clusters[i] not in related:
+            first.setdefault(corpus.clusters[i], i)
+    pool = sorted(first.values())
+    chosen = torch.randperm(len(pool), generator=torch.Generator().manual_seed(seed))[:size].tolist()
+    return [(tuple(encode(setting.lm.tokenizer, corpus.prompts[pool[j]])), "unrelated panel") for j in sorted(chosen)]
+
+
+@dataclass(frozen=True)
+class ActivationProbe:
+    setting: AuditSetting
+    target: Target
+    goal: Goal
+    config: AuditConfig
+
+    def search(self, *, retrieval: bool) -> list[Candidate]:
+        return search(self.setting, self.goal, self.config, exclude_clusters=self.target.exclude_clusters,
+                      retrieval=retrieval)
+
+    def unrelated(self, size: int) -> list[Candidate]:
+        return unrelated_panel(self.setting, self.goal, size, self.config.seed)
+
+    def score(self, candidates: Sequence[Candidate], naturalness: Sequence[Naturalness]) -> list[Measured]:
+        return score(self.setting, self.goal, candidates, naturalness)
+
+    def facts(self, best: Measured | None) -> BehaviorFacts | None:
+        return None
+
+
+class ActivationAxis:
+    name: Axis = "activation"
+
+    def prepare(self, setting: AuditSetting, target: Target, goal: Goal, config: AuditConfig,
+                earlier: dict[Axis, AxisEvidence]) -> ActivationProbe:
+        return ActivationProbe(setting, target, goal, config)

@@ -1,0 +1,145 @@
+"""The one protocol every audit axis follows, and the driver that runs it.
+
+An axis prepares a `Probe` for one target (what the vector does on its contexts), and the driver runs the same
+steps on every axis:
+
+    search        candidates from retrieval and the search (optimization contexts only)
+    score         every candidate on selection contexts (chooses) and test contexts (reports), plus naturalness
+    pick          the highest selection value among prompts at or above the realism threshold
+    content test  the best prompt's form siblings (`realize.attacks.siblings`) and an unrelated-instruction panel,
+                  scored the same way; positives also their own held-out prompt and its siblings
+    evidence      one `AxisEvidence`, the same shape on every axis
+
+so no step is written twice and nothing branches on the axis outside its own module.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from realize.attacks.siblings import SiblingConfig, form_siblings
+from realize.config import AuditConfig
+from realize.data.chat import encode
+from realize.evidence import Axis, AxisEvidence, BehaviorFacts, Measured, Score
+from realize.scorers.perplexity import PerplexityScore, score_perplexity
+from realize.scorers.realism import realism_scores
+from realize.setting import AuditSetting
+from realize.targets import Target
+
+Candidate = tuple[tuple[int, ...], str]  # (prompt ids, what found it)
+
+
+class Probe(Protocol):
+    """One target prepared on one axis."""
+
+    def search(self, *, retrieval: bool) -> list[Candidate]:
+        """Candidates from the optimization contexts (retrieval off: what the search does alone)."""
+        ...
+
+    def unrelated(self, size: int) -> list[Candidate]:
+        """A panel of `size` corpus instructions unrelated to the target (seeded)."""
+        ...
+
+    def score(self, candidates: Sequence[Candidate], naturalness: Sequence[Naturalness]) -> list[Measured]:
+        """Each candidate on selection and test contexts, with its per-test-context evidence."""
+        ...
+
+    def facts(self, best: Measured | None) -> BehaviorFacts | None:
+        """What only this axis reports (behavior: effect, generations; activation: None)."""
+        ...
+
+
+class AuditAxis(Protocol):
+    name: Axis
+
+    def prepare(self, setting: AuditSetting, target: Target, goal: dict, config: AuditConfig,
+                earlier: dict[Axis, AxisEvidence]) -> Probe:
+        """The probe of `target` on this axis (`goal` = {layer: a v}; `earlier`: the axes measured before it)."""
+        ...
+
+
+@dataclass(frozen=True)
+class Naturalness:
+    perplexity: float
+    worst_window_perplexity: float
+    realism: float
+
+
+def unique(candidates: Sequence[Candidate]) -> list[Candidate]:
+    """Non-empty candidates, each prompt once (the first attack that found it), in order."""
+    seen: set[tuple[int, ...]] = set()
+    out = []
+    for ids, name in candidates:
+        if ids and ids not in seen:
+            seen.add(ids)
+            out.append((ids, name))
+    return out
+
+
+def naturalness(setting: AuditSetting, candidates: Sequence[Candidate]) -> list[Naturalness]:
+    """Perplexity (chat position, worst window) and realism of each candidate's text."""
+    if not candidates:
+        return []
+    texts = [setting.lm.tokenizer.decode(list(ids)) for ids, _ in candidates]
+    ppl: list[PerplexityScore] = score_perplexity(setting.lm, texts)
+    realism = realism_scores(setting.lm, texts, setting.classifier)
+    return [Naturalness(p.perplexity, p.worst_window_perplexity, float(r)) for p, r in zip(ppl, realism, strict=True)]
+
+
+def pick(scores: Sequence[Score], min_realism: float, *, attacks: Sequence[str] | None = None) -> int | None:
+    """Index of the highest selection value among prompts with realism >= `min_realism` (and, if given, found by one
+    of `attacks`); None when no prompt qualifies."""
+    best, index = -math.inf, None
+    for i, s in enumerate(scores):
+        if s.realism < min_realism or not math.isfinite(s.selection):
+            continue
+        if attacks is not None and s.attack not in attacks:
+            continue
+        if s.selection > best:
+            best, index = s.selection, i
+    return index
+
+
+def _scored(setting: AuditSetting, probe: Probe, candidates: Sequence[Candidate]) -> list[Measured]:
+    return probe.score(candidates, naturalness(setting, candidates)) if candidates else []
+
+
+def _siblings(setting: AuditSetting, probe: Probe, ids: tuple[int, ...], config: AuditConfig) -> tuple[Measured, ...]:
+    if config.n_siblings < 1:
+        return ()
+    siblings = form_siblings(setting.lm, setting.layout, ids, SiblingConfig(n=config.n_siblings))
+    return tuple(_scored(setting, probe, [(s, "sibling") for s in siblings]))
+
+
+def measure_axis(axis: AuditAxis, setting: AuditSetting, target: Target, goal: dict, config: AuditConfig,
+                 earlier: dict[Axis, AxisEvidence]) -> AxisEvidence:
+    """Run the protocol (module docstring) for one target on one axis."""
+    probe = axis.prepare(setting, target, goal, config, earlier)
+    measured = _scored(setting, probe, probe.search(retrieval=True))
+    frontier = [m.score for m in measured]
+    floor = setting.min_realism
+    index = pick(frontier, floor)
+    best = None if index is None else measured[index]
+    corpus = pick(frontier, floor, attacks=("retrieval",))
+    search_alone = None
+    if target.kind == "positive":  # activation positives: what the search does without the corpus (reported)
+        alone = [m.score for m in _scored(setting, probe, probe.search(retrieval=False))]
+        found = pick(alone, floor)
+        search_alone = None if found is None else alone[found]
+    panel = _scored(setting, probe, unique(probe.unrelated(config.n_unrelated))) if config.n_unrelated else []
+    chosen = pick([m.score for m in panel], -math.inf)  # corpus instructions: natural by construction
+    true_prompt, true_siblings = None, ()
+    if target.prompt:
+        ids = tuple(encode(setting.lm.tokenizer, target.prompt))
+        (true_prompt,) = _scored(setting, probe, [(ids, "true prompt")])
+        true_siblings = _siblings(setting, probe, ids, config)
+    return AxisEvidence(
+        axis=axis.name, frontier=tuple(frontier), best=best,
+        best_corpus=None if corpus is None else frontier[corpus], best_search_alone=search_alone,
+        siblings=() if best is None else _siblings(setting, probe, best.score.ids, config),
+        unrelated=None if chosen is None else panel[chosen], true_prompt=true_prompt, true_siblings=true_siblings,
+        behavior=probe.facts(best),
+    )

@@ -1,0 +1,164 @@
+"""Per-test-context evidence of a measured prompt, and the joint bootstrap over test contexts.
+
+An evidence object keeps just enough of a prompt's per-context numbers to recompute its value under any resample of
+the test contexts (a multiplicity vector w (K,), `realize.data.resample.resample_weights`), without storing shifts
+or logits:
+
+- `ContextEvidence` (activation, one layer): the specific cosine of the mean shift, sum_k w_k dots[k] / sqrt(w' G w);
+- `LayersEvidence` (activation, several layers): the mean over layers of each layer's specific cosine;
+- `RatioEvidence` (behavior): the pooled recovery 1 - sum_k w_k KL(S||P)_k / sum_k w_k KL(S||B)_k, never floored
+  (a prompt that makes the steered text less likely than no prompt scores below 0, and that is a measurement).
+
+`joint_bootstrap` resamples the test contexts once per draw for *every* group of evidence an item's verdict rests on
+(the item, its nulls, its positives, its siblings, ...), so the verdict is recomputed on paired data.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+import torch
+
+from realize.data.resample import percentile_interval, resample_weights
+
+
+class Evidence(Protocol):
+    """What the joint bootstrap needs of a measured prompt."""
+
+    @property
+    def size(self) -> int:  # number of test contexts
+        ...
+
+    def value(self, weights: torch.Tensor | None = None) -> float:  # the value with context multiplicities (K,)
+        ...
+
+    def values(self, weights: torch.Tensor) -> torch.Tensor:  # (R, K) multiplicities -> (R,) values, at once
+        ...
+
+
+@dataclass(frozen=True)
+class ContextEvidence:
+    """Specific cosine at one layer. With P the projection orthogonal to g, t the target and D_k the prompt's mean
+    shift on test context k: dots[k] = <P D_k, P t / |P t|> and gram[j][k] = <P D_j, P D_k>."""
+
+    dots: tuple[float, ...]
+    gram: tuple[tuple[float, ...], ...]
+
+    @classmethod
+    def from_shifts(cls, per_context: torch.Tensor, target: torch.Tensor, generic: torch.Tensor) -> ContextEvidence:
+        """per_context (K, d), target (d,), generic (d,)."""
+        unit_g = generic.double() / generic.double().norm().clamp_min(1e-12)
+        proj = per_context.double() - (per_context.double() @ unit_g).unsqueeze(1) * unit_g
+        t = target.double() - (target.double() @ unit_g) * unit_g
+        t = t / t.norm().clamp_min(1e-12)
+        return cls(tuple((proj @ t).tolist()), tuple(tuple(r) for r in (proj @ proj.T).tolist()))
+
+    @property
+    def size(self) -> int:
+        return len(self.dots)
+
+    def value(self, weights: torch.Tensor | None = None) -> float:
+        w = torch.ones(self.size, dtype=torch.long) if weights is None else weights
+        return float(self.values(w.reshape(1, -1))[0])
+
+    def values(self, weights: torch.Tensor) -> torch.Tensor:
+        w = weights.double()
+        dots = torch.tensor(self.dots, dtype=torch.float64)
+        gram = torch.tensor(self.gram, dtype=torch.float64)
+        denom = ((w @ gram) * w).sum(dim=1)
+        return torch.where(denom > 1e-24, (w @ dots) / denom.clamp_min(1e-24).sqrt(), torch.zeros_like(denom))
+
+
+@dataclass(frozen=True)
+class LayersEvidence:
+    """A steer at several layers: the mean over layers of each layer's specific cosine."""
+
+    parts: tuple[ContextEvidence, ...]
+
+    @property
+    def size(self) -> int:
+        return self.parts[0].size
+
+    def value(self, weights: torch.Tensor | None = None) -> float:
+        w = torch.ones(self.size, dtype=torch.long) if weights is None else weights
+        return float(self.values(w.reshape(1, -1))[0])
+
+    def values(self, weights: torch.Tensor) -> torch.Tensor:
+        return torch.stack([p.values(weights) for p in self.parts]).mean(dim=0)
+
+
+@dataclass(frozen=True)
+class RatioEvidence:
+    """Pooled behavior recovery: per test context, the summed KL(S||P) over the steered text's positions
+    (`numerators`) and the summed KL(S||B) (`denominators`). nan when the resample's denominators sum to ~0."""
+
+    numerators: tuple[float, ...]
+    denominators: tuple[float, ...]
+
+    @property
+    def size(self) -> int:
+        return len(self.numerators)
+
+    def value(self, weights: torch.Tensor | None = None) -> float:
+        w = torch.ones(self.size, dtype=torch.long) if weights is None else weights
+        return float(self.values(w.reshape(1, -1))[0])
+
+    def values(self, weights: torch.Tensor) -> torch.Tensor:
+        w = weights.double()
+        num = torch.tensor(self.numerators, dtype=torch.float64)
+        den = torch.tensor(self.denominators, dtype=torch.float64)
+        total = w @ den
+        return torch.where(total > 1e-9, 1.0 - (w @ num) / total.clamp_min(1e-9), torch.full_like(total, math.nan))
+
+
+AnyEvidence = ContextEvidence | LayersEvidence | RatioEvidence
+
+
+@dataclass(frozen=True)
+class Stability:
+    share_same: float  # share of resamples whose verdict equals the point verdict
+    score_interval: tuple[float, float] | None  # percentile interval of the score (None: no calibration)
+    value_interval: tuple[float, float] | None  # percentile interval of the item's value
+
+
+Decide = Callable[[Sequence[Sequence[float]]], tuple[str, float | None]]
+
+
+def joint_bootstrap(groups: Sequence[Sequence[Evidence]], decide: Decide, *, n_resamples: int = 200,
+                    level: float = 0.9, seed: int = 0) -> Stability:
+    """Resample test contexts jointly for every group; `decide(values per group) -> (verdict, score | None)`
+    recomputes the verdict on each resample. The first group is the item itself (one evidence, or none)."""
+    items = [e for group in groups for e in group]
+    point, _ = decide([[e.value() for e in group] for group in groups])
+    if not items:
+        return Stability(1.0, None, None)
+    k = items[0].size
+    if any(e.size != k for e in items):
+        raise ValueError("evidence: every item must come from the same test contexts")
+    weights = torch.stack(list(resample_weights(k, n_resamples, seed)))  # (R, K)
+    table = [[e.values(weights).tolist() for e in group] for group in groups]  # every value of every resample at once
+    same, scores, values = 0, [], []
+    for r in range(n_resamples):
+        resampled = [[column[r] for column in group] for group in table]
+        verdict, score = decide(resampled)
+        same += verdict == point
+        if score is not None:
+            scores.append(score)
+        values += [v for v in resampled[0] if math.isfinite(v)]
+    return Stability(same / n_resamples, percentile_interval(scores, level), percentile_interval(values, level))
+
+
+def paired_spread(first: Evidence, second: Evidence, *, n_resamples: int = 200, level: float = 0.95,
+                  seed: int = 0) -> float:
+    """One-sided spread of first - second under joint resampling of their contexts: the distance from the point
+    difference down to the (1 - level) quantile of the resampled differences (0 when they never differ)."""
+    point = first.value() - second.value()
+    weights = torch.stack(list(resample_weights(first.size, n_resamples, seed)))
+    diffs = first.values(weights) - second.values(weights)
+    finite = diffs[torch.isfinite(diffs)]
+    if finite.numel() == 0 or not math.isfinite(point):
+        return math.nan
+    return max(point - float(finite.quantile(1.0 - level)), 0.0)
