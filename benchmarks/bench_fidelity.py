@@ -45,14 +45,15 @@ Measure = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (n, d) shifts,
 
 
 def read_pairs(path: Path) -> list[tuple[str, str, str]]:
-    """(pair, prompt a, prompt b) from a TSV of pair<TAB>variant<TAB>prompt ('#' comments, a header)."""
-    rows: dict[str, dict[str, str]] = {}
+    """(pair, first prompt, second prompt) from a TSV whose first column names the pair and whose last column is
+    the prompt, two rows per pair ('#' comments and a header starting with 'pair' skipped)."""
+    rows: dict[str, list[str]] = {}
     for line in path.read_text(encoding="utf-8").splitlines():
         if not line.strip() or line.startswith("#") or line.startswith("pair\t"):
             continue
-        pair, variant, prompt = line.split("\t")
-        rows.setdefault(pair, {})[variant] = prompt
-    return [(pair, v["a"], v["b"]) for pair, v in rows.items()]
+        fields = line.split("\t")
+        rows.setdefault(fields[0], []).append(fields[-1])
+    return [(pair, prompts[0], prompts[1]) for pair, prompts in rows.items() if len(prompts) == 2]
 
 
 def _cos(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:

@@ -77,10 +77,17 @@ Score = ActivationScore | BehaviorScore
 
 @dataclass(frozen=True)
 class Measured:
-    """A score with the per-test-context evidence its value is recomputed from in the joint bootstrap."""
+    """A score with the per-test-context evidence its value is recomputed from in the joint bootstrap, and the
+    evidence of the content test's value (activation: the whitened cosine, `realize.setting.whitening`; behavior:
+    the recovery itself)."""
 
     score: Score
     evidence: AnyEvidence
+    content_evidence: AnyEvidence | None = None  # None: the content test uses `evidence`
+
+    @property
+    def content(self) -> AnyEvidence:
+        return self.evidence if self.content_evidence is None else self.content_evidence
 
 
 @dataclass(frozen=True)
@@ -127,7 +134,8 @@ class AxisEvidence:
 
     @property
     def content_margin(self) -> float | None:
-        """The best prompt's test value minus the mean of its form siblings' (None: no best prompt or siblings)."""
+        """The best prompt's content-test value minus the mean of its form siblings' (None: no best prompt or
+        siblings)."""
         return margin(self.best, self.siblings)
 
     @property
@@ -137,10 +145,11 @@ class AxisEvidence:
 
 
 def margin(prompt: Measured | None, siblings: tuple[Measured, ...]) -> float | None:
-    values = [s.score.value for s in siblings if math.isfinite(s.score.value)]
-    if prompt is None or not values or not math.isfinite(prompt.score.value):
+    """The prompt's content-test value minus the mean of its siblings' (None without a prompt or siblings)."""
+    values = [v for s in siblings if math.isfinite(v := s.content.value())]
+    if prompt is None or not values or not math.isfinite(own := prompt.content.value()):
         return None
-    return prompt.score.value - sum(values) / len(values)
+    return own - sum(values) / len(values)
 
 
 @dataclass(frozen=True)

@@ -5,8 +5,10 @@ controls of the same layer(s).
   shifts on the activation axis, steers distilled from them on the behavior axis), itself left out (controls are
   judged leave-one-out). A control without a natural-enough prompt, or one that barely changes the outputs (behavior
   axis: inert), is not usable: it can make a verdict "inconclusive" but never counts as a measured value.
-- Direction, content and magnitude rules: `realize.verdict`. The content test's calibration is the median margin by
-  which the positives' own held-out prompts beat their form siblings on this axis (`AxisEvidence.true_margin`).
+- Direction, content and magnitude rules: `realize.verdict`. The form test compares prompts in the content metric
+  (activation: the whitened cosine, `realize.setting.whitening`; behavior: the recovery); its calibration is the
+  median margin by which the positives' own held-out prompts beat their form siblings on this axis
+  (`AxisEvidence.true_margin`).
 - Stability: `joint_bootstrap` resamples the test contexts jointly for the item, its controls, its siblings and its
   unrelated instruction, and recomputes the whole verdict.
 - Each frontier prompt also gets its own verdict, decided on its *selection* value against the controls' selection
@@ -20,7 +22,7 @@ import statistics
 from collections.abc import Sequence
 
 from realize.evidence import (
-    POSITIVE_KIND, Axis, AxisEvidence, BehaviorScore, ContentTest, Judgement, JudgedAudit, Measured, Score, VectorAudit,
+    POSITIVE_KIND, Axis, BehaviorScore, ContentTest, Judgement, JudgedAudit, Measured, Score, VectorAudit,
 )
 from realize.resampling import Evidence, joint_bootstrap, paired_spread
 from realize.targets import norm_bin
@@ -70,14 +72,17 @@ def true_margin(positives: Sequence[VectorAudit], axis: Axis) -> float | None:
     return statistics.median(margins) if margins else None
 
 
-def _content(value: float, direction: DirectionJudgement, evidence: AxisEvidence, sibling_values: Sequence[float],
+def _content(value: float, content_value: float, direction: DirectionJudgement, sibling_values: Sequence[float],
              unrelated: float | None, spread: float, calibration: float | None,
              thresholds: VerdictThresholds) -> Content | None:
+    """The content outcome of a passing direction: `value` against the unrelated instruction (generic test), and
+    `content_value` against the siblings' values in the content test's metric (form test)."""
     if direction.verdict not in PASSING or direction.calibration is None:
         return None
     if is_generic(value, unrelated, direction.calibration.partial_bound, spread):
         return "generic"
-    margin = value - sum(sibling_values) / len(sibling_values) if sibling_values else None
+    finite = [v for v in sibling_values if math.isfinite(v)]
+    margin = content_value - sum(finite) / len(finite) if finite else None
     return "specific" if content_passes(margin, calibration, thresholds) else "form"
 
 
@@ -153,7 +158,7 @@ def judge_one(audit: VectorAudit, nulls: Sequence[VectorAudit], positives: Seque
             return "inconclusive", None
         value = groups[0][0] if groups[0] else None
         direction = judge_direction(value, list(groups[1]), list(groups[2]), thresholds, what=what)
-        content = None if value is None else _content(value, direction, evidence, groups[3],
+        content = None if value is None else _content(value, groups[5][0], direction, groups[3],
                                                       groups[4][0] if groups[4] else None, spread, calibration,
                                                       thresholds)
         score = direction.calibration.score if direction.calibration is not None else None
@@ -161,17 +166,16 @@ def judge_one(audit: VectorAudit, nulls: Sequence[VectorAudit], positives: Seque
 
     groups: list[list[Evidence]] = [
         [best.evidence] if best is not None else [], [_best(a, axis).evidence for a in nulls],
-        [_best(a, axis).evidence for a in positives], [s.evidence for s in evidence.siblings],
-        [unrelated.evidence] if unrelated is not None else []]
+        [_best(a, axis).evidence for a in positives], [s.content for s in evidence.siblings],
+        [unrelated.evidence] if unrelated is not None else [], [best.content] if best is not None else []]
     stability = joint_bootstrap(groups, decide, n_resamples=n_resamples, seed=seed)
     value = evidence.value
     direction = judge_direction(value, null_values, pos_values, thresholds, what=what)
     if inert:
         direction = DirectionJudgement("inconclusive", None, "inert")
-    sibling_values = [s.score.value for s in evidence.siblings if math.isfinite(s.score.value)]
-    outcome = None if value is None or inert else _content(
-        value, direction, evidence, sibling_values, None if unrelated is None else unrelated.score.value, spread,
-        calibration, thresholds)
+    outcome = None if value is None or best is None or inert else _content(
+        value, best.content.value(), direction, [s.content.value() for s in evidence.siblings],
+        None if unrelated is None else unrelated.score.value, spread, calibration, thresholds)
     content = None if outcome is None else ContentTest(
         outcome=outcome, margin=evidence.content_margin, true_margin=calibration,
         unrelated=None if unrelated is None else unrelated.score.value,

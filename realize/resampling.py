@@ -48,11 +48,15 @@ class ContextEvidence:
     gram: tuple[tuple[float, ...], ...]
 
     @classmethod
-    def from_shifts(cls, per_context: torch.Tensor, target: torch.Tensor, generic: torch.Tensor) -> ContextEvidence:
-        """per_context (K, d), target (d,), generic (d,)."""
+    def from_shifts(cls, per_context: torch.Tensor, target: torch.Tensor, generic: torch.Tensor,
+                    whiten: torch.Tensor | None = None) -> ContextEvidence:
+        """per_context (K, d), target (d,), generic (d,); `whiten` (d, d): measure in the whitened metric (both
+        projected vectors multiplied by it, `realize.setting.whitening`)."""
         unit_g = generic.double() / generic.double().norm().clamp_min(1e-12)
         proj = per_context.double() - (per_context.double() @ unit_g).unsqueeze(1) * unit_g
         t = target.double() - (target.double() @ unit_g) * unit_g
+        if whiten is not None:
+            proj, t = proj @ whiten.double(), t @ whiten.double()
         t = t / t.norm().clamp_min(1e-12)
         return cls(tuple((proj @ t).tolist()), tuple(tuple(r) for r in (proj @ proj.T).tolist()))
 

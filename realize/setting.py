@@ -20,11 +20,12 @@ from realize.attacks.objectives import estimate_generics
 from realize.corpus_shifts import CorpusShifts, corpus_shifts_at, natural_norms_at
 from realize.data.chat import ChatLayout, Placement, chat_layout, encode
 from realize.data.models import LoadedModel, pad_id
-from realize.data.shift import aligned_activations_at
+from realize.data.shift import aligned_activations_at, project_out
 from realize.magnitude import NaturalNorms
 from realize.prompt_effects import PromptEffects, prompt_effects
 from realize.scorers.realism import RealismClassifier
 
+WHITEN_RIDGE = 0.1  # whitening: covariance + this x its mean eigenvalue (keeps rare directions from exploding)
 MAGNITUDE_CONTEXTS = 8  # contexts set aside for the natural magnitude reference
 _MAGNITUDE_SEED = "natural magnitude"  # fixed: the reference is the same at every budget and audit seed
 
@@ -78,6 +79,7 @@ class AuditSetting:
     natural_norms: Mapping[int, NaturalNorms]  # per layer: the natural magnitude reference (g removed)
     generic_magnitude: Mapping[int, torch.Tensor]  # g per layer on the magnitude contexts (removed from a v too)
     residual_norm: Mapping[int, float]  # per layer: median residual-stream norm at the magnitude contexts' positions
+    whiten: Mapping[int, torch.Tensor]  # per layer: (d, d) the content test's metric (`whitening`)
     classifier: RealismClassifier
     min_realism: float  # realism a prompt needs to count as natural
     base_selection: Mapping[int, tuple[torch.Tensor, ...]]  # per layer: prompt-free aligned activations per context
@@ -94,6 +96,19 @@ class AuditSetting:
     def corpus(self) -> CorpusShifts:
         """The corpus (prompts, clusters) with its shifts at the deepest layer."""
         return self.corpora[self.layer]
+
+
+def whitening(shifts: torch.Tensor, generic: torch.Tensor, ridge: float = WHITEN_RIDGE) -> torch.Tensor:
+    """(d, d) W = (S + lam I)^(-1/2), S the covariance of natural prompts' shifts `shifts` (n, d) with g removed, lam
+    = `ridge` x its mean eigenvalue. Measured in W, directions in which many instructions vary (an instruction's
+    form) weigh less and the rarer ones (its content) more: on the content search's dev pairs the true prompt's
+    margin over its same-form sibling grows from 0.16 (sd 0.09) to 0.24 (sd 0.07) at SmolLM2 layer 6 and from 0.06
+    to 0.11 at layer 12 (`benchmarks/bench_fidelity.py`), which is why the content test is measured in it."""
+    x = project_out(shifts.double(), generic.double())
+    centered = x - x.mean(0)
+    values, vectors = torch.linalg.eigh(centered.T @ centered / max(x.shape[0] - 1, 1))
+    lam = ridge * float(values.clamp_min(0).mean())
+    return (vectors @ torch.diag((values.clamp_min(0) + lam).clamp_min(1e-12).rsqrt()) @ vectors.T).float()
 
 
 def make_setting(lm: LoadedModel, layers: int | Sequence[int], placement: Placement, contexts: ContextSplit,
@@ -121,9 +136,12 @@ def make_setting(lm: LoadedModel, layers: int | Sequence[int], placement: Placem
     if behavior_contexts is not None:
         effects = prompt_effects(lm, layout, corpora[layers[-1]], behavior_contexts.optimization,
                                  cache_dir=cache_dir, fingerprint=fingerprint)
+    generic_opt = estimate_generics(lm, layout, layers, contexts.optimization)
+    whiten = {i: whitening(corpora[i].shifts[corpora[i].select("natural_prompts")[0]], generic_opt[i])
+              for i in layers}
     return AuditSetting(
         lm=lm, layers=layers, placement=placement, layout=layout, contexts=contexts,
-        generic_opt=estimate_generics(lm, layout, layers, contexts.optimization),
+        generic_opt=generic_opt, whiten=whiten,
         generic_selection=estimate_generics(lm, layout, layers, contexts.selection),
         generic_test=estimate_generics(lm, layout, layers, contexts.test),
         corpora=corpora, natural_norms=natural, generic_magnitude=generic_magnitude,

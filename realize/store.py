@@ -80,7 +80,10 @@ def _score_from(raw: Mapping[str, Any] | None) -> Score | None:
 
 
 def _measured_to(m: Measured | None) -> dict[str, Any] | None:
-    return None if m is None else {"score": _score_to(m.score), "evidence": _evidence_to(m.evidence)}
+    if m is None:
+        return None
+    content = None if m.content_evidence is None else _evidence_to(m.content_evidence)
+    return {"score": _score_to(m.score), "evidence": _evidence_to(m.evidence), "content_evidence": content}
 
 
 def _measured_from(raw: Mapping[str, Any] | None) -> Measured | None:
@@ -88,7 +91,8 @@ def _measured_from(raw: Mapping[str, Any] | None) -> Measured | None:
         return None
     score = _score_from(raw["score"])
     assert score is not None
-    return Measured(score, _evidence_from(raw["evidence"]))
+    content = raw["content_evidence"]
+    return Measured(score, _evidence_from(raw["evidence"]), None if content is None else _evidence_from(content))
 
 
 def _facts_to(facts: BehaviorFacts | None) -> dict[str, Any] | None:

@@ -4,7 +4,8 @@
   product over the cached corpus shifts), then natural GCG (`realize.attacks.natural`: whole-word moves under a
   fluency budget) from the best of them; without retrieval, natural GCG from the LM-guided beam's prompt;
 - score: specific cosine on selection contexts (it chooses); on test contexts raw and specific cosine, per-position
-  cosine, norm ratio and FVE (reported), and the per-test-context evidence of the specific cosine;
+  cosine, norm ratio and FVE (reported), the per-test-context evidence of the specific cosine, and of the same
+  cosine in the whitened metric (`realize.setting.whitening`), in which the content test compares prompts;
 - unrelated panel: corpus instructions from clusters that retrieval does not rank near the target.
 
 Several layers: every number is the mean over the layers (FVE pools them: 1 - sum |s_i - t_i|^2 / sum |t_i|^2);
@@ -99,13 +100,14 @@ def score(setting: AuditSetting, goal: Goal, candidates: Sequence[Candidate],
     n_sel = len(split.selection)
     out = []
     for c, ((ids, attack), nat) in enumerate(zip(candidates, naturalness, strict=True)):
-        selection, test, parts, residual, energy = [], [], [], 0.0, 0.0
+        selection, test, parts, whitened, residual, energy = [], [], [], [], 0.0, 0.0
         for i in layers:
             d, t = deltas[i][c], goal[i].float()
             selection.append(shift_metrics(d[:n_sel], t, setting.generic_selection[i]))
             test.append(shift_metrics(d[n_sel:], t, setting.generic_test[i]))
             per_context = torch.stack([x.mean(dim=0) for x in d[n_sel:]])
             parts.append(ContextEvidence.from_shifts(per_context, t, setting.generic_test[i]))
+            whitened.append(ContextEvidence.from_shifts(per_context, t, setting.generic_test[i], setting.whiten[i]))
             residual += float((per_context.mean(dim=0) - t).pow(2).sum())
             energy += float(t.pow(2).sum())
         per_layer = tuple((i, m.cos, float(m.specific_cos), m.norm_ratio) for i, m in zip(layers, test, strict=True))
@@ -119,7 +121,8 @@ def score(setting: AuditSetting, goal: Goal, candidates: Sequence[Candidate],
             per_context=tuple(_mean(v) for v in zip(*(m.per_context_cos for m in test), strict=True)),
             per_layer=per_layer if len(layers) > 1 else (),
         )
-        out.append(Measured(score_, parts[0] if len(parts) == 1 else LayersEvidence(tuple(parts))))
+        out.append(Measured(score_, parts[0] if len(parts) == 1 else LayersEvidence(tuple(parts)),
+                            whitened[0] if len(whitened) == 1 else LayersEvidence(tuple(whitened))))
     return out
 
 
