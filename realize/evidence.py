@@ -174,6 +174,8 @@ class VectorAudit:
     nearest_corpus: tuple[str, float] | None = None  # positives: the closest retrieval prompt kept, its specific cos
     source_sha256: str | None = None  # vectors: the digest of the file the steer was read from
     strength: tuple[float, ...] = ()  # |a v_i| / median residual-stream norm at each of `layers`
+    effect: float | None = None  # behavior: first-answer effect (vectors: own; nulls: matched; positives: prompt's)
+    effect_bin: int | None = None  # behavior: the effect bin the item belongs to (`realize.effects`)
     seconds: float = 0.0
 
     @property

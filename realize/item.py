@@ -18,6 +18,7 @@ from realize.axes import AXIS_IMPLEMENTATIONS, measure_axis
 from realize.config import AuditConfig
 from realize.data.shift import project_out
 from realize.distill import DistillConfig, train_distilled
+from realize.effects import bin_effect, matched_scale
 from realize.evidence import ActivationScore, Axis, AxisEvidence, VectorAudit
 from realize.magnitude import magnitude_at
 from realize.scorers.manifold import manifold_share
@@ -47,7 +48,12 @@ def audit_target(setting: AuditSetting, target: Target, config: AuditConfig) -> 
                                     DistillConfig(steps=config.distill_steps, tokens=config.behavior_tokens))
         directions = dict(distilled.vector.directions)
         distill_losses = (distilled.losses[0], distilled.losses[-1])
-    goal = {i: target.scale * v.float() for i, v in sorted(directions.items())}
+    scale, effect = target.scale, target.effect
+    if target.kind == "null" and target.effect_bin is not None:  # a behavior null: rescaled to the effect bin
+        assert setting.behavior_contexts is not None
+        scale, effect = matched_scale(setting.lm, setting.layout, directions, setting.behavior_contexts.optimization,
+                                      bin_effect(target.effect_bin))
+    goal = {i: scale * v.float() for i, v in sorted(directions.items())}
     axes: dict[Axis, AxisEvidence] = {}
     for axis in target.axes:
         evidence = measure_axis(AXIS_IMPLEMENTATIONS[axis], setting, target, goal, config, axes)
@@ -58,16 +64,17 @@ def audit_target(setting: AuditSetting, target: Target, config: AuditConfig) -> 
     activation = axes.get("activation")
     best = activation.best.score if activation is not None and activation.best is not None else None
     steer_norms = {i: float(project_out(t, setting.generic_magnitude[i]).norm()) for i, t in goal.items()}
-    mag = magnitude_at(steer_norms, target.scale, setting.natural_norms,
+    mag = magnitude_at(steer_norms, scale, setting.natural_norms,
                        best.fve if isinstance(best, ActivationScore) else None)
     return VectorAudit(
         vector_id=target.vector_id, name=target.name, source=target.source, kind=target.kind,
         layers=tuple(sorted(goal)), layer_norms=tuple(float(goal[i].norm()) for i in sorted(goal)),
-        scale=target.scale, method=target.method,
+        scale=scale, method=target.method,
         target_norm=float(torch.linalg.vector_norm(torch.cat([goal[i] for i in sorted(goal)]))),
         magnitude=mag, min_realism=setting.min_realism, axes=axes,
         manifold=_manifold(setting, directions) if target.kind == "vector" and config.manifold else {},
         prompt=target.prompt, nearest_corpus=target.nearest_corpus, source_sha256=target.source_sha256,
         strength=tuple(float(goal[i].norm()) / setting.residual_norm[i] for i in sorted(goal)),
+        effect=effect, effect_bin=target.effect_bin,
         seconds=time.perf_counter() - start,
     )

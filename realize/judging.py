@@ -46,18 +46,40 @@ def _usable(audit: VectorAudit, axis: Axis) -> bool:
     return not (evidence.behavior is not None and evidence.behavior.inert)
 
 
+def _nearest(items: Sequence[VectorAudit], key, want) -> list[VectorAudit]:  # noqa: ANN001
+    """The items whose `key(item)` (a tuple of bins) is nearest `want` (L1 distance; ties by the bins)."""
+    if not items:
+        return []
+    nearest = min({key(a) for a in items},
+                  key=lambda b: (sum(abs(x - y) for x, y in zip(b, want, strict=True)), b))
+    return [a for a in items if key(a) == nearest]
+
+
+def _effect_bin(audit: VectorAudit) -> tuple[int, ...]:
+    return (audit.effect_bin if audit.effect_bin is not None else 0,)
+
+
 def controls_for(audit: VectorAudit, pool: Sequence[VectorAudit],
                  axis: Axis) -> tuple[list[VectorAudit], list[VectorAudit]]:
-    """The usable (null, positive) controls that judge `audit` on `axis`, itself excluded."""
+    """The usable (null, positive) controls that judge `audit` on `axis`, itself excluded: of the same layers;
+    activation nulls of the nearest norm bins; behavior nulls and positives of the nearest effect bin (then, for
+    nulls, the nearest norm bins)."""
     nulls = [a for a in pool if a.kind == "null" and axis in a.axes and a.layers == audit.layers]
-    if nulls:
-        want = bins(audit)
-        nearest = min({bins(a) for a in nulls},
-                      key=lambda b: (sum(abs(x - y) for x, y in zip(b, want, strict=True)), b))
-        nulls = [a for a in nulls if bins(a) == nearest]
     positives = [a for a in pool if a.kind == POSITIVE_KIND[axis] and a.layers == audit.layers]
+    if axis == "behavior":
+        nulls = _nearest(nulls, _effect_bin, _effect_bin(audit))
+        positives = _nearest(positives, _effect_bin, _effect_bin(audit))
+    nulls = _nearest(nulls, bins, bins(audit))
     return ([a for a in nulls if a.vector_id != audit.vector_id and _usable(a, axis)],
             [a for a in positives if a.vector_id != audit.vector_id and _usable(a, axis)])
+
+
+def effect_match(audit: VectorAudit, controls: Sequence[VectorAudit]) -> tuple[float, float] | None:
+    """The range of the controls' first-answer effects relative to the item's (None: not measured)."""
+    if not audit.effect or not controls:
+        return None
+    ratios = [a.effect / audit.effect for a in controls if a.effect]
+    return (min(ratios), max(ratios)) if ratios else None
 
 
 def _best(audit: VectorAudit, axis: Axis) -> Measured:
@@ -87,7 +109,8 @@ def _content(value: float, content_value: float, direction: DirectionJudgement, 
 
 
 def _reason(audit: VectorAudit, axis: Axis, direction: DirectionJudgement, content: ContentTest | None,
-            thresholds: VerdictThresholds) -> str:
+            thresholds: VerdictThresholds,
+            match: tuple[tuple[float, float], tuple[float, float] | None] | None = None) -> str:
     evidence = audit.axes[axis]
     facts = evidence.behavior
     if facts is not None and facts.inert:
@@ -116,6 +139,10 @@ def _reason(audit: VectorAudit, axis: Axis, direction: DirectionJudgement, conte
                          f"{content.true_margin:.2f})")
     if axis == "activation" and direction.verdict in PASSING:
         parts.append(audit.magnitude.note(thresholds.magnitude_factor))
+    if match is not None:
+        parts.append(f"controls effect-matched: nulls {match[0][0]:.2g}-{match[0][1]:.2g}x, positives "
+                     f"{match[1][0]:.2g}-{match[1][1]:.2g}x the steer's first-answer effect" if match[1] else
+                     f"controls effect-matched: nulls {match[0][0]:.2g}-{match[0][1]:.2g}x the steer's effect")
     best = evidence.best.score if evidence.best is not None else None
     if isinstance(best, BehaviorScore) and direction.verdict != "realizable":
         if best.direction_cos >= 0.5 and best.effect_ratio > 1.5:
@@ -180,11 +207,14 @@ def judge_one(audit: VectorAudit, nulls: Sequence[VectorAudit], positives: Seque
         outcome=outcome, margin=evidence.content_margin, true_margin=calibration,
         unrelated=None if unrelated is None else unrelated.score.value,
         unrelated_spread=None if not math.isfinite(spread) else spread)
+    match = None
+    if axis == "behavior" and (null_match := effect_match(audit, nulls)) is not None:
+        match = (null_match, effect_match(audit, positives))
     null_sel = [_best(a, axis).score.selection for a in nulls]
     pos_sel = [_best(a, axis).score.selection for a in positives]
     return Judgement(
         verdict=qualify(direction.verdict, outcome, beyond), direction=direction.verdict,
-        reason=_reason(audit, axis, direction, content, thresholds), calibration=direction.calibration,
+        reason=_reason(audit, axis, direction, content, thresholds, match), calibration=direction.calibration,
         stability=stability.share_same, score_interval=stability.score_interval,
         value_interval=stability.value_interval, content=content,
         prompt_verdicts=tuple("inconclusive" if inert else prompt_verdict(p, audit, axis, null_sel, pos_sel, outcome,

@@ -13,13 +13,15 @@ Controls (see `realize.verdict` for how they decide):
   again, and also every corpus cluster holding a prompt whose shift lies near the positive's (`near_clusters`:
   same-template near-duplicates that ids alone cannot catch), so a positive is realized by search, not by finding
   a paraphrase. Activation axis.
-- `behavior-positive`: vectors distilled from the same held-out prompts (`realize.distill`) at the same layers as
-  the steers they calibrate (several layers: one direction per layer, trained jointly): steering with them
-  reproduces the prompt's behavior, so a prompt exists by construction. Behavior axis. The vector is trained when
-  the item is audited (its id hashes the prompt, the layers and the configuration, not the trained bytes).
+- `behavior-positive`: steers distilled from held-out prompts (`realize.distill`) at the same layers as the steers
+  they calibrate (several layers: one direction per layer, trained jointly): steering with them reproduces the
+  prompt's behavior, so a prompt exists by construction. The prompts are those whose own first-answer effect is
+  nearest the steer's effect bin (`realize.effects`). Behavior axis. The steer is trained when the item is audited
+  (its id hashes the prompt, the layers, the effect bin and the configuration, not the trained bytes).
 
-Axes: vectors and `null` controls are measured on every axis of the audit; `null-isotropic` and `positive` on the
-activation axis, `behavior-positive` on the behavior axis.
+Axes: a vector is measured on every axis of the audit; every control on one. Activation nulls sit at the vector's
+norm bins; behavior nulls are the same directions rescaled to the vector's effect bin (effect-matched), because
+behavior recovery depends on how hard a steer pushes.
 
 Several layers: a steer with directions at several layers (repeng / CAA / llama.cpp control vectors) is one target.
 Its nulls are random directions at every layer, each in that layer's natural subspace and at that layer's
@@ -46,6 +48,7 @@ from realize.config import AuditConfig
 from realize.corpus_shifts import CorpusShifts
 from realize.data.shift import project_out
 from realize.data.vectors import SteeringVector
+from realize.effects import bin_effect
 from realize.evidence import Axis, Kind
 from realize.identity import file_sha256
 
@@ -68,6 +71,8 @@ class Target:
     prompt: str = ""  # positives: the natural prompt behind the target
     nearest_corpus: tuple[str, float] | None = None  # positives: the closest retrieval prompt kept, its specific cos
     source_sha256: str | None = None  # vectors: the digest of the file the steer was read from
+    effect: float | None = None  # behavior: the first-answer effect (vectors: their own; positives: their prompt's)
+    effect_bin: int | None = None  # behavior: the effect bin the item is matched to (`realize.effects`)
 
     @property
     def layers(self) -> tuple[int, ...]:
@@ -85,18 +90,18 @@ class Target:
 
 _OWN_AXES: dict[str, tuple[Axis, ...]] = {
     "vector": ("activation", "behavior"), "null": ("activation", "behavior"), "null-isotropic": ("activation",),
-    "positive": ("activation",), "behavior-positive": ("behavior",)}
+    "positive": ("activation",), "behavior-positive": ("behavior",)}  # a null item measures one axis (its `axes`)
 _BEHAVIOR_FIELDS = ("behavior_tokens", "behavior_contexts", "behavior_test_contexts")
 
 
-def own_key(kind: str, key: Mapping[str, Any]) -> dict[str, Any]:
+def own_key(kind: str, key: Mapping[str, Any], axes: Sequence[Axis] | None = None) -> dict[str, Any]:
     """What an item of `kind` depends on: the audit's key without the settings that cannot change its result (the
     axes it does not run, their settings, distillation for anything but behavior positives, the on-manifold share
     for controls), so an activation positive of a both-axes audit is the same item as in an activation-only one."""
     out = dict(key)
     if "axes" not in out:  # a key that is not an audit configuration's (tests, hand-made keys)
         return out
-    axes = tuple(a for a in _OWN_AXES[kind] if a in out["axes"])
+    axes = tuple(a for a in (_OWN_AXES[kind] if axes is None else axes) if a in out["axes"])
     out["axes"] = list(axes)
     if "behavior" not in axes:
         for name in _BEHAVIOR_FIELDS:
@@ -109,13 +114,13 @@ def own_key(kind: str, key: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def item_id(kind: str, directions: torch.Tensor | Mapping[int, torch.Tensor], layer: int | None, scale: float,
-            key: Mapping[str, Any]) -> str:
+            key: Mapping[str, Any], axes: Sequence[Axis] | None = None) -> str:
     """Stable id of a work item: hash of the vector bytes, its layers/scale, and what its result depends on."""
     if isinstance(directions, torch.Tensor):
         assert layer is not None, "a single direction needs its layer"
         directions = {layer: directions}
     digest = hashlib.sha256()
-    key = own_key(kind, key)
+    key = own_key(kind, key, axes)
     for i in sorted(directions):
         digest.update(directions[i].detach().to(torch.float32).contiguous().numpy().tobytes())
     layers = sorted(directions)
@@ -203,20 +208,27 @@ def isotropic_nulls(dim: int, count: int, norm: float, generator: torch.Generato
 
 
 def null_targets(corpora: Mapping[int, CorpusShifts], bins: Sequence[tuple[int, int]], config: AuditConfig,
-                 key: Mapping[str, Any]) -> list[Target]:
-    """The nulls of one set of (layer, norm bin): `n_null` natural-distribution ones, then `n_isotropic` isotropic
-    ones; at every layer a direction drawn for that layer at its bin's norm. Null j is the same whatever the count,
-    so raising n_null reuses the finished ones."""
+                 key: Mapping[str, Any], *, axis: Axis = "activation", effect_bin: int | None = None) -> list[Target]:
+    """The nulls of one set of (layer, norm bin), on one axis: `n_null` natural-distribution ones (and, on the
+    activation axis, `n_isotropic` isotropic ones); at every layer a direction drawn for that layer at its bin's norm.
+    Behavior nulls (`effect_bin` given) use the same directions and are rescaled, when audited, to the bin's
+    first-answer effect (`realize.effects.matched_scale`). Null j is the same whatever the count, so raising n_null
+    reuses the finished ones."""
     label_bins = ",".join(f"L{i}:{bin_norm(b):.3g}" for i, b in bins)
     subspaces: dict[int, torch.Tensor] = {}  # one SVD per layer, not one per null
     if config.n_null:
         for layer, _ in bins:
             subspaces[layer] = natural_subspace(corpora[layer].shifts[corpora[layer].select("natural_prompts")[0]])
     targets = []
-    kinds: tuple[tuple[Kind, int], ...] = (("null", config.n_null or 0), ("null-isotropic", config.n_isotropic or 0))
+    kinds: tuple[tuple[Kind, int], ...] = (("null", config.n_null or 0),)
+    if axis == "activation":
+        kinds += (("null-isotropic", config.n_isotropic or 0),)
+    tag = "" if effect_bin is None else f".E{bin_effect(effect_bin):.3g}"
+    item_key = dict(key) if effect_bin is None else {**key, "effect_bin": effect_bin}
     for kind, count in kinds:
-        axes = _axes(kind, config)
-        for j in range(count if axes else 0):
+        if axis not in config.axes:
+            break
+        for j in range(count):
             directions = {}
             for layer, bin_index in bins:
                 generator = _generator(config.seed, "null", kind, layer, bin_index, j, [list(b) for b in bins])
@@ -226,9 +238,11 @@ def null_targets(corpora: Mapping[int, CorpusShifts], bins: Sequence[tuple[int, 
                     dim = corpora[layer].shifts.shape[1]
                     directions[layer] = isotropic_nulls(dim, 1, bin_norm(bin_index), generator)[0]
             label = "natural subspace" if kind == "null" else "isotropic"
-            targets.append(Target(item_id(kind, directions, None, 1.0, key), f"{kind}.{label_bins}.{j}",
-                                  f"random direction ({label}), norms {label_bins}", kind, axes, 1.0,
-                                  "random", directions))
+            targets.append(Target(item_id(kind, directions, None, 1.0, item_key, (axis,)),
+                                  f"{kind}.{label_bins}{tag}.{j}", f"random direction ({label}), norms {label_bins}"
+                                  + ("" if effect_bin is None else f", effect matched to {bin_effect(effect_bin):.3g}"),
+                                  kind, (axis,), 1.0, "random", directions, effect_bin=effect_bin,
+                                  effect=None if effect_bin is None else bin_effect(effect_bin)))
     return targets
 
 
@@ -258,33 +272,62 @@ def near_clusters(corpora: Mapping[int, CorpusShifts], generics: Mapping[int, to
     return near, (corpus.prompts[rows[j]], float(cos[j]))
 
 
-def positive_targets(corpora: Mapping[int, CorpusShifts], generics: Mapping[int, torch.Tensor], config: AuditConfig,
-                     key: Mapping[str, Any]) -> list[Target]:
-    """`n_positive` held-out natural prompts (seeded choice from the positive corpus): on the activation axis a target
-    = the prompt's mean shift on the optimization contexts at each layer, on the behavior axis a steer distilled
-    from the prompt at the same layers (trained jointly); retrieval excludes the prompt's cluster on both."""
-    layers = sorted(corpora)
-    corpus = corpora[layers[-1]]
+def _positive_rows(corpora: Mapping[int, CorpusShifts], config: AuditConfig) -> tuple[list[int], list[str]]:
+    corpus = corpora[sorted(corpora)[-1]]
     rows, prompts = corpus.select("positive_prompts")
     if not rows:
         raise ValueError("positive_prompts: the corpus is empty")
+    return rows, prompts
+
+
+def positive_targets(corpora: Mapping[int, CorpusShifts], generics: Mapping[int, torch.Tensor], config: AuditConfig,
+                     key: Mapping[str, Any]) -> list[Target]:
+    """Activation positives: `n_positive` held-out natural prompts (seeded choice from the positive corpus), each
+    target the prompt's mean shift on the optimization contexts at every layer; retrieval excludes the prompt's
+    cluster and the clusters near it."""
+    if "activation" not in config.axes:
+        return []
+    layers = sorted(corpora)
+    corpus = corpora[layers[-1]]
+    rows, prompts = _positive_rows(corpora, config)
     order = torch.randperm(len(rows), generator=_generator(config.seed, "positive", layers)).tolist()
     tag = "L" + ",".join(map(str, layers))
     targets = []
     for j, i in enumerate(order[: config.n_positive]):
         row, prompt = rows[i], prompts[i]
         near, nearest = near_clusters(corpora, generics, row)
-        cluster = (corpus.clusters[row], *near)
-        if "activation" in config.axes:
-            directions = {layer: corpora[layer].shifts[row].clone() for layer in layers}
-            targets.append(Target(item_id("positive", directions, None, 1.0, key), f"positive.{tag}.{j}",
-                                  f"natural prompt: {prompt}", "positive", ("activation",), 1.0,
-                                  "natural-prompt shift", directions, exclude_clusters=cluster, prompt=prompt,
-                                  nearest_corpus=nearest))
-        if "behavior" in config.axes:  # distilled at the same layers as the steers it calibrates
-            placeholder = {layer: torch.zeros_like(corpus.shifts[row]) for layer in layers}
-            targets.append(Target(item_id("behavior-positive", placeholder, None, 1.0, {**key, "prompt": prompt}),
-                                  f"behavior-positive.{tag}.{j}", f"distilled from: {prompt}",
-                                  "behavior-positive", ("behavior",), 1.0, "prompt-distilled vector", placeholder,
-                                  exclude_clusters=cluster, prompt=prompt, nearest_corpus=nearest))
+        directions = {layer: corpora[layer].shifts[row].clone() for layer in layers}
+        targets.append(Target(item_id("positive", directions, None, 1.0, key), f"positive.{tag}.{j}",
+                              f"natural prompt: {prompt}", "positive", ("activation",), 1.0, "natural-prompt shift",
+                              directions, exclude_clusters=(corpus.clusters[row], *near), prompt=prompt,
+                              nearest_corpus=nearest))
+    return targets
+
+
+def behavior_positive_targets(corpora: Mapping[int, CorpusShifts], generics: Mapping[int, torch.Tensor],
+                              effects: Mapping[str, float], effect_bin: int, config: AuditConfig,
+                              key: Mapping[str, Any]) -> list[Target]:
+    """Behavior positives of one effect bin: the `n_positive` held-out prompts whose own first-answer effect
+    (`effects`: prompt -> KL(prompted || base)) is nearest the bin's centre (log scale; ties in a seeded order),
+    each distilled, when audited, into a steer at every layer (trained jointly)."""
+    if "behavior" not in config.axes:
+        return []
+    layers = sorted(corpora)
+    corpus = corpora[layers[-1]]
+    rows, prompts = _positive_rows(corpora, config)
+    order = torch.randperm(len(rows), generator=_generator(config.seed, "positive", layers)).tolist()
+    centre = math.log2(bin_effect(effect_bin))
+    ranked = sorted(order, key=lambda i: abs(math.log2(max(effects[prompts[i]], 1e-6)) - centre))
+    tag = "L" + ",".join(map(str, layers))
+    targets = []
+    for j, i in enumerate(ranked[: config.n_positive]):
+        row, prompt = rows[i], prompts[i]
+        near, nearest = near_clusters(corpora, generics, row)
+        placeholder = {layer: torch.zeros_like(corpus.shifts[row]) for layer in layers}
+        targets.append(Target(item_id("behavior-positive", placeholder, None, 1.0,
+                                      {**key, "prompt": prompt, "effect_bin": effect_bin}),
+                              f"behavior-positive.{tag}.E{bin_effect(effect_bin):.3g}.{j}", f"distilled from: {prompt}",
+                              "behavior-positive", ("behavior",), 1.0, "prompt-distilled vector", placeholder,
+                              exclude_clusters=(corpus.clusters[row], *near), prompt=prompt, nearest_corpus=nearest,
+                              effect=effects[prompt], effect_bin=effect_bin))
     return targets

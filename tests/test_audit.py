@@ -63,18 +63,26 @@ def test_plan_controls(tiny, always_natural, tmp_path):
     plan = plan_audit(tiny, vectors, CONFIG, always_natural, cache_dir=tmp_path)
     assert set(plan.settings) == {(2,)}
     kinds = [t.kind for t in plan.targets]
-    assert kinds.count("positive") == 3 and kinds.count("vector") == 3 and kinds.count("behavior-positive") == 3
-    assert {t.prompt for t in plan.targets if t.kind == "positive"} == {
-        t.prompt for t in plan.targets if t.kind == "behavior-positive"}
-    # two norm bins (1.0 and 1.02 share one): each has its own nulls, and no two nulls share a direction
-    assert kinds.count("null") == 6 and kinds.count("null-isotropic") == 2
-    nulls = [t for t in plan.targets if t.kind.startswith("null")]
-    directions = torch.stack([t.directions[2] / t.directions[2].norm() for t in nulls])
-    off_diagonal = (directions @ directions.T - torch.eye(len(nulls))).abs()
+    assert kinds.count("positive") == 3 and kinds.count("vector") == 3
+    # two norm bins (1.0 and 1.02 share one): each has its own activation nulls, and no two nulls share a direction
+    activation_nulls = [t for t in plan.targets if t.kind.startswith("null") and t.axes == ("activation",)]
+    assert len(activation_nulls) == 8 and sum(t.kind == "null-isotropic" for t in activation_nulls) == 2
+    directions = torch.stack([t.directions[2] / t.directions[2].norm() for t in activation_nulls])
+    off_diagonal = (directions @ directions.T - torch.eye(len(activation_nulls))).abs()
     assert off_diagonal.max() < 0.99
-    for t in nulls:
+    for t in activation_nulls:
         norm = t.directions[2].norm().item()
         assert norm == pytest.approx(bin_norm(norm_bin(norm)), rel=1e-4)
+    # behavior controls are matched to each vector's first-answer effect bin: nulls per (norm bins, effect bin),
+    # positives (prompts whose own effect is nearest the bin) per effect bin
+    vector_bins = {(norm_bin(float(t.goal[2].norm())), t.effect_bin) for t in plan.targets if t.kind == "vector"}
+    assert all(t.effect is not None and t.effect_bin is not None for t in plan.targets if t.kind == "vector")
+    behavior_nulls = [t for t in plan.targets if t.kind == "null" and t.axes == ("behavior",)]
+    assert len(behavior_nulls) == CONFIG.n_null * len(vector_bins)
+    assert {(norm_bin(float(t.directions[2].norm())), t.effect_bin) for t in behavior_nulls} == vector_bins
+    behavior_positives = [t for t in plan.targets if t.kind == "behavior-positive"]
+    assert len(behavior_positives) == CONFIG.n_positive * len({b for _, b in vector_bins})
+    assert all(t.effect is not None for t in behavior_positives)
     # positives come from the held-out corpus; retrieval excludes their clusters
     positive_clusters = {c.cluster for c in load_clustered("positive_prompts")}
     setting = plan.settings[(2,)]
@@ -95,11 +103,11 @@ def test_plan_controls(tiny, always_natural, tmp_path):
     both = ids(CONFIG)
     alone = ids(dataclasses.replace(CONFIG, axes=("activation",)))
     longer = ids(dataclasses.replace(CONFIG, behavior_tokens=5, distill_steps=4))
+    by_name = {t.name: t for t in plan.targets}
     for name, vector_id in both.items():
-        kind = name.rsplit(".", 2)[0] if name.startswith(("null", "positive", "behavior")) else "vector"
-        same_alone = kind.startswith("positive") or kind.startswith("null-isotropic")
-        assert (alone.get(name) == vector_id) == same_alone, name
-        assert (longer[name] == vector_id) == (kind.startswith("positive") or kind.startswith("null-isotropic")), name
+        activation_only = by_name[name].axes == ("activation",)
+        assert (alone.get(name) == vector_id) == activation_only, name  # activation controls are shared
+        assert (longer[name] == vector_id) == activation_only, name
 
 
 def test_audit_end_to_end_and_resume(tiny, always_natural, tmp_path, monkeypatch):
@@ -111,7 +119,7 @@ def test_audit_end_to_end_and_resume(tiny, always_natural, tmp_path, monkeypatch
                        cache_dir=tmp_path / "shifts")
     judged = report.items
     kinds = sorted(j.audit.kind for j in judged)
-    assert kinds == ["behavior-positive"] * 3 + ["null"] * 3 + ["null-isotropic"] + ["positive"] * 3 + ["vector"]
+    assert kinds == ["behavior-positive"] * 3 + ["null"] * 6 + ["null-isotropic"] + ["positive"] * 3 + ["vector"]
     for j in judged:
         for axis in j.audit.axes:
             judgement = j.judgement(axis)

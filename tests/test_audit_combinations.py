@@ -83,8 +83,8 @@ def test_every_combination_audits_through_cli_and_api(files, tmp_path, capsys, l
         assert f"{axis}:" in printed
     assert all(r["layers"] == sorted(LAYERS[layers]) for r in cli_rows)
     n_null = CONTROLS[controls].get("n_null", 4)
-    nulls = {r["vector_id"] for r in cli_rows if r["kind"] == "null"}
-    assert len(nulls) == n_null
+    for axis in AXES[axes]:  # activation nulls at the norm bin, behavior nulls at the steer's effect bin
+        assert len({r["vector_id"] for r in cli_rows if r["kind"] == "null" and r["axis"] == axis}) == n_null
     verdict_maps = [report.verdicts] if "activation" in AXES[axes] else []
     verdict_maps += [report.behavior_verdicts] if "behavior" in AXES[axes] else []
     assert all(set(m) == {"steer"} for m in verdict_maps)
