@@ -169,13 +169,22 @@ def dedupe(candidates: torch.Tensor, seen: set[tuple[int, ...]]) -> torch.Tensor
     return candidates[keep]
 
 
+_STRINGS: dict[tuple[int, int, int], tuple[PreTrainedTokenizerBase, tuple[str, ...]]] = {}
+
+
 def token_strings(tokenizer: PreTrainedTokenizerBase, vocab_size: int | None = None) -> list[str]:
-    """Each id 0..V-1 decoded on its own (V = `vocab_size` or len(tokenizer)); "" for special and unknown ids."""
+    """Each id 0..V-1 decoded on its own (V = `vocab_size` or len(tokenizer)); "" for special and unknown ids.
+    Decoding a 49k vocabulary takes seconds, so the result is kept per tokenizer object (which it holds, so the id
+    cannot be reused) and size."""
     size = int(vocab_size if vocab_size is not None else len(tokenizer))
-    n = min(size, len(tokenizer))
-    special = set(tokenizer.all_special_ids) | set(getattr(tokenizer, "added_tokens_decoder", {}) or {})
-    texts = tokenizer.batch_decode([[i] for i in range(n)], clean_up_tokenization_spaces=False)
-    return [("" if i in special else t) for i, t in enumerate(texts)] + [""] * (size - n)
+    key = (id(tokenizer), size, len(tokenizer))
+    if key not in _STRINGS:
+        n = min(size, len(tokenizer))
+        special = set(tokenizer.all_special_ids) | set(getattr(tokenizer, "added_tokens_decoder", {}) or {})
+        texts = tokenizer.batch_decode([[i] for i in range(n)], clean_up_tokenization_spaces=False)
+        strings = tuple(("" if i in special else t) for i, t in enumerate(texts)) + ("",) * (size - n)
+        _STRINGS[key] = (tokenizer, strings)
+    return list(_STRINGS[key][1])
 
 
 def _letters(text: str) -> bool:

@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
+from importlib.resources import files
 from pathlib import Path
 
 from accelerate import PartialState
@@ -114,15 +115,27 @@ def balanced(targets: Sequence[Target], n: int) -> list[Target]:
     return [t for r in range(n) for t in targets[r::n]]
 
 
+def shipped_calibration() -> ItemStore:
+    """The calibration controls shipped with the package (`realize/calibration/`, made by
+    `scripts/ship-calibration`): the demo's controls for the embedded model, keyed like every item, so they are
+    found only while model, code, judge, corpora and configuration are exactly those they were computed with."""
+    return ItemStore(Path(str(files("realize") / "calibration")))
+
+
 def lookup(target: Target, store: ItemStore, control_cache: ItemStore | None) -> VectorAudit | None:
-    """The finished item from the run's store, else (controls) from the shared cache, copied into the store."""
+    """The finished item from the run's store, else (controls) from the shared cache or the shipped calibration,
+    copied into the store."""
     found = store.load(target.vector_id)
-    if found is None and control_cache is not None and target.kind != "vector":
-        found = control_cache.load(target.vector_id)
-        if found is not None:
-            logger.info("%s: control taken from the cache %s", target.name, control_cache.directory)
-            store.save(found)
-    return found
+    if found is not None or target.kind == "vector":
+        return found
+    for cache in (control_cache, shipped_calibration()):
+        if cache is not None and cache.path(target.vector_id).is_file():
+            found = cache.load(target.vector_id)
+            if found is not None:
+                logger.info("%s: control taken from %s", target.name, cache.directory)
+                store.save(found)
+                return found
+    return None
 
 
 def run_shard(plan: AuditPlan, targets: Sequence[Target], store: ItemStore, *,

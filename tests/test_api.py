@@ -108,8 +108,8 @@ def test_readme_python_example_is_the_api_we_test():
 
 @pytest.mark.slow
 def test_readme_python_example_runs_from_a_project_directory(hostile_project, tmp_path):
-    """The README's example, verbatim but for the vector file and a quick config, run by a fresh interpreter in a
-    directory with its own data.py (the issue's "Done when")."""
+    """The README's example, verbatim but for the vector file and a quick activation-only config (whose controls
+    are shipped), run by a fresh interpreter in a directory with its own data.py."""
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
     code = re.search(r"## From Python\n\n```python\n(.*?)```", readme, re.S).group(1)
     vectors = hostile_project / "runs"
@@ -117,9 +117,8 @@ def test_readme_python_example_runs_from_a_project_directory(hostile_project, tm
     torch.manual_seed(0)
     save_safetensors([SteeringVector(directions={7: 40 * torch.randn(576) / 24, }, scale=1.0, name="melbo.0")],
                      vectors / "melbo.safetensors")
-    # the demo test's controls (both axes, 3 of each): computed here once, reused there through the control cache
-    quick = ('config=realize.AuditConfig(budget="quick", n_null=3, n_isotropic=0, n_positive=3, n_opt_contexts=4, '
-             'n_selection=4, n_test=8, manifold=False, show_progress=False)')
+    # the quick preset on the activation axis at the demo's layer and norm bin: its controls are shipped
+    quick = 'config=realize.AuditConfig(budget="quick", axes=("activation",), manifold=False, show_progress=False)'
     code = code.replace('budget="quick")', quick + ")")
     script = hostile_project / "example.py"
     script.write_text(code + "\nprint('VERDICTS', report.verdicts)\n", encoding="utf-8")

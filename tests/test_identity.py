@@ -1,0 +1,85 @@
+"""Keys that cannot go stale: every input an item's result depends on changes its id; configurations and identities
+round-trip through JSON as typed objects."""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+
+import pytest
+import torch
+
+import realize.identity as identity_module
+from realize.config import BUDGETS, AuditConfig
+from realize.data.models import LoadedModel
+from realize.identity import AuditIdentity, realism_digest, source_digest, weights_digest
+from realize.scorers.realism import RealismClassifier
+from realize.scorers.realism_features import FEATURE_NAMES
+from realize.targets import item_id
+
+
+@pytest.fixture()
+def classifier() -> RealismClassifier:
+    n = len(FEATURE_NAMES)
+    return RealismClassifier(FEATURE_NAMES, torch.zeros(n), torch.ones(n), ((torch.zeros(1, n), torch.tensor([2.0])),))
+
+
+def _id(identity: AuditIdentity, kind: str = "null") -> str:
+    return item_id(kind, {2: torch.ones(32)}, None, 1.0, identity.item_key())
+
+
+def test_every_input_changes_the_item_id(tiny, classifier, monkeypatch):
+    config = AuditConfig(budget="quick")
+    base = AuditIdentity.of(tiny, config, classifier)
+    ids = {"base": _id(base)}
+    # the full weights: one value of one tensor, far beyond any sample of the first values
+    model = copy.deepcopy(tiny.model)
+    with torch.no_grad():
+        model.model.layers[-1].mlp.down_proj.weight[-1, -1] += 1e-3
+    ids["weights"] = _id(AuditIdentity.of(LoadedModel(model, tiny.tokenizer, tiny.name, tiny.path), config,
+                                          classifier))
+    # every resolved setting, not the preset's name
+    faster = dataclasses.replace(config, search=dataclasses.replace(BUDGETS["quick"], steps=7))
+    ids["search"] = _id(dataclasses.replace(base, config=faster))
+    ids["siblings"] = _id(dataclasses.replace(base, config=dataclasses.replace(config, n_siblings=3)))
+    # the realism judge: its parameters and threshold
+    ids["realism"] = _id(dataclasses.replace(base, realism=realism_digest(dataclasses.replace(classifier,
+                                                                                           threshold=0.3))))
+    # the package's own source and the corpora
+    ids["source"] = _id(dataclasses.replace(base, evidence_source="0" * 16))
+    ids["corpora"] = _id(dataclasses.replace(base, corpora="1" * 16))
+    assert len(set(ids.values())) == len(ids), ids
+    # the count of controls and the verdict thresholds do not change an item (verdicts are recomputed)
+    more = dataclasses.replace(config, n_null=9, thresholds=dataclasses.replace(config.thresholds, partial_score=0.3))
+    assert _id(dataclasses.replace(base, config=more)) == ids["base"]
+    assert weights_digest(tiny) != weights_digest(LoadedModel(model, tiny.tokenizer, tiny.name, tiny.path))
+
+
+def test_source_digest_follows_evidence_code_only(tmp_path, monkeypatch):
+    evidence, report = tmp_path / "search.py", tmp_path / "report.py"
+    evidence.write_text("x = 1\n")
+    report.write_text("y = 1\n")
+    monkeypatch.setattr(identity_module, "_package_files",
+                        lambda: [("attacks/search.py", evidence), ("realize/report.py", report)])
+    source_digest.cache_clear()
+    before = source_digest()
+    report.write_text("y = 2\n")
+    source_digest.cache_clear()
+    assert source_digest() == before  # presentation code: verdicts and reports are recomputed, items are not
+    assert source_digest(evidence_only=False) != before
+    evidence.write_text("x = 2\n")
+    source_digest.cache_clear()
+    assert source_digest() != before
+    source_digest.cache_clear()
+
+
+def test_config_and_identity_round_trip(tiny, classifier):
+    config = AuditConfig(budget="quick", n_null=5, axes=("behavior",), show_progress=False)
+    assert AuditConfig.from_json(config.to_json()) == config
+    identity = AuditIdentity.of(tiny, config, classifier)
+    back = AuditIdentity.from_json(identity.to_json())
+    assert back.config == dataclasses.replace(config, show_progress=True) and back.weights == identity.weights
+    with pytest.raises(ValueError, match="unknown fields"):
+        AuditConfig.from_json({**config.to_json(), "generic_specific": 0.5})
+    with pytest.raises(ValueError, match="missing fields"):
+        AuditIdentity.from_json({k: v for k, v in identity.to_json().items() if k != "realism"})
