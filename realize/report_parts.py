@@ -106,7 +106,7 @@ def score_cell(score: Score | None) -> str:
         numbers = (f"test recovery {fmt(score.value)} · direction cos {fmt(score.direction_cos)} · "
                    f"{fmt(score.effect_ratio)}x the steer's push")
     return (f"<code>{h(score.prompt, multiline=True)}</code><br><span class='muted'>{numbers} · ppl "
-            f"{score.perplexity:.0f} · realism {score.realism:.2f}</span>")
+            f"{score.perplexity:.0f} · realism {fmt(score.realism)}</span>")
 
 
 CSS = """

@@ -86,24 +86,29 @@ def _mean(values: Sequence[float]) -> float:
     return float(sum(values) / len(values))
 
 
-def score(setting: AuditSetting, goal: Goal, candidates: Sequence[Candidate],
-          naturalness: Sequence[Naturalness]) -> list[Measured]:
-    """Selection and test metrics of each candidate, with the per-test-context evidence of its specific cosine."""
+def score(setting: AuditSetting, goal: Goal, candidates: Sequence[Candidate], naturalness: Sequence[Naturalness],
+          *, selection: bool = True) -> list[Measured]:
+    """Selection and test metrics of each candidate, with the per-test-context evidence of its specific cosine
+    (`selection` False: test contexts only, for prompts that are compared, never chosen; their selection is nan)."""
     if not candidates:
         return []
     lm, split = setting.lm, setting.contexts
     layers = sorted(goal)
-    contexts = [encode(lm.tokenizer, c) for c in (*split.selection, *split.test)]
+    chosen_on = split.selection if selection else ()
+    contexts = [encode(lm.tokenizer, c) for c in (*chosen_on, *split.test)]
+    base_chosen = setting.base_selection if selection else {i: () for i in layers}
     deltas = prompt_shifts_at(lm.model, setting.layout, [list(ids) for ids, _ in candidates], contexts, layers,
-                              base={i: [*setting.base_selection[i], *setting.base_test[i]] for i in layers},
+                              base={i: [*base_chosen[i], *setting.base_test[i]] for i in layers},
                               pad_id=pad_id(lm.tokenizer))
-    n_sel = len(split.selection)
+    n_sel = len(chosen_on)
     out = []
     for c, ((ids, attack), nat) in enumerate(zip(candidates, naturalness, strict=True)):
-        selection, test, parts, whitened, residual, energy = [], [], [], [], 0.0, 0.0
+        chosen: list[float] = []
+        test, parts, whitened, residual, energy = [], [], [], 0.0, 0.0
         for i in layers:
             d, t = deltas[i][c], goal[i].float()
-            selection.append(shift_metrics(d[:n_sel], t, setting.generic_selection[i]))
+            if n_sel:
+                chosen.append(float(shift_metrics(d[:n_sel], t, setting.generic_selection[i]).specific_cos))
             test.append(shift_metrics(d[n_sel:], t, setting.generic_test[i]))
             per_context = torch.stack([x.mean(dim=0) for x in d[n_sel:]])
             parts.append(ContextEvidence.from_shifts(per_context, t, setting.generic_test[i]))
@@ -113,7 +118,7 @@ def score(setting: AuditSetting, goal: Goal, candidates: Sequence[Candidate],
         per_layer = tuple((i, m.cos, float(m.specific_cos), m.norm_ratio) for i, m in zip(layers, test, strict=True))
         score_ = ActivationScore(
             prompt=lm.tokenizer.decode(list(ids)), ids=ids, attack=attack,
-            selection=_mean([float(m.specific_cos) for m in selection]),
+            selection=_mean(chosen) if chosen else float("nan"),
             value=_mean([float(m.specific_cos) for m in test]), cos=_mean([m.cos for m in test]),
             per_position_cos=_mean([m.per_position_cos for m in test]),
             norm_ratio=_mean([m.norm_ratio for m in test]), fve=1.0 - residual / max(energy, 1e-12),
@@ -155,8 +160,9 @@ class ActivationProbe:
     def unrelated(self, size: int) -> list[Candidate]:
         return unrelated_panel(self.setting, self.goal, size, self.config.seed)
 
-    def score(self, candidates: Sequence[Candidate], naturalness: Sequence[Naturalness]) -> list[Measured]:
-        return score(self.setting, self.goal, candidates, naturalness)
+    def score(self, candidates: Sequence[Candidate], naturalness: Sequence[Naturalness], *,
+              selection: bool = True) -> list[Measured]:
+        return score(self.setting, self.goal, candidates, naturalness, selection=selection)
 
     def facts(self, best: Measured | None) -> BehaviorFacts | None:
         return None

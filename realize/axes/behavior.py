@@ -68,10 +68,10 @@ def unrelated_panel(effects: PromptEffects, opt: Sequence[SteeredContext], size:
     return [effects.prompts[pool[j]] for j in sorted(chosen)]
 
 
-def _score(measure_sel: BehaviorMeasure, measure: BehaviorMeasure, ids: tuple[int, ...], attack: str,
-           nat: Naturalness, text: str) -> Measured:
+def _score(selection: float, measure: BehaviorMeasure, ids: tuple[int, ...], attack: str, nat: Naturalness,
+           text: str) -> Measured:
     score = BehaviorScore(
-        prompt=text, ids=ids, attack=attack, selection=measure_sel.recovery, value=measure.recovery,
+        prompt=text, ids=ids, attack=attack, selection=selection, value=measure.recovery,
         per_context=measure.per_context, kl=measure.kl, prompt_effect=measure.prompt_effect,
         direction_cos=measure.direction_cos, effect_ratio=measure.effect_ratio, perplexity=nat.perplexity,
         worst_window_perplexity=nat.worst_window_perplexity, realism=nat.realism)
@@ -116,13 +116,15 @@ class BehaviorProbe:
         return [(tuple(encode(tok, p)), "unrelated panel")
                 for p in unrelated_panel(self.setting.effects, self.opt, size, self.config.seed)]
 
-    def score(self, candidates: Sequence[Candidate], naturalness: Sequence[Naturalness]) -> list[Measured]:
+    def score(self, candidates: Sequence[Candidate], naturalness: Sequence[Naturalness], *,
+              selection: bool = True) -> list[Measured]:
         if not candidates:
             return []
         lm, layout = self.setting.lm, self.setting.layout
         ids = [list(c[0]) for c in candidates]
-        chosen = measure_prompts(lm, layout, self.selection, ids)
         reported = measure_prompts(lm, layout, self.test, ids)
+        chosen: list[float] = ([m.recovery for m in measure_prompts(lm, layout, self.selection, ids)] if selection
+                               else [float("nan")] * len(ids))
         return [_score(sel, rep, tuple(i), attack, nat, lm.tokenizer.decode(i))
                 for i, (_, attack), sel, rep, nat in zip(ids, candidates, chosen, reported, naturalness, strict=True)]
 

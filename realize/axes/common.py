@@ -43,8 +43,10 @@ class Probe(Protocol):
         """A panel of `size` corpus instructions unrelated to the target (seeded)."""
         ...
 
-    def score(self, candidates: Sequence[Candidate], naturalness: Sequence[Naturalness]) -> list[Measured]:
-        """Each candidate on selection and test contexts, with its per-test-context evidence."""
+    def score(self, candidates: Sequence[Candidate], naturalness: Sequence[Naturalness], *,
+              selection: bool = True) -> list[Measured]:
+        """Each candidate on selection (unless `selection` is False: nan) and test contexts, with its
+        per-test-context evidence."""
         ...
 
     def facts(self, best: Measured | None) -> BehaviorFacts | None:
@@ -79,14 +81,15 @@ def unique(candidates: Sequence[Candidate]) -> list[Candidate]:
     return out
 
 
-def naturalness(setting: AuditSetting, candidates: Sequence[Candidate]) -> list[Naturalness]:
-    """Perplexity (chat position, worst window) and realism of each candidate's text."""
+def naturalness(setting: AuditSetting, candidates: Sequence[Candidate], *, realism: bool = True) -> list[Naturalness]:
+    """Perplexity (chat position, worst window) and realism of each candidate's text (`realism` False: nan, for
+    prompts that are compared but never chosen, nor exported)."""
     if not candidates:
         return []
     texts = [setting.lm.tokenizer.decode(list(ids)) for ids, _ in candidates]
     ppl: list[PerplexityScore] = score_perplexity(setting.lm, texts)
-    realism = realism_scores(setting.lm, texts, setting.classifier)
-    return [Naturalness(p.perplexity, p.worst_window_perplexity, float(r)) for p, r in zip(ppl, realism, strict=True)]
+    scores = realism_scores(setting.lm, texts, setting.classifier) if realism else [float("nan")] * len(texts)
+    return [Naturalness(p.perplexity, p.worst_window_perplexity, float(r)) for p, r in zip(ppl, scores, strict=True)]
 
 
 def pick(scores: Sequence[Score], min_realism: float, *, attacks: Sequence[str] | None = None) -> int | None:
@@ -104,14 +107,22 @@ def pick(scores: Sequence[Score], min_realism: float, *, attacks: Sequence[str] 
 
 
 def _scored(setting: AuditSetting, probe: Probe, candidates: Sequence[Candidate]) -> list[Measured]:
+    """Candidates that may be chosen: selection and test contexts, realism."""
     return probe.score(candidates, naturalness(setting, candidates)) if candidates else []
+
+
+def _compared(setting: AuditSetting, probe: Probe, candidates: Sequence[Candidate]) -> list[Measured]:
+    """Prompts that are only compared with a chosen one (siblings, the positives' own prompts): test contexts."""
+    if not candidates:
+        return []
+    return probe.score(candidates, naturalness(setting, candidates, realism=False), selection=False)
 
 
 def _siblings(setting: AuditSetting, probe: Probe, ids: tuple[int, ...], config: AuditConfig) -> tuple[Measured, ...]:
     if config.n_siblings < 1:
         return ()
     siblings = form_siblings(setting.lm, setting.layout, ids, SiblingConfig(n=config.n_siblings))
-    return tuple(_scored(setting, probe, [(s, "sibling") for s in siblings]))
+    return tuple(_compared(setting, probe, [(s, "sibling") for s in siblings]))
 
 
 def measure_axis(axis: AuditAxis, setting: AuditSetting, target: Target, goal: dict, config: AuditConfig,
@@ -129,12 +140,15 @@ def measure_axis(axis: AuditAxis, setting: AuditSetting, target: Target, goal: d
         alone = [m.score for m in _scored(setting, probe, probe.search(retrieval=False))]
         found = pick(alone, floor)
         search_alone = None if found is None else alone[found]
-    panel = _scored(setting, probe, unique(probe.unrelated(config.n_unrelated))) if config.n_unrelated else []
-    chosen = pick([m.score for m in panel], -math.inf)  # corpus instructions: natural by construction
+    panel = []  # corpus instructions: natural by construction, chosen on selection contexts, no realism needed
+    if config.n_unrelated:
+        candidates = unique(probe.unrelated(config.n_unrelated))
+        panel = probe.score(candidates, naturalness(setting, candidates, realism=False))
+    chosen = pick([m.score for m in panel], -math.inf)
     true_prompt, true_siblings = None, ()
     if target.prompt:
         ids = tuple(encode(setting.lm.tokenizer, target.prompt))
-        (true_prompt,) = _scored(setting, probe, [(ids, "true prompt")])
+        (true_prompt,) = _compared(setting, probe, [(ids, "true prompt")])
         true_siblings = _siblings(setting, probe, ids, config)
     return AxisEvidence(
         axis=axis.name, frontier=tuple(frontier), best=best,
