@@ -171,7 +171,8 @@ def main() -> None:
         if r["is_best"] or key not in best:
             best[key] = r
     fields = ("kind", "verdict", "direction_verdict", "verdict_stability", "realizability_score", "specific_cos_test",
-              "recovery_test", "generic_recovery", "specific_recovery", "direction_cos", "effect_ratio", "effect_kl",
+              "recovery_test", "content", "content_margin", "true_content_margin", "unrelated_value", "direction_cos",
+              "effect_ratio", "effect_kl",
               "magnitude_factor", "realizable_scale",
               "prompt", "realism", "is_best")
     summary = {"machine": machine(), "args": vars(args), "exit_code": code, "seconds": seconds,

@@ -6,7 +6,7 @@ similar effect, measured cheaply as the first-answer effect
 
     e = mean over contexts of KL(steered || base) at the first answer position      (nats)
 
-on the behavior optimization contexts, binned in factors of sqrt(2) (`effect_bin`). Behavior nulls are random
+on the behavior optimization contexts, binned in factors of 2 (`effect_bin`). Behavior nulls are random
 directions of the natural shift space (at the steer's norm bins) rescaled so that their effect hits the bin's centre
 (`matched_scale`); behavior positives are the held-out prompts whose own first-answer effect (KL(prompted || base))
 is nearest the bin's centre, distilled into steers. Both are items per (layers, effect bin).
@@ -24,12 +24,12 @@ from realize.data.chat import ChatLayout, encode
 from realize.data.models import LoadedModel
 from realize.data.steered import forced_logprobs
 
-EFFECT_BINS_PER_OCTAVE = 2
+EFFECT_BINS_PER_OCTAVE = 1  # bins a factor 2 wide: a control is within sqrt(2) of the steer's effect
 MIN_EFFECT = 1e-4  # nats: below this a steer does nothing measurable at the first answer token
 
 
 def effect_bin(effect: float) -> int:
-    """The bin of a first-answer effect (sqrt(2) wide); effects below `MIN_EFFECT` share the lowest bin."""
+    """The bin of a first-answer effect (a factor 2 wide); effects below `MIN_EFFECT` share the lowest bin."""
     return round(math.log2(max(effect, MIN_EFFECT)) * EFFECT_BINS_PER_OCTAVE)
 
 
