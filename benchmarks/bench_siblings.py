@@ -1,0 +1,124 @@
+"""Does the audit tell *this* steer from a steer of the same form with other content? Held-out sibling pairs.
+
+    python benchmarks/bench_siblings.py --pairs benchmarks/sibling_pairs_heldout.tsv --layers 6 12 \
+        [--budget quick] [--out runs/bench-siblings]
+
+For each pair (A, B) of same-template instructions with different content (written for the check, absent from every
+corpus, never tuned on) and each layer, the steer is A's mean shift (and B's) on 8 contexts the audit never uses;
+`realize audit` (activation axis) then searches, calibrates and judges it as it would any vector. On 8 *other*
+contexts the audit never used, the best prompt p is measured against both targets:
+
+    separation(p)  = cos(p, T_A) - cos(p, T_B)         (specific cosine: g removed)
+    true margin    = cos(A, T_A) - cos(A, T_B)
+
+The issue's bar: separation >= half the true margin, or a verdict other than plain "realizable". A control steer
+whose prompt the retrieval corpus holds verbatim must stay "realizable" (it is audited beside the pairs).
+Writes OUT/summary.json (benchmarks/results/siblings_<budget>.json when --results is given).
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+from _setup import machine, write_json
+from bench_fidelity import read_pairs
+
+from realize.cli import main as realize_main
+from realize.config import AuditConfig
+from realize.corpus_shifts import mean_shifts_at
+from realize.data.chat import chat_layout, encode
+from realize.data.corpora import load_clustered, load_corpus
+from realize.data.models import load_model
+from realize.data.results_dataset import read_rows
+from realize.data.shift import specific_cosine
+from realize.data.vectors import SteeringVector, save_safetensors
+from realize.attacks.objectives import estimate_generics
+from realize.setting import ContextSplit
+
+VERBATIM = 3  # corpus prompts audited as steers whose prompt the corpus holds verbatim
+
+
+def unused(config: AuditConfig) -> list[str]:
+    contexts = load_corpus("contexts")
+    split = ContextSplit.of(contexts, config.n_opt_contexts, config.n_selection, config.n_test, config.seed)
+    used = {*split.optimization, *split.selection, *split.test, *split.magnitude}
+    return [c for c in contexts if c not in used]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--pairs", type=Path, required=True)
+    parser.add_argument("--layers", type=int, nargs="+", default=[6, 12])
+    parser.add_argument("--budget", default="quick")
+    parser.add_argument("--out", type=Path, default=Path("runs/bench-siblings"))
+    parser.add_argument("--results", type=Path, help="also write the summary here")
+    args = parser.parse_args()
+    config = AuditConfig(budget=args.budget)
+    rest = unused(config)
+    if len(rest) < 16:
+        raise SystemExit(f"only {len(rest)} unused contexts")
+    target_contexts, measure_contexts = rest[:8], rest[8:16]
+    lm = load_model()
+    layout = chat_layout(lm.tokenizer, "prefix")
+    pairs = read_pairs(args.pairs)
+    verbatim = [c.prompt for c in load_clustered("natural_prompts")[::97][:VERBATIM]]
+    texts = [p for _, a, b in pairs for p in (a, b)] + verbatim
+    targets = mean_shifts_at(lm, layout, args.layers, texts, target_contexts)
+    generics = estimate_generics(lm, layout, args.layers, measure_contexts)
+    summary: dict[str, object] = {"machine": machine(), "args": {k: str(v) for k, v in vars(args).items()},
+                                  "layers": {}}
+    for layer in args.layers:
+        folder = args.out / f"L{layer}" / "vectors"
+        folder.mkdir(parents=True, exist_ok=True)
+        files = []
+        for i, text in enumerate(texts):
+            name = f"pair{i // 2}{'ab'[i % 2]}" if i < 2 * len(pairs) else f"verbatim{i - 2 * len(pairs)}"
+            path = folder / f"{name}.safetensors"
+            save_safetensors([SteeringVector(directions={layer: targets[layer][i]}, scale=1.0, name=name,
+                                             method="natural-prompt shift", notes=text)], path)
+            files.append(str(path))
+        start = time.perf_counter()
+        code = realize_main(["audit", *files, "--budget", args.budget, "--axes", "activation", "--out",
+                             str(args.out / f"L{layer}" / "audit"), "--quiet", "--overwrite", "--no-manifold"])
+        seconds = time.perf_counter() - start
+        rows = [r for r in read_rows(args.out / f"L{layer}" / "audit" / "results.parquet") if r["kind"] == "vector"]
+        best = {r["vector_name"]: r for r in rows if r["is_best"]}
+        verdicts = {r["vector_name"]: r["verdict"] for r in rows}
+        prompts = {name: r["prompt"] for name, r in best.items()}
+        measured = mean_shifts_at(lm, layout, [layer], list(prompts.values()) + texts, measure_contexts)[layer]
+        shift = dict(zip(list(prompts) + [f"true{i}" for i in range(len(texts))], measured, strict=True))
+        g = generics[layer]
+        cos = lambda s, t: specific_cosine(s, t, g)  # noqa: E731
+        entries = []
+        for i, (pair, a, b) in enumerate(pairs):
+            for own, other, variant in ((2 * i, 2 * i + 1, "a"), (2 * i + 1, 2 * i, "b")):
+                name = f"pair{i}{variant}"
+                t_own, t_other = targets[layer][own], targets[layer][other]
+                true_margin = cos(shift[f"true{own}"], t_own) - cos(shift[f"true{own}"], t_other)
+                found = name in shift
+                separation = cos(shift[name], t_own) - cos(shift[name], t_other) if found else None
+                verdict = verdicts.get(name, "missing")
+                ok = verdict != "realizable" or (separation is not None and separation >= true_margin / 2)
+                entries.append({"pair": pair, "target": texts[own], "verdict": verdict,
+                                "best_prompt": prompts.get(name), "separation": separation,
+                                "true_margin": true_margin, "bar_met": ok,
+                                "content": best[name]["content"] if found else None,
+                                "content_margin": best[name]["content_margin"] if found else None})
+                print(f"L{layer} {name:8s} {verdict:24s} sep {separation if separation is not None else float('nan'):+.3f} "
+                      f"true {true_margin:+.3f} {'ok' if ok else 'FAIL'}  {prompts.get(name)!r}", flush=True)
+        controls = [{"prompt": texts[2 * len(pairs) + j], "verdict": verdicts.get(f"verbatim{j}"),
+                     "best_prompt": prompts.get(f"verbatim{j}")} for j in range(len(verbatim))]
+        for c in controls:
+            print(f"L{layer} verbatim {c['verdict']:24s} {c['prompt']!r} -> {c['best_prompt']!r}", flush=True)
+        summary["layers"][str(layer)] = {"exit_code": code, "seconds": seconds, "pairs": entries,  # type: ignore[index]
+                                         "verbatim": controls,
+                                         "bar_met": sum(e["bar_met"] for e in entries), "n": len(entries)}
+    write_json(args.out / "summary.json", summary)
+    if args.results:
+        write_json(args.results, summary)
+
+
+if __name__ == "__main__":
+    main()
