@@ -1,0 +1,125 @@
+"""Turn a finished dataset audit (OUT/audit) into the dataset of audited steers (OUT/data, OUT/README.md) and the
+summary the README's "What we found" cites (OUT/summary.json).
+
+    python benchmarks/dataset_card.py OUT
+
+Rows: one per steer and axis (the steer's verdict, its best prompt chosen on selection contexts, that prompt's test
+numbers, the content test, magnitude and effect), `kind == "vector"` only. The card counts verdicts per method and
+layer and axis, says what each outcome means and lists the known limits.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections import Counter, defaultdict
+from pathlib import Path
+
+import pyarrow.parquet as pq
+from _setup import write_json
+
+from realize.data.atomic import atomic_output, write_text_atomic
+from realize.data.results_dataset import to_dataset
+
+MEANING = {
+    "realizable": "an ordinary prompt produces this steer, and what it says matters (its same-form siblings fall "
+                  "short by at least half the margin true prompts show)",
+    "partially realizable": "a prompt gets part of the way: above the null bound, short of the positives",
+    "direction realizable": "a prompt reaches the direction, but the steer is larger than natural prompts' shifts "
+                            "(a > 1.5 a*)",
+    "direction partially realizable": "part of the direction, at a size beyond natural",
+    "form realizable": "a prompt of this form reaches it, but swapping its content words does about as well: the "
+                       "form is realizable, not this content",
+    "generically realizable": "an unrelated instruction does about as well: what any instruction does",
+    "not realizable": "no ordinary prompt found at this budget does it better than random directions",
+    "inconclusive": "the controls cannot decide (too few, zero spread, positives not above nulls, or an inert steer)",
+    "no natural candidate": "no searched prompt passed the realism threshold",
+}
+
+
+def method_of(row: dict) -> str:
+    return row["method"]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("out", type=Path)
+    args = parser.parse_args()
+    rows = pq.read_table(args.out / "audit" / "results.parquet").to_pylist()
+    best: dict[tuple[str, str], dict] = {}
+    for r in rows:
+        if r["kind"] != "vector":
+            continue
+        key = (r["vector_id"], r["axis"])
+        if r["is_best"] or key not in best:
+            best[key] = r
+    kept = sorted(best.values(), key=lambda r: (r["vector_name"], r["axis"]))
+    shard = args.out / "data" / "train-00000-of-00001.parquet"
+    with atomic_output(shard) as tmp:
+        pq.write_table(to_dataset(kept).data.table, tmp)
+    counts: dict[str, Counter] = defaultdict(Counter)
+    for r in kept:
+        layers = "3-9" if len(r["layers"]) > 1 else str(r["layer"])
+        counts[f"{r['axis']} | {method_of(r)} | L{layers}"][r["verdict"]] += 1
+    verdicts = sorted({r["verdict"] for r in kept})
+    table = ["| axis | method | layer | n | " + " | ".join(verdicts) + " |",
+             "|---|---|---|---|" + "---|" * len(verdicts)]
+    for key in sorted(counts):
+        axis, method, layer = key.split(" | ")
+        c = counts[key]
+        table.append(f"| {axis} | {method} | {layer} | {sum(c.values())} | "
+                     + " | ".join(str(c.get(v, 0)) for v in verdicts) + " |")
+    by_prompt = Counter(r["prompt"] for r in kept if r["verdict"] in ("realizable", "partially realizable",
+                                                                      "direction realizable", "form realizable"))
+    summary = {"steers": len({r["vector_id"] for r in kept}), "rows": len(kept),
+               "counts": {k: dict(v) for k, v in counts.items()}, "frequent_prompts": by_prompt.most_common(10)}
+    write_json(args.out / "summary.json", summary)
+    meaning = "\n".join(f"- **{v}**: {MEANING.get(v, '')}" for v in verdicts)
+    n_bytes = shard.stat().st_size
+    card = f"""---
+license: cc-by-4.0
+language:
+- en
+pretty_name: Audited steers (SmolLM2-135M-Instruct)
+configs:
+- config_name: default
+  data_files:
+  - split: train
+    path: data/train-*.parquet
+---
+
+# Audited steers
+
+{summary['steers']} steering vectors of SmolLM2-135M-Instruct (MELBO, CAA, prompt-distilled, natural prompts' shifts,
+random directions; single-layer at layers 7 and 12, and multi-layer at 3-9), each audited by
+[realize](https://pypi.org/project/realize/) on two axes: can an ordinary prompt produce its activation shift, and can
+one make the model do what it does? One row per steer and axis ({len(kept)} rows, {n_bytes} bytes): the verdict, the
+best prompt (chosen on selection contexts; every number on test contexts), the content test, magnitude and effect,
+and provenance columns (model and vector file digests, realize version and source digest). The vectors are in
+`vectors/`, the full audit (every evaluated prompt, controls, `report.html`) in `audit/`; `bash scripts/build-dataset`
+rebuilds it all.
+
+## Verdicts per method and layer
+
+{chr(10).join(table)}
+
+## What each outcome means
+
+{meaning}
+
+## Known limits
+
+- One small model (135M parameters), CPU-sized searches (the quick preset): "not realizable" is a statement about
+  this budget, not a proof that no prompt exists.
+- Controls: 4 nulls and 4 positives per layer (behavior: per effect bin); prediction bounds from 4 nulls are wide.
+- The realism judge is a small classifier; a prompt it passes may still read oddly.
+- The content test compares the best prompt with its form siblings (content words swapped by the LM); a prompt with
+  no content word is all form by construction.
+- Activation and behavior are separate questions; a steer realizable on one is not thereby realizable on the other.
+"""
+    write_text_atomic(args.out / "README.md", card)
+    print(json.dumps(summary["counts"], indent=1))
+
+
+if __name__ == "__main__":
+    main()
