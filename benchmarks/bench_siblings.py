@@ -28,6 +28,7 @@ from bench_fidelity import read_pairs
 from realize.cli import main as realize_main
 from realize.config import AuditConfig
 from realize.corpus_shifts import mean_shifts_at
+from realize.data.chat import chat_layout
 from realize.data.corpora import load_clustered, load_corpus
 from realize.data.models import load_model
 from realize.data.results_dataset import read_rows
