@@ -26,6 +26,10 @@ from realize.setting import AuditSetting
 from realize.targets import Target
 
 logger = logging.getLogger(__name__)
+# Adam's rate for behavior positives: at the quick preset's 30 steps, 0.2 lets the held-out prompt recover 0.40 / 0.28
+# of its own distilled steer's behavior where 0.05 gave 0.21 / -0.13 (two positives, layer 7; 100 steps at 0.05:
+# 0.25 / 0.22), for the same cost.
+DISTILL_LR = 0.2
 
 
 def _manifold(setting: AuditSetting, directions: dict[int, torch.Tensor]) -> dict[str, float]:
@@ -45,7 +49,8 @@ def audit_target(setting: AuditSetting, target: Target, config: AuditConfig) -> 
     if target.kind == "behavior-positive":
         distilled = train_distilled(setting.lm, setting.layout, target.prompt, target.layers,
                                     setting.contexts.optimization,
-                                    DistillConfig(steps=config.distill_steps, tokens=config.behavior_tokens))
+                                    DistillConfig(steps=config.distill_steps, tokens=config.behavior_tokens,
+                                                  lr=DISTILL_LR))
         directions = dict(distilled.vector.directions)
         distill_losses = (distilled.losses[0], distilled.losses[-1])
     scale, effect = target.scale, target.effect

@@ -18,6 +18,7 @@ computing them.
 from __future__ import annotations
 
 import logging
+import shutil
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from importlib.resources import files
@@ -27,6 +28,7 @@ from accelerate import PartialState
 from tqdm.auto import tqdm
 
 from realize.config import AuditConfig
+from realize.data.atomic import atomic_output
 from realize.data.corpora import load_corpus
 from realize.data.models import LoadedModel, cache_root
 from realize.data.vectors import SteeringVector
@@ -63,6 +65,8 @@ def plan_audit(lm: LoadedModel, vectors: Sequence[SteeringVector], config: Audit
     `$REALIZE_CACHE/corpus_shifts`). Asserts that every planned target has a setting."""
     classifier = classifier or load_classifier()
     identity = AuditIdentity.of(lm, config, classifier)
+    shifts_dir = cache_dir if cache_dir is not None else cache_root() / "corpus_shifts"
+    seed_cache(shifts_dir)
     key = identity.item_key()
     contexts = ContextSplit.of(load_corpus("contexts"), config.n_opt_contexts, config.n_selection, config.n_test,
                                config.seed)
@@ -72,7 +76,6 @@ def plan_audit(lm: LoadedModel, vectors: Sequence[SteeringVector], config: Audit
         behavior = contexts.subset(config.behavior_contexts, config.behavior_contexts, config.behavior_test_contexts)
     settings: dict[tuple[int, ...], AuditSetting] = {}
     targets: list[Target] = []
-    shifts_dir = cache_dir if cache_dir is not None else cache_root() / "corpus_shifts"
     for layers in sorted({t.layers for t in vector_items}):
         setting = make_setting(lm, layers, config.placement, contexts, classifier, config.thresholds.min_realism,
                                fingerprint=identity.weights, cache_dir=shifts_dir, behavior_contexts=behavior,
@@ -120,6 +123,21 @@ def shipped_calibration() -> ItemStore:
     `scripts/ship-calibration`): the demo's controls for the embedded model, keyed like every item, so they are
     found only while model, code, judge, corpora and configuration are exactly those they were computed with."""
     return ItemStore(Path(str(files("realize") / "calibration")))
+
+
+def seed_cache(cache_dir: Path) -> None:
+    """Copy the shipped setting caches (the demo's corpus shifts, prompt effects and natural norms, `realize/
+    calibration/cache/`) into `cache_dir` where absent. Their file names hash their keys (model, layer, contexts,
+    corpora), so a copied file is only ever read for exactly the setting it was computed for."""
+    shipped = Path(str(files("realize") / "calibration" / "cache"))
+    if not shipped.is_dir():
+        return
+    for source in shipped.iterdir():
+        target = Path(cache_dir) / source.name
+        if source.is_file() and source.suffix in (".safetensors", ".json") and not target.exists():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            with atomic_output(target) as tmp:
+                shutil.copyfile(source, tmp)
 
 
 def lookup(target: Target, store: ItemStore, control_cache: ItemStore | None) -> VectorAudit | None:

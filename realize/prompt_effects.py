@@ -2,8 +2,10 @@
 
 The behavior axis retrieves corpus prompts by what they do: the change a prompt makes to the next-token distribution
 at the first answer position, P_prompted(. | x) - P_base(. | x) averaged over contexts, compared (cosine) with the
-change a vector makes there. The prompts' side does not depend on the vector, so it is computed once (a safetensors
-file under `$REALIZE_CACHE/corpus_shifts/`, float16, n x V) and every target ranks the corpus with one product.
+change a vector makes there. The prompts' side does not depend on the vector, so it is computed once and cached (a
+safetensors file under `$REALIZE_CACHE/corpus_shifts/`). Each prompt keeps its `TOP_K` largest changes (by
+magnitude; the rest of a 49k-token distribution's change is ~0), which makes the cache small enough to ship with the
+package for the demo's contexts; every target ranks the corpus with one gather and one product.
 """
 
 from __future__ import annotations
@@ -25,7 +27,8 @@ from realize.data.models import LoadedModel
 from realize.data.steered import forced_logprobs
 
 logger = logging.getLogger(__name__)
-EFFECTS_VERSION = "1"
+EFFECTS_VERSION = "2"  # 2: sparse (top-k) effects
+TOP_K = 256  # largest first-answer probability changes kept per prompt
 
 
 @torch.no_grad()
@@ -52,7 +55,21 @@ def first_answer_effects(lm: LoadedModel, layout: ChatLayout, prompts: Sequence[
 class PromptEffects:
     prompts: tuple[str, ...]  # the retrieval corpus (natural prompts)
     clusters: tuple[str, ...]
-    effects: torch.Tensor  # (n, V) float16
+    indices: torch.Tensor  # (n, k) long: the tokens of each prompt's largest first-answer probability changes
+    values: torch.Tensor  # (n, k) float: those changes
+
+    @classmethod
+    def of(cls, prompts: tuple[str, ...], clusters: tuple[str, ...], dense: torch.Tensor,
+           top_k: int = TOP_K) -> PromptEffects:
+        """From dense changes (n, V): each row's `top_k` largest by magnitude."""
+        indices = dense.float().abs().topk(min(top_k, dense.shape[1]), dim=1).indices
+        return cls(prompts, clusters, indices, dense.float().gather(1, indices))
+
+    def cosine(self, effect: torch.Tensor, rows: list[int]) -> torch.Tensor:
+        """(len(rows),) cosine of each row's change with a dense change `effect` (V,)."""
+        values = self.values[rows].float()
+        dots = (values * effect.float()[self.indices[rows]]).sum(dim=1)
+        return dots / (values.norm(dim=1) * effect.float().norm()).clamp_min(1e-12)
 
 
 def prompt_effects(lm: LoadedModel, layout: ChatLayout, corpus: CorpusShifts, contexts: Sequence[str], *,
@@ -60,7 +77,7 @@ def prompt_effects(lm: LoadedModel, layout: ChatLayout, corpus: CorpusShifts, co
     """The retrieval corpus's first-answer effects on `contexts`, from the cache when present."""
     rows, prompts = corpus.select("natural_prompts")
     clusters = tuple(corpus.clusters[i] for i in rows)
-    key = json.dumps({"version": EFFECTS_VERSION, "model": fingerprint, "placement": layout.placement,
+    key = json.dumps({"version": EFFECTS_VERSION, "top_k": TOP_K, "model": fingerprint, "placement": layout.placement,
                       "layout": [layout.head, layout.tail, layout.sep, layout.sys_head, layout.sys_tail],
                       "contexts": list(contexts), "prompts": prompts}, sort_keys=True)
     path = None
@@ -68,13 +85,15 @@ def prompt_effects(lm: LoadedModel, layout: ChatLayout, corpus: CorpusShifts, co
         path = Path(cache_dir) / f"effects-{hashlib.sha256(key.encode()).hexdigest()[:24]}.safetensors"
         if path.is_file():
             try:
-                return PromptEffects(tuple(prompts), clusters, load_file(str(path))["effects"])
+                tensors = load_file(str(path))
+                return PromptEffects(tuple(prompts), clusters, tensors["indices"].long(), tensors["values"].float())
             except (OSError, ValueError, KeyError, RuntimeError) as err:
                 logger.warning("%s: unreadable prompt-effect cache (%s); recomputing", path, err)
     logger.info("computing the first-answer effects of %d corpus prompts (once per model and contexts)",
                 len(prompts))
-    effects = first_answer_effects(lm, layout, prompts, contexts).half()
+    effects = PromptEffects.of(tuple(prompts), clusters, first_answer_effects(lm, layout, prompts, contexts))
     if path is not None:
         with atomic_output(path) as tmp:
-            save_file({"effects": effects.contiguous()}, str(tmp))
-    return PromptEffects(tuple(prompts), clusters, effects)
+            save_file({"indices": effects.indices.int().contiguous(), "values": effects.values.contiguous()},
+                      str(tmp))
+    return effects

@@ -221,7 +221,7 @@ def test_unrelated_panel_avoids_the_vectors_neighbours() -> None:
     base = torch.log_softmax(torch.zeros(1, v), -1)
     steered = torch.log_softmax(effects[5:6] * 3, -1)  # the steer pushes like prompt 5
     opt = [SteeredContext("ctx", (1,), (1,), (2,), steered, base)]
-    table = PromptEffects(tuple(f"p{i}" for i in range(n)), clusters, effects.half())
+    table = PromptEffects.of(tuple(f"p{i}" for i in range(n)), clusters, effects)
     ranking = rank_by_behavior(table, opt)
     related = {clusters[i] for i in ranking[:RELATED]}
     panel = unrelated_panel(table, opt, 4, seed=3)
@@ -229,3 +229,18 @@ def test_unrelated_panel_avoids_the_vectors_neighbours() -> None:
     picked = [clusters[int(p[1:])] for p in panel]
     assert len(set(picked)) == 4 and not set(picked) & related and "c2" in related  # prompt 5's own cluster
     assert len(unrelated_panel(table, opt, 100, seed=3)) == len(set(clusters) - related)
+
+
+def test_sparse_prompt_effects_rank_like_dense_ones() -> None:
+    """Keeping each prompt's largest first-answer changes: the cosine with a steer's change equals the dense one
+    when nothing is dropped, and stays close when only the largest are kept."""
+    from realize.prompt_effects import PromptEffects
+
+    gen = torch.Generator().manual_seed(1)
+    dense = torch.randn(30, 500, generator=gen) * (torch.rand(30, 500, generator=gen) < 0.05)  # sparse-ish rows
+    steer = dense[3] + 0.1 * torch.randn(500, generator=gen)
+    full = PromptEffects.of(tuple(map(str, range(30))), tuple(map(str, range(30))), dense, top_k=500)
+    exact = (dense @ steer) / (dense.norm(dim=1) * steer.norm())
+    assert torch.allclose(full.cosine(steer, list(range(30))), exact, atol=1e-5)
+    kept = PromptEffects.of(full.prompts, full.clusters, dense, top_k=40)
+    assert int(kept.cosine(steer, list(range(30))).argmax()) == 3

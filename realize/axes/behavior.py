@@ -49,8 +49,7 @@ def rank_by_behavior(effects: PromptEffects, opt: Sequence[SteeredContext],
     allowed = [i for i, k in enumerate(effects.clusters) if k not in excluded]
     if not allowed:
         return []
-    matrix = effects.effects[allowed].float()
-    cos = (matrix @ steer_effect) / (matrix.norm(dim=1) * steer_effect.norm()).clamp_min(1e-12)
+    cos = effects.cosine(steer_effect, allowed)
     return [allowed[i] for i in cos.argsort(descending=True).tolist()]
 
 
