@@ -272,12 +272,26 @@ def near_clusters(corpora: Mapping[int, CorpusShifts], generics: Mapping[int, to
     return near, (corpus.prompts[rows[j]], float(cos[j]))
 
 
-def _positive_rows(corpora: Mapping[int, CorpusShifts], config: AuditConfig) -> tuple[list[int], list[str]]:
-    corpus = corpora[sorted(corpora)[-1]]
-    rows, prompts = corpus.select("positive_prompts")
-    if not rows:
-        raise ValueError("positive_prompts: the corpus is empty")
-    return rows, prompts
+@dataclass(frozen=True)
+class _Positives:
+    """The held-out positive prompts at a set of layers, in the audit's seeded order."""
+
+    layers: list[int]
+    corpus: CorpusShifts  # at the deepest layer
+    rows: list[int]  # corpus rows of the positive prompts
+    prompts: list[str]
+    order: list[int]  # indices into rows, seeded
+    tag: str  # "L3,4,5"
+
+    @classmethod
+    def of(cls, corpora: Mapping[int, CorpusShifts], config: AuditConfig) -> _Positives:
+        layers = sorted(corpora)
+        corpus = corpora[layers[-1]]
+        rows, prompts = corpus.select("positive_prompts")
+        if not rows:
+            raise ValueError("positive_prompts: the corpus is empty")
+        order = torch.randperm(len(rows), generator=_generator(config.seed, "positive", layers)).tolist()
+        return cls(layers, corpus, rows, prompts, order, "L" + ",".join(map(str, layers)))
 
 
 def positive_targets(corpora: Mapping[int, CorpusShifts], generics: Mapping[int, torch.Tensor], config: AuditConfig,
@@ -287,14 +301,11 @@ def positive_targets(corpora: Mapping[int, CorpusShifts], generics: Mapping[int,
     cluster and the clusters near it."""
     if "activation" not in config.axes:
         return []
-    layers = sorted(corpora)
-    corpus = corpora[layers[-1]]
-    rows, prompts = _positive_rows(corpora, config)
-    order = torch.randperm(len(rows), generator=_generator(config.seed, "positive", layers)).tolist()
-    tag = "L" + ",".join(map(str, layers))
+    p = _Positives.of(corpora, config)
+    layers, corpus, tag = p.layers, p.corpus, p.tag
     targets = []
-    for j, i in enumerate(order[: config.n_positive]):
-        row, prompt = rows[i], prompts[i]
+    for j, i in enumerate(p.order[: config.n_positive]):
+        row, prompt = p.rows[i], p.prompts[i]
         near, nearest = near_clusters(corpora, generics, row)
         directions = {layer: corpora[layer].shifts[row].clone() for layer in layers}
         targets.append(Target(item_id("positive", directions, None, 1.0, key), f"positive.{tag}.{j}",
@@ -312,16 +323,13 @@ def behavior_positive_targets(corpora: Mapping[int, CorpusShifts], generics: Map
     each distilled, when audited, into a steer at every layer (trained jointly)."""
     if "behavior" not in config.axes:
         return []
-    layers = sorted(corpora)
-    corpus = corpora[layers[-1]]
-    rows, prompts = _positive_rows(corpora, config)
-    order = torch.randperm(len(rows), generator=_generator(config.seed, "positive", layers)).tolist()
+    p = _Positives.of(corpora, config)
+    layers, corpus, tag = p.layers, p.corpus, p.tag
     centre = math.log2(bin_effect(effect_bin))
-    ranked = sorted(order, key=lambda i: abs(math.log2(max(effects[prompts[i]], 1e-6)) - centre))
-    tag = "L" + ",".join(map(str, layers))
+    ranked = sorted(p.order, key=lambda i: abs(math.log2(max(effects[p.prompts[i]], 1e-6)) - centre))
     targets = []
     for j, i in enumerate(ranked[: config.n_positive]):
-        row, prompt = rows[i], prompts[i]
+        row, prompt = p.rows[i], p.prompts[i]
         near, nearest = near_clusters(corpora, generics, row)
         placeholder = {layer: torch.zeros_like(corpus.shifts[row]) for layer in layers}
         targets.append(Target(item_id("behavior-positive", placeholder, None, 1.0,

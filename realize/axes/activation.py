@@ -23,7 +23,7 @@ from realize.attacks.beam import BeamConfig
 from realize.attacks.natural import NaturalConfig
 from realize.attacks.natural import run as natural_run
 from realize.attacks.objectives import ActivationObjectiveConfig, ActivationShiftObjective
-from realize.axes.common import Candidate, Naturalness, unique
+from realize.axes.common import Candidate, Naturalness, unique, unrelated_from_ranking
 from realize.config import AuditConfig
 from realize.corpus_shifts import retrieval_losses
 from realize.data.chat import encode
@@ -132,18 +132,11 @@ def score(setting: AuditSetting, goal: Goal, candidates: Sequence[Candidate], na
 
 
 def unrelated_panel(setting: AuditSetting, goal: Goal, size: int, seed: int) -> list[Candidate]:
-    """`size` corpus instructions, one per cluster, drawn with `seed` from the clusters that retrieval does not rank
-    among its best `RELATED` for this goal."""
-    ranking = retrieval_ranking(setting, goal)
+    """`size` corpus instructions, one per cluster, from the clusters that retrieval does not rank among its best
+    `RELATED` for this goal (`realize.axes.common.unrelated_from_ranking`)."""
     corpus = setting.corpus
-    related = {corpus.clusters[i] for i in ranking[:RELATED]}
-    first: dict[str, int] = {}
-    for i in sorted(ranking):
-        if corpus.clusters[i] not in related:
-            first.setdefault(corpus.clusters[i], i)
-    pool = sorted(first.values())
-    chosen = torch.randperm(len(pool), generator=torch.Generator().manual_seed(seed))[:size].tolist()
-    return [(tuple(encode(setting.lm.tokenizer, corpus.prompts[pool[j]])), "unrelated panel") for j in sorted(chosen)]
+    rows = unrelated_from_ranking(retrieval_ranking(setting, goal), corpus.clusters, size, seed, RELATED)
+    return [(tuple(encode(setting.lm.tokenizer, corpus.prompts[i])), "unrelated panel") for i in rows]
 
 
 @dataclass(frozen=True)

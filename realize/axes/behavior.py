@@ -26,7 +26,7 @@ from realize.attacks.baselines import RetrievalConfig, natural_retrieval
 from realize.attacks.behavior_objective import BehaviorObjective
 from realize.attacks.natural import NaturalConfig
 from realize.attacks.natural import run as natural_run
-from realize.axes.common import Candidate, Naturalness, unique
+from realize.axes.common import Candidate, Naturalness, unique, unrelated_from_ranking
 from realize.config import AuditConfig
 from realize.data.chat import encode
 from realize.data.steered import SteeredContext, greedy_batch, steered_contexts
@@ -54,17 +54,10 @@ def rank_by_behavior(effects: PromptEffects, opt: Sequence[SteeredContext],
 
 
 def unrelated_panel(effects: PromptEffects, opt: Sequence[SteeredContext], size: int, seed: int) -> list[str]:
-    """`size` corpus instructions, one per cluster, drawn with `seed`, none from a cluster of the `RELATED` prompts
-    closest to the steer's first-answer effect."""
-    ranking = rank_by_behavior(effects, opt)
-    related = {effects.clusters[i] for i in ranking[:RELATED]}
-    first: dict[str, int] = {}
-    for i in sorted(ranking):
-        if effects.clusters[i] not in related:
-            first.setdefault(effects.clusters[i], i)
-    pool = sorted(first.values())
-    chosen = torch.randperm(len(pool), generator=torch.Generator().manual_seed(seed))[:size].tolist()
-    return [effects.prompts[pool[j]] for j in sorted(chosen)]
+    """`size` corpus instructions, one per cluster, none from a cluster of the `RELATED` prompts closest to the
+    steer's first-answer effect (`realize.axes.common.unrelated_from_ranking`)."""
+    rows = unrelated_from_ranking(rank_by_behavior(effects, opt), effects.clusters, size, seed, RELATED)
+    return [effects.prompts[i] for i in rows]
 
 
 def _score(selection: float, measure: BehaviorMeasure, ids: tuple[int, ...], attack: str, nat: Naturalness,

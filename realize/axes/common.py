@@ -20,6 +20,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+import torch
+
 from realize.attacks.siblings import SiblingConfig, form_siblings
 from realize.config import AuditConfig
 from realize.data.chat import encode
@@ -90,6 +92,20 @@ def naturalness(setting: AuditSetting, candidates: Sequence[Candidate], *, reali
     ppl: list[PerplexityScore] = score_perplexity(setting.lm, texts)
     scores = realism_scores(setting.lm, texts, setting.classifier) if realism else [float("nan")] * len(texts)
     return [Naturalness(p.perplexity, p.worst_window_perplexity, float(r)) for p, r in zip(ppl, scores, strict=True)]
+
+
+def unrelated_from_ranking(ranking: Sequence[int], clusters: Sequence[str], size: int, seed: int,
+                           related: int = 24) -> list[int]:
+    """The unrelated panel: `size` corpus rows, one per cluster, drawn with `seed`, none from a cluster of the
+    `related` best-ranked rows (those the axis's retrieval would try for this target)."""
+    near = {clusters[i] for i in ranking[:related]}
+    first: dict[str, int] = {}
+    for i in sorted(ranking):
+        if clusters[i] not in near:
+            first.setdefault(clusters[i], i)
+    pool = sorted(first.values())
+    chosen = torch.randperm(len(pool), generator=torch.Generator().manual_seed(seed))[:size].tolist()
+    return [pool[j] for j in sorted(chosen)]
 
 
 def pick(scores: Sequence[Score], min_realism: float, *, attacks: Sequence[str] | None = None) -> int | None:
