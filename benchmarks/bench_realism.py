@@ -16,10 +16,8 @@ import torch
 from _setup import machine, write_json
 from realize.data.corpora import load_corpus
 from realize.data.models import load_model
-from realize.data.realism_corruptions import near_natural_corruptions
-from realize.scorers.realism import DEFAULT_WEIGHTS, load_classifier, load_judge, realism_scores
-
-FAST_WEIGHTS = DEFAULT_WEIGHTS.parent / "realism_fast.json"
+from realize.scorers.realism.corruptions import near_natural_corruptions
+from realize.scorers.realism import DEFAULT_WEIGHTS, FAST_WEIGHTS, load_classifier, load_judge, realism_scores
 
 
 def main() -> None:

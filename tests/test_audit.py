@@ -17,7 +17,7 @@ from realize.data.corpora import load_clustered, load_corpus
 from realize.data.results_dataset import read_rows
 from realize.data.vectors import SteeringVector
 from realize.scorers.realism import RealismClassifier
-from realize.scorers.realism_features import FEATURE_NAMES
+from realize.scorers.realism import FEATURE_NAMES
 from realize.targets import bin_norm, norm_bin
 from realize.verdict import VERDICTS
 
