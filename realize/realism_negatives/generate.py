@@ -19,6 +19,7 @@ from pathlib import Path
 
 from realize.data.atomic import write_text_atomic
 from realize.data.corpora import CORPUS_NAMES, load_corpus
+from realize.data.errors import UserInputError
 from realize.data.models import LoadedModel
 from realize.realism_negatives.families import FAMILIES, Family, run_family
 
@@ -61,7 +62,11 @@ def generate(lm: LoadedModel, family: Family, config: GenerateConfig) -> list[di
         if k in done:
             continue
         t0 = time.time()
-        new = run_family(lm, family, random.Random(f"{family}:{config.seed}:{k}"), config.seed * 100_000 + k)
+        try:
+            new = run_family(lm, family, random.Random(f"{family}:{config.seed}:{k}"), config.seed * 100_000 + k)
+        except (RuntimeError, ValueError, UserInputError) as err:  # one failed run must not end a long job
+            logger.warning("%s run %d failed: %s", family, k, err)
+            new = []
         kept = 0
         for row in new:
             text = str(row["text"])

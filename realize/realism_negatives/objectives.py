@@ -26,6 +26,7 @@ from typing import Literal
 import torch
 
 from realize.attacks.objectives import OutputMatchObjective, TargetStringObjective, activation_objective
+from realize.data.activations import num_layers
 from realize.data.chat import ChatLayout, chat_layout, encode
 from realize.data.corpora import load_corpus
 from realize.data.models import LoadedModel
@@ -33,7 +34,8 @@ from realize.data.shift import mean_shift, prompt_shifts
 
 ObjectiveKind = Literal["target_string", "activation", "behavior"]
 OBJECTIVE_KINDS: tuple[ObjectiveKind, ...] = ("target_string", "activation", "behavior")
-LAYERS = (3, 6, 9, 12, 18)  # activation targets (SmolLM2 has 30 blocks; the forward stops at the layer)
+LAYERS = (3, 6, 9, 12, 18)  # activation targets (SmolLM2 has 30 blocks; the forward stops at the layer; a
+# shallower model uses those it has, else its last block)
 BEHAVIOR_LAYER = 6
 BEHAVIOR_SCALE = 4.0  # behavior steer norm, in natural shift norms at that layer
 
@@ -107,10 +109,11 @@ def draw_objective(lm: LoadedModel, rng: random.Random, *, message: str = "",
         return (TargetStringObjective(lm.model, tok, message, target, batch_size=32),
                 ObjectiveSpec(kind, {"target": target}))
     layout = chat_layout(tok)
+    depth = num_layers(lm.model)
     contexts = rng.sample(load_corpus("contexts"), 2)
     naturals = load_corpus("natural_prompts")
     if kind == "activation":
-        layer = rng.choice(LAYERS)
+        layer = rng.choice([i for i in LAYERS if i < depth] or [depth - 1])
         mode = rng.choice(("prompt", "prompt", "difference", "random"))
         first, second = rng.sample(naturals, 2)
         shift = _natural_shift(lm, layout, first, contexts, layer)
@@ -126,7 +129,7 @@ def draw_objective(lm: LoadedModel, rng: random.Random, *, message: str = "",
             detail["target_prompts"] = [first]
         base = activation_objective(lm, shift, layer, contexts)
         return (SuffixObjective(base, prefix) if prefix else base), ObjectiveSpec(kind, detail)
-    layer = BEHAVIOR_LAYER
+    layer = min(BEHAVIOR_LAYER, depth - 1)
     natural_norm = float(_natural_shift(lm, layout, rng.choice(naturals), contexts[:1], layer).norm())
     g = torch.Generator().manual_seed(rng.randrange(2**31))
     direction = torch.randn(int(lm.model.config.hidden_size), generator=g)
