@@ -119,6 +119,8 @@ def lm_block_row(tokenizer, text: str, stats: TextStats) -> list[float]:
     """LM_BLOCK of one prompt (for the judge, the entropy columns are meaningless and dropped by the caller)."""
     s, h, r = (torch.tensor(stats.surprisal), torch.tensor(stats.entropy), torch.tensor(stats.rank))
     words = split_words(text)
-    excess = word_surprisal_excess(words, word_pieces(words, token_char_spans(tokenizer, text, stats)),
-                                   per_token(stats))
+    spans = token_char_spans(tokenizer, text, stats)
+    values = per_token(stats)
+    values += [None] * (len(spans) - len(values))  # a truncated prompt: words past the kept tokens are unscored
+    excess = word_surprisal_excess(words, word_pieces(words, spans), values)
     return lm_features(s, h, r) + local_lm_features(s, stats.end_surprisal, excess)
