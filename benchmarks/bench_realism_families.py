@@ -10,6 +10,7 @@ classifiers that differ only in their feature set, each evaluated leave-one-gene
 - `v3+judge`: every feature (turn features, the Gemma judge, two-LM agreement): the new shipped candidate;
 - `v2+judge`: the 72 features of the shipped weights, retrained on the same rows ("without the new features");
 - `v3`, `v2`: the same without the judge;
+- `v3+judge-tail`, `v3+judge-agree`: ablations (no tail read alone: one forward fewer; no two-LM agreement);
 - `shipped`: the weights shipped before this change (`scorers/weights/realism.json`, never saw a family or a benign
   prompt), scored as they are.
 
@@ -41,7 +42,9 @@ from realize.scorers.realism.dataset import (
 )
 from realize.scorers.realism.evaluate import _auc_vs, fit_and_evaluate, fit_split, print_report
 from realize.scorers.realism.features import (
+    AGREE_FEATURES,
     ALL_FEATURE_NAMES,
+    TAIL_FEATURES,
     FEATURE_NAMES,
     V2_ALL_FEATURE_NAMES,
     V2_FEATURE_NAMES,
@@ -56,7 +59,9 @@ from realize.scorers.realism.turns import change_point, interior_end
 
 WEIGHTS = Path("scorers/weights")
 FEATURE_SETS = {"v3+judge": ALL_FEATURE_NAMES, "v2+judge": V2_ALL_FEATURE_NAMES, "v3": FEATURE_NAMES,
-                "v2": V2_FEATURE_NAMES}
+                "v2": V2_FEATURE_NAMES,
+                "v3+judge-tail": tuple(n for n in ALL_FEATURE_NAMES if n not in TAIL_FEATURES),
+                "v3+judge-agree": tuple(n for n in ALL_FEATURE_NAMES if n not in AGREE_FEATURES)}
 FOLDS = 4
 
 

@@ -188,3 +188,13 @@ def test_dataset_reads_benign_and_families(tiny, tmp_path) -> None:
     parent = next(r for r in base if r["text"] == "Explain it like I am five years old.")
     assert (gen["gen_flrt"]["split"], gen["gen_flrt"]["cluster"]) == (parent["split"], parent["cluster"])
     assert gen["gen_beast"]["cluster"] == "beast:run3"
+
+
+def test_feature_code_digest_is_stable(monkeypatch) -> None:
+    from realize.scorers.realism import feature_code_digest
+    from realize.scorers.realism import model as realism_model
+
+    first = feature_code_digest()
+    assert len(first) == 64 and first == feature_code_digest()
+    monkeypatch.setattr(realism_model, "FEATURE_VERSION", "999")
+    assert feature_code_digest() != first  # what goes in changes the digest

@@ -13,7 +13,8 @@ The generators of the fluent adversarial negatives need the attacks, so they liv
 prompts (`benign/`). `realize train-realism` runs dataset -> features -> train -> evaluate.
 
 Stable names, re-exported here: `RealismClassifier` (with `threshold`, `unnatural_below`, `band`, `classify`),
-`load_classifier`, `save_classifier`, `realism_scores`, `load_judge`, `FEATURE_NAMES`, `ALL_FEATURE_NAMES`.
+`load_classifier`, `save_classifier`, `realism_scores`, `load_judge`, `feature_code_digest` (for cache keys: the
+feature code and the versions that compute features), `FEATURE_NAMES`, `ALL_FEATURE_NAMES`.
 """
 
 from realize.scorers.realism.evaluate import auc
@@ -30,6 +31,7 @@ from realize.scorers.realism.model import (
     JUDGE_MODEL,
     RealismClassifier,
     Verdict,
+    feature_code_digest,
     load_classifier,
     load_judge,
     realism_scores,
@@ -46,6 +48,6 @@ from realize.scorers.realism.train import (
 __all__ = [
     "ALL_FEATURE_NAMES", "DEFAULT_WEIGHTS", "FAST_WEIGHTS", "FEATURE_NAMES", "FEATURE_VERSION", "JUDGE_MODEL",
     "RealismClassifier", "RealismTrainConfig", "Verdict", "auc", "best_threshold", "calibrated_threshold",
-    "extract_features", "fit_classifier", "load_classifier", "load_judge", "platt", "realism_scores",
+    "extract_features", "feature_code_digest", "fit_classifier", "load_classifier", "load_judge", "platt", "realism_scores",
     "save_classifier", "select_columns",
 ]

