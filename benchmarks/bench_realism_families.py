@@ -58,6 +58,7 @@ from realize.scorers.realism.lm_features import token_char_spans
 from realize.scorers.realism.turns import change_point, interior_end
 
 WEIGHTS = Path("scorers/weights")
+READER_LABELS = Path("scorers/realism/negatives/reader_labels.jsonl")
 FEATURE_SETS = {"v3+judge": ALL_FEATURE_NAMES, "v2+judge": V2_ALL_FEATURE_NAMES, "v3": FEATURE_NAMES,
                 "v2": V2_FEATURE_NAMES,
                 "v3+judge-tail": tuple(n for n in ALL_FEATURE_NAMES if n not in TAIL_FEATURES),
@@ -85,6 +86,52 @@ def benign_cv(data, names, config) -> dict[str, float]:
         unverified += int(((p >= lower) & (p < model.threshold)).sum())
         n += int(out.sum())
     return {"n": n, "pass": passed / n, "unverified": unverified / n}
+
+
+def reader_checked(data, names, config) -> dict[str, float]:
+    """Held-out AUC of a family with the rows a reader judged natural-looking left out of its negatives (they stay
+    out of evaluation only; `scorers/realism/negatives/reader_labels.jsonl`)."""
+    labels = {}
+    if READER_LABELS.is_file():
+        for line in READER_LABELS.read_text(encoding="utf-8").splitlines():
+            row = json.loads(line)
+            labels[row["text"]] = int(row["label"])
+    features = select_columns(data.features, data.names, names)
+    test = torch.tensor([s == "test" for s in data.split])
+    nat = torch.tensor([s in NATURAL_KINDS for s in data.sources]) & test
+    out = {}
+    for family in sorted({r["family"] for r in read_family_negatives()}):
+        kind = f"gen_{family}"
+        every = torch.tensor([s == kind for s in data.sources])
+        checked = torch.tensor([s == kind and labels.get(t) == 0 for s, t in zip(data.sources, data.texts,
+                                                                                 strict=True)])
+        if not bool(checked.any()):
+            continue
+        p = fit_split(data, features, _trainable(data) & ~every, names, config).predict_proba(features)
+        out[kind] = _auc_vs(p, nat, checked)
+        out[kind + "_n"] = int(checked.sum())
+    return out
+
+
+def summarize(reports: list[dict]) -> dict[str, dict[str, float]]:
+    """Mean and min over seeds of each kind's held-out AUC; benign passing (test, cross-validated)."""
+    out: dict[str, dict[str, float]] = {}
+    for kind in reports[0]["per_kind"]:
+        values = [r["per_kind"][kind].get("auc_held_out") for r in reports]
+        if all(v is not None for v in values):
+            corpus = [r["per_kind"][kind].get("auc_held_out_corpus", math.nan) for r in reports]
+            out[kind] = {"mean": statistics.mean(values), "min": min(values), "max": max(values),
+                         "corpus_mean": statistics.mean(corpus)}
+    for key in reports[0].get("reader_checked", {}):
+        if not key.endswith("_n"):
+            values = [r["reader_checked"][key] for r in reports]
+            out[key + " (reader-checked)"] = {"mean": statistics.mean(values), "min": min(values),
+                                              "n": reports[0]["reader_checked"][key + "_n"]}
+    out["benign_pass"] = {"test_mean": statistics.mean(r["benign_pass_test"] for r in reports),
+                          "cv_mean": statistics.mean(r["benign_cv"]["pass"] for r in reports),
+                          "cv_min": min(r["benign_cv"]["pass"] for r in reports)}
+    out["natural_pass"] = {"test_mean": statistics.mean(r["natural_pass_test"] for r in reports)}
+    return out
 
 
 def where_it_fires(lm, data, names, config) -> dict[str, object]:
@@ -145,22 +192,37 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--out", default="benchmarks/results/realism_families.json")
     parser.add_argument("--sets", nargs="+", default=list(FEATURE_SETS), choices=list(FEATURE_SETS))
+    parser.add_argument("--train-only-kinds", type=int, default=0, metavar="N",
+                        help="N corruptions of each train-only edit family in training (default 0)")
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2, 3, 4], help="MLP initializations")
+    parser.add_argument("--no-where", action="store_true", help="skip the where-it-fires analysis")
     args = parser.parse_args()
     lm = load_model()
     judge = load_judge(JUDGE_MODEL)
     config = RealismTrainConfig(seed=0)
-    data = prepare(lm, RealismDatasetConfig(seed=0, mined_path=str(WEIGHTS / "realism_mined.jsonl")), judge=judge)
+    data = prepare(lm, RealismDatasetConfig(seed=0, mined_path=str(WEIGHTS / "realism_mined.jsonl"),
+                                            n_per_train_only=args.train_only_kinds), judge=judge)
     results: dict[str, object] = {"machine": machine(), "n_rows": len(data.texts), "shipped": shipped_scores(data)}
     for name in args.sets:
-        model, report = fit_and_evaluate(data, FEATURE_SETS[name], config, model_name=lm.name, seed=0,
+        per_seed = []
+        for seed in args.seeds:  # the MLP's initialization; data and splits stay the same
+            seed_config = RealismTrainConfig(seed=seed)
+            _, report = fit_and_evaluate(data, FEATURE_SETS[name], seed_config, model_name=lm.name, seed=seed,
                                          previous=WEIGHTS / "realism_v1.json")
-        report["benign_cv"] = benign_cv(data, FEATURE_SETS[name], config)
-        results[name] = report
-        print(f"== {name}: {len(FEATURE_SETS[name])} features; benign passing, cross-validated by cluster: "
-              f"{report['benign_cv']['pass']:.3f} of {report['benign_cv']['n']}", flush=True)
-        print_report(report)
-    results["where_it_fires"] = where_it_fires(lm, data, ALL_FEATURE_NAMES, config)
-    print(json.dumps(results["where_it_fires"], indent=1))
+            report["benign_cv"] = benign_cv(data, FEATURE_SETS[name], seed_config)
+            report["reader_checked"] = reader_checked(data, FEATURE_SETS[name], seed_config)
+            per_seed.append(report)
+            if seed == args.seeds[0]:
+                print(f"== {name} (seed {seed}): {len(FEATURE_SETS[name])} features; benign passing, cross-validated "
+                      f"by cluster: {report['benign_cv']['pass']:.3f} of {report['benign_cv']['n']}", flush=True)
+                print_report(report)
+        results[name] = {"seed_reports": per_seed, "summary": summarize(per_seed)}
+        print(f"== {name}: mean over seeds {args.seeds}")
+        for key, row in results[name]["summary"].items():
+            print(f"  {key:<28}" + "  ".join(f"{k} {v:.3f}" for k, v in row.items()), flush=True)
+    if not args.no_where:
+        results["where_it_fires"] = where_it_fires(lm, data, ALL_FEATURE_NAMES, config)
+        print(json.dumps(results["where_it_fires"], indent=1))
     print(json.dumps(results["shipped"], indent=1))
     write_json(args.out, results)
 

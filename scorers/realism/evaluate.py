@@ -7,7 +7,8 @@ negative kind, "held out" means a classifier retrained with that kind removed fr
 of the kind's rows are from a generator it never saw and all count. Per kind:
 
 - `auc_held_out`: held-out kind vs the test naturals (corpora + benign); `auc_held_out_benign`: vs the test benign
-  prompts only; `auc_held_out_matched`: perplexity-matched, pairs compared only within the same bin of SmolLM2 mean
+  prompts only; `auc_held_out_corpus`: vs the test corpus naturals only (short prompts, as measured before the
+  benign prompts existed); `auc_held_out_matched`: perplexity-matched, pairs compared only within the same bin of SmolLM2 mean
   surprisal (8 bins at the kind's quantiles), so perplexity alone scores 0.5 there by construction;
 - `caught_held_out`: share of the kind below the held-out classifier's threshold; `unverified_held_out`: in its band;
 - `auc_shipped`: the classifier trained on every kind (the kind's test rows); `auc_perplexity`: mean surprisal alone;
@@ -143,6 +144,7 @@ def fit_and_evaluate(
             row.update({
                 "n_held_out": int(every.sum()), "auc_held_out": _auc_vs(p, nat_test, every),
                 "auc_held_out_benign": _auc_vs(p, benign_test, every),
+                "auc_held_out_corpus": _auc_vs(p, nat_test & ~benign_test, every),
                 "auc_held_out_matched": matched_auc(p, nat_test, every, surprisal),
                 "auc_perplexity_all": _auc_vs(-surprisal, nat_test, every),
                 "caught_held_out": _share(p[every] < held.threshold),
@@ -223,11 +225,12 @@ def print_report(report: dict[str, Any]) -> None:
     if report.get("n_reader_natural"):
         print(f"corruptions a reader judged still natural ({report['n_reader_natural']}, not negatives), passing: "
               f"{report['reader_natural_pass']:.3f}")
-    print(f"{'negative kind':<22}{'n out':>6}{'AUC out':>8}{'benign':>7}{'matched':>8}{'family':>7}{'n test':>7}"
+    print(f"{'negative kind':<22}{'n out':>6}{'AUC out':>8}{'benign':>7}{'corpus':>7}{'matched':>8}{'family':>7}{'n test':>7}"
           f"{'shipped':>8}{'ppl':>7}{'prev':>7}{'caught':>7}{'unver.':>7}")
     for kind, r in report["per_kind"].items():
         print(f"{kind:<22}{r.get('n_held_out', 0):>6}{_fmt(r.get('auc_held_out')):>8}"
-              f"{_fmt(r.get('auc_held_out_benign')):>7}{_fmt(r.get('auc_held_out_matched')):>8}"
+              f"{_fmt(r.get('auc_held_out_benign')):>7}{_fmt(r.get('auc_held_out_corpus')):>7}"
+              f"{_fmt(r.get('auc_held_out_matched')):>8}"
               f"{_fmt(r.get('auc_family_held_out')):>7}{r['n_test']:>7}{_fmt(r['auc_shipped']):>8}"
               f"{_fmt(r.get('auc_perplexity_all', r['auc_perplexity'])):>7}{_fmt(r.get('auc_previous')):>7}"
               f"{_fmt(r.get('caught_held_out', r['caught_shipped'])):>7}{_fmt(r.get('unverified_held_out')):>7}")
