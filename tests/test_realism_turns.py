@@ -198,3 +198,13 @@ def test_feature_code_digest_is_stable(monkeypatch) -> None:
     assert len(first) == 64 and first == feature_code_digest()
     monkeypatch.setattr(realism_model, "FEATURE_VERSION", "999")
     assert feature_code_digest() != first  # what goes in changes the digest
+
+
+def test_judge_names(monkeypatch) -> None:
+    from realize.data.errors import UserInputError
+    from realize.scorers.realism import model as realism_model
+
+    monkeypatch.setitem(realism_model._JUDGES, realism_model.JUDGE_MODEL, "loaded")
+    assert realism_model.load_judge("gemma3-270m") == "loaded"  # data.models' name for the same GGUF
+    with pytest.raises(UserInputError, match="only"):
+        realism_model.load_judge("llama")

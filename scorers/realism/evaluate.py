@@ -38,7 +38,7 @@ from realize.scorers.realism.dataset import (
     RealismDatasetConfig,
 )
 from realize.scorers.realism.features import select_columns
-from realize.scorers.realism.model import RealismClassifier, load_classifier
+from realize.scorers.realism.model import JUDGE_MODEL, RealismClassifier, load_classifier
 from realize.scorers.realism.train import Prepared, RealismTrainConfig, fit_classifier, prepare
 
 MATCH_BINS = 8
@@ -202,7 +202,7 @@ def fit_and_evaluate(
         "trained_with": "realize train-realism",
     }
     if report["judge"]:
-        metadata["judge"] = report["judge"]
+        metadata["judge"] = JUDGE_MODEL  # the name `model.load_judge` takes (the loaded model may call itself otherwise)
     return replace(model, metadata=metadata), report
 
 

