@@ -300,7 +300,8 @@ def test_shipped_classifier_on_real_model() -> None:
     # near-natural outputs of the engine quoted in the issue (held-out GCG/fluent searches): caught
     engine = ["Can you make it a runny yotained?", "Explain it like a recently child.",
               "Explain it like to a we child."]
-    for weights in (DEFAULT_WEIGHTS, FAST_WEIGHTS):
+    for weights in (DEFAULT_WEIGHTS, FAST_WEIGHTS, DEFAULT_WEIGHTS.parent / "realism_v3.json",
+                    DEFAULT_WEIGHTS.parent / "realism_v3_fast.json"):
         classifier = load_classifier(weights)
         scores = realism_scores(lm, natural + odd + engine, classifier)
         assert min(scores[:3]) > max(scores[3:])
