@@ -122,6 +122,8 @@ class TargetStringObjective:
         out = torch.empty(batch)
         for c in cuts:
             rows = torch.nonzero(bucket == c).flatten()
+            if rows.numel() == 0:  # no candidate shares this cut (then ref_kv may not exist)
+                continue
             past = None if c == 0 else tuple((k[:, :, : n_before + c], v[:, :, : n_before + c]) for k, v in ref_kv)
             for s in range(0, rows.shape[0], self.batch_size):
                 idx = rows[s : s + self.batch_size]

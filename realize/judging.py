@@ -113,6 +113,12 @@ def _reason(audit: VectorAudit, axis: Axis, direction: DirectionJudgement, conte
             match: tuple[tuple[float, float], tuple[float, float] | None] | None = None) -> str:
     evidence = audit.axes[axis]
     facts = evidence.behavior
+    if direction.verdict == "no natural candidate":
+        band = audit.unnatural_below
+        unverified = sum(band is not None and band <= s.realism < audit.min_realism for s in evidence.frontier)
+        return (f"no searched prompt passed the realism threshold {audit.min_realism:.3g}"
+                + (f" ({unverified} of {len(evidence.frontier)} in the judge's unverified band: it cannot tell whether"
+                   " they are natural)" if unverified else ""))
     if facts is not None and facts.inert:
         return (f"the steer barely changes the outputs ({facts.effect:.3f} nats/token of KL steered || base): there is"
                 " no behavior to reproduce")
@@ -155,8 +161,10 @@ def prompt_verdict(score: Score, audit: VectorAudit, axis: Axis, null: Sequence[
                    content: Content | None, thresholds: VerdictThresholds) -> str:
     """The verdict one prompt earns on its *selection* value against the controls' selection values (export is
     decided on numbers that report nothing), qualified by its item's content outcome and magnitude; "not natural"
-    below the realism threshold, "unverified" within `EXPORT_REALISM_MARGIN` above it."""
-    if score.realism < audit.min_realism:
+    below the judge's unverified band, "unverified" in the band (the judge cannot tell) or within
+    `EXPORT_REALISM_MARGIN` above the threshold."""
+    below = audit.unnatural_below if audit.unnatural_below is not None else audit.min_realism
+    if score.realism < below:
         return "not natural"
     if score.realism < audit.min_realism + EXPORT_REALISM_MARGIN:
         return "unverified"

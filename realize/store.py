@@ -24,7 +24,7 @@ from realize.magnitude import Magnitude
 from realize.resampling import AnyEvidence, ContextEvidence, LayersEvidence, RatioEvidence
 
 logger = logging.getLogger(__name__)
-STORE_VERSION = 5
+STORE_VERSION = 6
 
 _SCORES: dict[str, type] = {"activation": ActivationScore, "behavior": BehaviorScore}
 

@@ -16,9 +16,9 @@ from realize.data.results_dataset import read_rows
 from realize.data.vectors import SteeringVector
 from realize.pipeline import plan_audit, run_audit
 from realize.scorers.realism import RealismClassifier
+from realize.scorers.realism import FEATURE_NAMES
 from realize.setting import MAGNITUDE_CONTEXTS, ContextSplit
 from realize.store import ItemStore
-from realize.scorers.realism_features import FEATURE_NAMES
 from realize.targets import bin_norm, norm_bin
 from realize.verdict import VERDICTS
 

@@ -14,7 +14,7 @@ from realize.config import BUDGETS, AuditConfig
 from realize.data.models import LoadedModel
 from realize.identity import AuditIdentity, realism_digest, source_digest, weights_digest
 from realize.scorers.realism import RealismClassifier
-from realize.scorers.realism_features import FEATURE_NAMES
+from realize.scorers.realism import FEATURE_NAMES
 from realize.targets import item_id
 
 

@@ -147,7 +147,7 @@ def tiny_dir(tmp_path_factory, tiny) -> str:
 @pytest.fixture(scope="module")
 def weights(tmp_path_factory) -> str:
     from realize.scorers.realism import RealismTrainConfig, fit_classifier, save_classifier
-    from realize.scorers.realism_features import FEATURE_NAMES
+    from realize.scorers.realism import FEATURE_NAMES
 
     g = torch.Generator().manual_seed(0)
     x = torch.randn(50, len(FEATURE_NAMES), generator=g)

@@ -11,15 +11,13 @@ import pytest
 import torch
 
 from realize.data.errors import UserInputError
-from realize.data.realism_dataset import (
+from realize.scorers.realism.dataset import (
     NATURAL_SOURCES,
     NEAR_NATURAL_SOURCES,
     TRAIN_ONLY_KINDS,
     RealismDatasetConfig,
     build_realism_dataset,
-    read_reader_labels,
 )
-from realize.scorers import realism
 from realize.scorers.realism import (
     DEFAULT_WEIGHTS,
     FAST_WEIGHTS,
@@ -32,14 +30,16 @@ from realize.scorers.realism import (
     realism_scores,
     save_classifier,
 )
-from realize.scorers.realism_features import (
+from realize.scorers.realism import model as realism_model
+from realize.scorers.realism.features import (
     ALL_FEATURE_NAMES,
     FEATURE_NAMES,
     V1_FEATURE_NAMES,
     extract_features,
     select_columns,
-    shape_features,
 )
+from realize.scorers.realism.labels import read_reader_labels
+from realize.scorers.realism.text_features import shape_features
 
 
 def test_features_shape_and_finite(tiny) -> None:
@@ -175,7 +175,7 @@ def test_realism_scores_with_judge(tiny, monkeypatch) -> None:
     model = fit_classifier(x, torch.tensor([1.0, 0.0, 1.0]), names, RealismTrainConfig(steps=5))
     assert model.uses_judge
     loaded: list[str] = []
-    monkeypatch.setattr(realism, "load_judge", lambda name: loaded.append(name) or tiny)
+    monkeypatch.setattr(realism_model, "load_judge", lambda name: loaded.append(name) or tiny)
     scores = realism_scores(tiny, texts, model)
     assert loaded and torch.allclose(torch.tensor(scores), model.predict_proba(x))
 
@@ -258,13 +258,15 @@ def test_shipped_reader_labels_cover_the_near_natural_kinds() -> None:
 
 
 def test_train_and_evaluate_on_tiny(tiny, tmp_path, capsys) -> None:
-    from realize.commands.train_realism import print_report, train_and_evaluate
+    from realize.commands.train_realism import PREVIOUS_WEIGHTS
+    from realize.scorers.realism.evaluate import print_report, train_and_evaluate
 
     config = RealismDatasetConfig(n_random_tokens=40, n_keyboard_mash=20, n_per_corruption=30, n_per_train_only=20,
                                   n_lm_samples=10, max_sample_tokens=8)
     data_path = tmp_path / "ds.jsonl"
     train = RealismTrainConfig(steps=20)
-    model, report = train_and_evaluate(tiny, config, train, use_cache=False, save_dataset=str(data_path))
+    model, report = train_and_evaluate(tiny, config, train, use_cache=False, save_dataset=str(data_path),
+                                       previous=PREVIOUS_WEIGHTS)
     assert report["n"]["train"] > 0 and report["n"]["validation"] > 0 and report["n"]["test"] > 0
     assert 0.5 < report["auc_test"] <= 1.0  # keyboard mash and random tokens are easy even on a random LM
     assert set(report["per_kind"]) >= set(NEAR_NATURAL_SOURCES) | {"random_tokens", "keyboard_mash"}
@@ -279,7 +281,7 @@ def test_train_and_evaluate_on_tiny(tiny, tmp_path, capsys) -> None:
     assert model.metadata["model"] == tiny.name and model.metadata["metrics"]["auc"] == report["auc_test"]
     assert len(data_path.read_text(encoding="utf-8").splitlines()) == sum(report["n"].values())
     print_report(report)
-    assert "AUC held-out" in capsys.readouterr().out
+    assert "AUC out" in capsys.readouterr().out
     save_classifier(model, tmp_path / "w.json")
     assert load_classifier(tmp_path / "w.json").metadata["seed"] == 0
     again, _ = train_and_evaluate(tiny, config, train, use_cache=False, leave_one_out=False)
@@ -298,7 +300,8 @@ def test_shipped_classifier_on_real_model() -> None:
     # near-natural outputs of the engine quoted in the issue (held-out GCG/fluent searches): caught
     engine = ["Can you make it a runny yotained?", "Explain it like a recently child.",
               "Explain it like to a we child."]
-    for weights in (DEFAULT_WEIGHTS, FAST_WEIGHTS):
+    for weights in (DEFAULT_WEIGHTS, FAST_WEIGHTS, DEFAULT_WEIGHTS.parent / "realism_v3.json",
+                    DEFAULT_WEIGHTS.parent / "realism_v3_fast.json"):
         classifier = load_classifier(weights)
         scores = realism_scores(lm, natural + odd + engine, classifier)
         assert min(scores[:3]) > max(scores[3:])

@@ -7,7 +7,7 @@ import random
 import pytest
 import torch
 
-from realize.data.realism_corruptions import (
+from realize.scorers.realism.corruptions import (
     FAMILY_OF,
     FUNCTION_WORDS,
     function_drop,
@@ -19,10 +19,9 @@ from realize.data.realism_corruptions import (
     train_only_corruptions,
     word_swap_common,
 )
-from realize.data.realism_dataset import split_by_cluster
-from realize.scorers.perplexity import TokenStats
-from realize.scorers.realism_features import LOCAL_LM_FEATURES, local_lm_features
-from realize.scorers.realism_words import (
+from realize.scorers.realism.dataset import split_by_cluster
+from realize.scorers.realism.lm_features import LOCAL_LM_FEATURES, local_lm_features
+from realize.scorers.realism.words import (
     WORD_FEATURES,
     split_words,
     token_spans,
@@ -62,12 +61,12 @@ def test_word_excess_is_surprisal_minus_unigram_cost() -> None:
 
 def test_local_lm_features() -> None:
     s = torch.tensor([3.0, 1.0, 9.0, 2.0, 11.0])
-    f = dict(zip(LOCAL_LM_FEATURES, local_lm_features(TokenStats(s, s, s), 4.0, [1.0, 3.0]), strict=True))
+    f = dict(zip(LOCAL_LM_FEATURES, local_lm_features(s, 4.0, [1.0, 3.0]), strict=True))
     assert f["second_max_surprisal"] == 9.0 and f["max_surprisal_pos"] == 1.0
     assert f["max_surprisal_rise"] == 9.0 and f["max_pair_surprisal"] == 13.0
     assert f["n_surprisal_gt_6"] == 2 and f["n_surprisal_gt_10"] == 1
     assert f["end_surprisal"] == 4.0 and f["max_word_excess"] == 3.0 and f["mean_word_excess"] == 2.0
-    empty = local_lm_features(TokenStats(torch.empty(0), torch.empty(0), torch.empty(0)), 1.0, [])
+    empty = local_lm_features(torch.empty(0), 1.0, [])
     assert len(empty) == len(LOCAL_LM_FEATURES)
 
 

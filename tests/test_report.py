@@ -69,7 +69,8 @@ def item(name: str, kind: str = "vector", *, activation: AxisEvidence | None = N
     axes = {a: e for a, e in (("activation", activation), ("behavior", behavior)) if e is not None}
     return VectorAudit(vector_id=f"id-{name}", name=name, source="v.safetensors", kind=kind, layers=(12,),  # type: ignore[arg-type]
                        layer_norms=(norm,), scale=1.0, method="melbo", target_norm=norm,
-                       magnitude=magnitude(norm, 1.0, NATURAL, 0.5), min_realism=0.6, axes=axes,  # type: ignore[arg-type]
+                       magnitude=magnitude(norm, 1.0, NATURAL, 0.5), min_realism=0.6, unnatural_below=0.2,
+                       axes=axes,  # type: ignore[arg-type]
                        manifold={"share90": 0.4}, strength=(0.04,), seconds=12.0)
 
 
@@ -96,7 +97,9 @@ def judged(value: float | None, recovery: float | None = 0.6, norm: float = 5.0,
 def test_direction_and_magnitude():
     assert judged(0.85).verdict == "realizable"
     assert judged(0.02).verdict == "not realizable"
-    assert judged(None).verdict == "no natural candidate"
+    none = judged(None)
+    assert none.verdict == "no natural candidate"
+    assert "unverified band" not in none.judgement("activation").reason  # its one unnatural prompt is at 0.1
     big = judged(0.85, norm=50.0)
     assert big.verdict == "direction realizable" and "beyond natural" in big.judgement("activation").reason
     within = judged(0.85).judgement("activation").reason
