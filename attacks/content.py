@@ -1,0 +1,234 @@
+"""Content proposals for natural GCG: whole words chosen for what they mean, not for where the LM would put them.
+
+Why (shared/README "Mean shifts encode an instruction's form more than its content"): on SmolLM2 the mean shift of
+"Mention X somewhere in your answer." is mostly its template; X is a margin of 0.07-0.25 in specific cosine. Local
+LM-proposed word edits find the template and rarely the X: the LM's top-64 next words at a slot almost never hold
+"volcanoes", and the objective's token gradient ranks the right word first for some targets and in the thousands
+for others (measured on benchmarks/content_siblings.tsv). A vocabulary projection of the target through the
+layer's readout (logit lens: final norm + LM head on the specific part of the shift, or the embedding matrix)
+ranks the true content word in the thousands at layers 6 and 12: the shift at the context's positions is not
+written in token space there.
+
+What works (measured on the same pairs): a *lexicon* of English words, each measured once as the content of a
+fixed carrier ("Talk about {w}." before a two-token context), its shift centred over the lexicon so the carrier's
+form cancels. For a target t and the current prompt's shift s, both with g removed (P = projection orthogonal to
+g), the content still missing is the residual
+
+    r = P t - a * P s,   a = max(0, <P t, P s> / |P s|^2)        (s's best-scaled part removed)
+
+and words are ranked by cos(r, P c_w) (averaged over the objective's layers). On the dev pairs the sibling's
+content word ranks 0-10 of 2,000 at layers 6 and 12 from the sibling's own prompt.
+
+Public API:
+
+    ContentLexicon(words, first_ids, inner_ids, shifts)        # shifts: {layer: (n, d)} centred; {} = ids only
+    lexicon_words(size) -> tuple[str, ...]                     # wordfreq's top `size` English words, filtered
+    build_lexicon(lm, layout, layers, words, *, carrier=CARRIER, context=CONTEXT, batch_size=64,
+                  cache_dir=None, fingerprint="", show_progress=False) -> ContentLexicon
+    lexicon_for(objective, lm, layout, size) -> ContentLexicon  # memoized per (model, layers, size)
+    residual_scores(current {layer: (d,)}, targets, generics | None, shifts) -> (n,)   # pure
+    activation_content_scores(objective, prompt (L,), lexicon) -> (n,)   # ActivationShiftObjective.content_scores
+    content_moves(ids (L,), spans, lexicon, top (k,), connector_ids (C,), next_logprobs (L + 1, V), *,
+                  max_span, p_connector, max_tokens, generator, n) -> list[(L',)]   # pure
+
+An objective that can rank content implements `content_scores(prompt (L,), lexicon) -> (n,) | None` (higher =
+more wanted): the activation objective as above, the behavior objective from the tokens the steer pushes up.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from realize.data.chat import ChatLayout, encode
+from realize.data.models import LoadedModel
+from realize.data.shift import project_out
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "CARRIER", "CONNECTORS", "CONTEXT", "ContentLexicon", "activation_content_scores", "build_lexicon",
+    "content_moves", "lexicon_for", "lexicon_words", "residual_scores",
+]
+
+CARRIER = "Talk about {w}."  # the template each lexicon word is measured in ({w}: the word)
+CONTEXT = "Hi."  # the context the carrier is placed before (short: the lexicon is 10x cheaper than on questions)
+CONNECTORS = ("about", "of", "with", "like", "on", "for", "in", "and", "a", "the", "some", "to")  # span heads
+
+
+@dataclass(frozen=True)
+class ContentLexicon:
+    """Words a content move can place, as token ids, and (for activation objectives) their centred shifts."""
+
+    words: tuple[str, ...]
+    first_ids: tuple[tuple[int, ...], ...]  # each word capitalized, at the prompt's first position ("Volcano")
+    inner_ids: tuple[tuple[int, ...], ...]  # each word after a space (" volcano")
+    shifts: Mapping[int, torch.Tensor]  # layer -> (n, d) carrier shifts minus their mean over the lexicon; {} = none
+
+    def __post_init__(self) -> None:
+        n = len(self.words)
+        if not (len(self.first_ids) == len(self.inner_ids) == n) or any(s.shape[0] != n for s in self.shifts.values()):
+            raise ValueError("lexicon: words, ids and shifts must have one row per word")
+
+
+def lexicon_words(size: int) -> tuple[str, ...]:
+    """English content words: wordfreq's `size` most frequent, ASCII letters only, 3+ letters, no function words;
+    a plural is dropped when its singular is in the list ("volcanoes" -> "volcano")."""
+    from wordfreq import top_n_list
+
+    from realize.data.realism_corruptions import FUNCTION_WORDS
+
+    words = [w for w in top_n_list("en", size) if w.isascii() and w.isalpha() and len(w) >= 3
+             and w not in FUNCTION_WORDS]
+    known = set(words)
+    return tuple(w for w in words if not ((w.endswith("s") and w[:-1] in known)
+                                          or (w.endswith("es") and w[:-2] in known)))
+
+
+def _cache_file(cache_dir: Path, key: str) -> Path:
+    return Path(cache_dir) / f"lexicon-{hashlib.sha256(key.encode()).hexdigest()[:24]}.safetensors"
+
+
+@torch.no_grad()
+def build_lexicon(lm: LoadedModel, layout: ChatLayout, layers: Sequence[int], words: Sequence[str], *,
+                  carrier: str = CARRIER, context: str = CONTEXT, batch_size: int = 64,
+                  cache_dir: Path | None = None, fingerprint: str = "",
+                  show_progress: bool = False) -> ContentLexicon:
+    """The lexicon of `words` with their carrier shifts at `layers` (one early-exit, KV-reusing forward for all
+    layers, prompts batched by token length; no layers = ids only). With `cache_dir` the shifts are read from / written
+    to a safetensors file keyed by `fingerprint` (the caller's model hash), the layers, words, carrier and context."""
+    tok = lm.tokenizer
+    words = tuple(words)
+    first = tuple(tuple(encode(tok, w[:1].upper() + w[1:])) for w in words)
+    inner = tuple(tuple(tok(" " + w, add_special_tokens=False)["input_ids"]) for w in words)
+    layers = tuple(sorted(set(layers)))
+    if not layers:
+        return ContentLexicon(words, first, inner, {})
+    key = json.dumps({"v": 1, "model": fingerprint, "layers": layers, "words": words, "carrier": carrier,
+                      "context": context, "placement": layout.placement}, sort_keys=True)
+    path = _cache_file(cache_dir, key) if cache_dir is not None and fingerprint else None
+    if path is not None and path.is_file():
+        from safetensors.torch import load_file
+
+        stored = load_file(str(path))
+        if all(f"layer.{i}" in stored and stored[f"layer.{i}"].shape[0] == len(words) for i in layers):
+            return ContentLexicon(words, first, inner, {i: stored[f"layer.{i}"] for i in layers})
+    from realize.attacks.objectives import ActivationShiftObjective  # objectives imports this module
+
+    probe = ActivationShiftObjective(lm.model, tok, layout, {i: torch.ones(lm.hidden_size) for i in layers}, None,
+                                     [encode(tok, context)])
+    ids = [encode(tok, carrier.format(w=w)) for w in words]
+    by_length: dict[int, list[int]] = {}
+    for i, row in enumerate(ids):
+        by_length.setdefault(len(row), []).append(i)
+    out = {i: torch.zeros(len(words), lm.hidden_size) for i in layers}
+    chunks = [rows[s : s + batch_size] for rows in by_length.values() for s in range(0, len(rows), batch_size)]
+    for chunk in tqdm(chunks, desc="content lexicon", disable=not show_progress):
+        for layer, d in probe.per_context_shifts_by_layer(torch.tensor([ids[i] for i in chunk])).items():
+            out[layer][chunk] = d.mean(dim=1).float().cpu()
+    shifts = {i: (s - s.mean(dim=0, keepdim=True)).contiguous() for i, s in out.items()}
+    if path is not None:
+        from safetensors.torch import save_file
+
+        from realize.data.atomic import atomic_output
+
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_output(path) as tmp:
+            save_file({f"layer.{i}": s for i, s in shifts.items()}, str(tmp))
+    return ContentLexicon(words, first, inner, shifts)
+
+
+_MEMO: dict[tuple[object, ...], ContentLexicon] = {}  # (model id, layers, size) -> lexicon: one per process
+
+
+def lexicon_for(objective: object, lm: LoadedModel, layout: ChatLayout, size: int) -> ContentLexicon:
+    """The default lexicon for `objective`: wordfreq's top `size` words, with shifts at the objective's `layers`
+    (none for objectives without layers, e.g. the behavior objective). Computed once per (model, layers, size,
+    placement) in a process: an audit pays it on its first search (SmolLM2, layer 12, ~17k words: minutes on 2
+    CPU cores) and reuses it for every target and control."""
+    layers = tuple(getattr(objective, "layers", ()) or ())
+    key = (id(lm.model), layers, size, layout.placement)
+    if key not in _MEMO:
+        if len(_MEMO) >= 4:
+            _MEMO.pop(next(iter(_MEMO)))
+        logger.info("building the content lexicon (%d words) at layers %s (once per model and layers)", size, layers)
+        _MEMO[key] = build_lexicon(lm, layout, layers, lexicon_words(size))
+    return _MEMO[key]
+
+
+def residual_scores(current: Mapping[int, torch.Tensor], targets: Mapping[int, torch.Tensor],
+                    generics: Mapping[int, torch.Tensor] | None, shifts: Mapping[int, torch.Tensor]) -> torch.Tensor:
+    """Content score of every lexicon word, (n,): the mean over layers of cos(r, P c_w), where r = P t - a P s is
+    what the current shift s (d,) still lacks of the target t (d,) (a = its best non-negative scale) and P removes g
+    (identity without g). current, targets, generics: {layer: (d,)}; shifts: {layer: (n, d)}."""
+    total = None
+    for i, t in targets.items():
+        s, c = current[i].float(), shifts[i].float()
+        t = t.float()
+        if generics is not None:
+            g = generics[i].float()
+            t, s, c = project_out(t, g), project_out(s, g), project_out(c, g)
+        a = (t @ s).clamp_min(0) / (s @ s).clamp_min(1e-12)
+        score = F.cosine_similarity(c, (t - a * s).unsqueeze(0), dim=-1)
+        total = score if total is None else total + score
+    if total is None:
+        raise ValueError("targets: expected at least one layer")
+    return total / len(targets)
+
+
+@torch.no_grad()
+def activation_content_scores(objective: object, prompt: torch.Tensor, lexicon: ContentLexicon) -> torch.Tensor | None:
+    """`residual_scores` of `prompt` (L,) for an activation-shift objective (single- or multi-layer): its current
+    mean shift over the objective's contexts against each layer's target; None when the lexicon lacks a layer."""
+    layers = objective.layers  # type: ignore[attr-defined]
+    if any(i not in lexicon.shifts for i in layers):
+        return None
+    by_layer = objective.per_context_shifts_by_layer(prompt.unsqueeze(0))  # type: ignore[attr-defined]
+    current = {i: d[0].mean(dim=0).cpu() for i, d in by_layer.items()}
+    targets = {i: t.cpu() for i, t in objective.targets.items()}  # type: ignore[attr-defined]
+    generics = objective.generics  # type: ignore[attr-defined]
+    return residual_scores(current, targets, None if generics is None else {i: g.cpu() for i, g in generics.items()},
+                           lexicon.shifts)
+
+
+def content_moves(ids: torch.Tensor, spans: Sequence[tuple[int, int]], lexicon: ContentLexicon, top: torch.Tensor,
+                  connector_ids: torch.Tensor, next_logprobs: torch.Tensor, *, max_span: int, p_connector: float,
+                  max_tokens: int, generator: torch.Generator, n: int) -> list[torch.Tensor]:
+    """`n` draws of one content move on `ids` (L,) (duplicates and no-ops dropped; lengths vary): a lexicon word
+    drawn uniformly from `top` (k,) (indices into the lexicon, best first) replaces a span of 0..`max_span` whole
+    words starting at a random word (0 words = inserted before it; the first word is only replaced, and a word
+    there takes its capitalized form), optionally (`p_connector`, not at the first word) after a connector: one
+    of `connector_ids` (C,) drawn by the LM's probabilities at that slot (`next_logprobs` (L + 1, V), row j =
+    log P(. | head, p_<j)), so "in every sentence" can become "about volcanoes". spans: the prompt's words
+    (`sampling.word_spans`)."""
+    base = ids.tolist()
+    n_words = len(spans)
+    out: list[torch.Tensor] = []
+    seen = {tuple(base)}
+    if top.numel() == 0 or n_words == 0:
+        return out
+    for _ in range(n):
+        w = int(top[torch.randint(0, top.numel(), (1,), generator=generator)])
+        i = int(torch.randint(0, n_words, (1,), generator=generator))
+        span = int(torch.randint(0 if i > 0 else 1, max_span + 1, (1,), generator=generator))
+        span = min(span, n_words - i)
+        a = spans[i][0]
+        b = spans[i + span - 1][1] if span > 0 else a
+        new = list(lexicon.first_ids[w] if i == 0 else lexicon.inner_ids[w])
+        if i > 0 and connector_ids.numel() and torch.rand(1, generator=generator).item() < p_connector:
+            probs = next_logprobs[a, connector_ids].float().softmax(dim=0)
+            new = [int(connector_ids[torch.multinomial(probs, 1, generator=generator)])] + new
+        cand = base[:a] + new + base[b:]
+        key = tuple(cand)
+        if key not in seen and 0 < len(cand) <= max_tokens:
+            seen.add(key)
+            out.append(torch.tensor(cand, dtype=torch.long))
+    return out
