@@ -21,15 +21,19 @@ content word ranks 0-10 of 2,000 at layers 6 and 12 from the sibling's own promp
 
 Public API:
 
-    ContentLexicon(words, first_ids, inner_ids, shifts)        # shifts: {layer: (n, d)} centred; {} = ids only
+    ContentLexicon(words, first_ids, inner_ids, shifts, plural_first_ids=(), plural_inner_ids=())
+        shifts: {layer: (n, d)} centred ({} = ids only); .forms(word, first) -> the word's token ids (+ plural)
+    plural(word) -> str                                        # naive English plural
     lexicon_words(size) -> tuple[str, ...]                     # wordfreq's top `size` English words, filtered
     build_lexicon(lm, layout, layers, words, *, carrier=CARRIER, context=CONTEXT, batch_size=64,
                   cache_dir=None, fingerprint="", show_progress=False) -> ContentLexicon
-    lexicon_for(objective, lm, layout, size) -> ContentLexicon  # memoized per (model, layers, size)
+    lexicon_for(objective, lm, layout, size) -> ContentLexicon  # memoized per (model, layers, size), disk-cached
+    model_fingerprint(lm) -> str                               # the cache key's model hash
     residual_scores(current {layer: (d,)}, targets, generics | None, shifts) -> (n,)   # pure
     activation_content_scores(objective, prompt (L,), lexicon) -> (n,)   # ActivationShiftObjective.content_scores
-    content_moves(ids (L,), spans, lexicon, top (k,), connector_ids (C,), next_logprobs (L + 1, V), *,
+    content_moves(ids (L,), spans, lexicon, top (k,), connectors [(ids...)], next_logprobs (L + 1, V), *,
                   max_span, p_connector, max_tokens, generator, n) -> list[(L',)]   # pure
+    most_fluent(ce (B,), ok (B,), is_content (B,), n) -> (B,) bool   # pure: the LM's pick among content fills
 
 An objective that can rank content implements `content_scores(prompt (L,), lexicon) -> (n,) | None` (higher =
 more wanted): the activation objective as above, the behavior objective from the tokens the steer pushes up.
@@ -55,13 +59,15 @@ from realize.data.shift import project_out
 logger = logging.getLogger(__name__)
 
 __all__ = [
-    "CARRIER", "CONNECTORS", "CONTEXT", "ContentLexicon", "activation_content_scores", "build_lexicon",
-    "content_moves", "lexicon_for", "lexicon_words", "residual_scores",
+    "CARRIER", "CONNECTORS", "CONTEXT", "ContentLexicon", "activation_content_scores", "build_lexicon", "plural",
+    "content_moves", "lexicon_for", "lexicon_words", "model_fingerprint", "most_fluent", "residual_scores",
 ]
 
 CARRIER = "Talk about {w}."  # the template each lexicon word is measured in ({w}: the word)
 CONTEXT = "Hi."  # the context the carrier is placed before (short: the lexicon is 10x cheaper than on questions)
-CONNECTORS = ("about", "of", "with", "like", "on", "for", "in", "and", "a", "the", "some", "to")  # span heads
+_HEADS = ("about", "of", "with", "like", "on", "for", "in", "to")
+# what may precede a content word it inserts or swaps in ("about a" volcano): the LM's fluency decides which fits
+CONNECTORS = (*_HEADS, *(f"{h} {a}" for h in _HEADS for a in ("a", "an", "the")), "a", "an", "the", "some", "and")
 
 
 @dataclass(frozen=True)
@@ -72,11 +78,32 @@ class ContentLexicon:
     first_ids: tuple[tuple[int, ...], ...]  # each word capitalized, at the prompt's first position ("Volcano")
     inner_ids: tuple[tuple[int, ...], ...]  # each word after a space (" volcano")
     shifts: Mapping[int, torch.Tensor]  # layer -> (n, d) carrier shifts minus their mean over the lexicon; {} = none
+    plural_first_ids: tuple[tuple[int, ...], ...] = ()  # each word's plural (`plural`), first position; () = none
+    plural_inner_ids: tuple[tuple[int, ...], ...] = ()  # each word's plural after a space; () = none
 
     def __post_init__(self) -> None:
         n = len(self.words)
         if not (len(self.first_ids) == len(self.inner_ids) == n) or any(s.shape[0] != n for s in self.shifts.values()):
             raise ValueError("lexicon: words, ids and shifts must have one row per word")
+        if len(self.plural_first_ids) not in (0, n) or len(self.plural_inner_ids) != len(self.plural_first_ids):
+            raise ValueError("lexicon: plural ids must have one row per word, or none")
+
+    def forms(self, word: int, first: bool) -> tuple[tuple[int, ...], ...]:
+        """Token ids of word `word`'s forms (singular, plural if known) at the first position or after a space."""
+        one = self.first_ids[word] if first else self.inner_ids[word]
+        if not self.plural_first_ids:
+            return (one,)
+        return (one, self.plural_first_ids[word] if first else self.plural_inner_ids[word])
+
+
+def plural(word: str) -> str:
+    """A naive English plural ("volcano" -> "volcanoes", "city" -> "cities", "fox" -> "foxes", "kite" -> "kites");
+    a wrong one ("cheeses" for a mass noun) costs nothing: the fluency budget drops what the LM finds odd."""
+    if word.endswith("y") and word[-2:-1] not in tuple("aeiou"):
+        return word[:-1] + "ies"
+    if word.endswith(("s", "x", "z", "ch", "sh", "o")):
+        return word + "es"
+    return word + "s"
 
 
 def lexicon_words(size: int) -> tuple[str, ...]:
@@ -97,6 +124,13 @@ def _cache_file(cache_dir: Path, key: str) -> Path:
     return Path(cache_dir) / f"lexicon-{hashlib.sha256(key.encode()).hexdigest()[:24]}.safetensors"
 
 
+def _ids(tok: object, words: Sequence[str]) -> tuple[tuple[tuple[int, ...], ...], tuple[tuple[int, ...], ...]]:
+    """(ids of each word capitalized at the prompt's start, ids of " word")."""
+    first = tok([w[:1].upper() + w[1:] for w in words], add_special_tokens=False)["input_ids"]  # type: ignore[operator]
+    inner = tok([" " + w for w in words], add_special_tokens=False)["input_ids"]  # type: ignore[operator]
+    return tuple(tuple(r) for r in first), tuple(tuple(r) for r in inner)
+
+
 @torch.no_grad()
 def build_lexicon(lm: LoadedModel, layout: ChatLayout, layers: Sequence[int], words: Sequence[str], *,
                   carrier: str = CARRIER, context: str = CONTEXT, batch_size: int = 64,
@@ -107,11 +141,15 @@ def build_lexicon(lm: LoadedModel, layout: ChatLayout, layers: Sequence[int], wo
     to a safetensors file keyed by `fingerprint` (the caller's model hash), the layers, words, carrier and context."""
     tok = lm.tokenizer
     words = tuple(words)
-    first = tuple(tuple(encode(tok, w[:1].upper() + w[1:])) for w in words)
-    inner = tuple(tuple(tok(" " + w, add_special_tokens=False)["input_ids"]) for w in words)
+    first, inner = _ids(tok, words)
+    plural_first, plural_inner = _ids(tok, [plural(w) for w in words])
     layers = tuple(sorted(set(layers)))
+
+    def lexicon(shifts: Mapping[int, torch.Tensor]) -> ContentLexicon:
+        return ContentLexicon(words, first, inner, shifts, plural_first, plural_inner)
+
     if not layers:
-        return ContentLexicon(words, first, inner, {})
+        return lexicon({})
     key = json.dumps({"v": 1, "model": fingerprint, "layers": layers, "words": words, "carrier": carrier,
                       "context": context, "placement": layout.placement}, sort_keys=True)
     path = _cache_file(cache_dir, key) if cache_dir is not None and fingerprint else None
@@ -120,7 +158,7 @@ def build_lexicon(lm: LoadedModel, layout: ChatLayout, layers: Sequence[int], wo
 
         stored = load_file(str(path))
         if all(f"layer.{i}" in stored and stored[f"layer.{i}"].shape[0] == len(words) for i in layers):
-            return ContentLexicon(words, first, inner, {i: stored[f"layer.{i}"] for i in layers})
+            return lexicon({i: stored[f"layer.{i}"] for i in layers})
     from realize.attacks.objectives import ActivationShiftObjective  # objectives imports this module
 
     probe = ActivationShiftObjective(lm.model, tok, layout, {i: torch.ones(lm.hidden_size) for i in layers}, None,
@@ -143,24 +181,37 @@ def build_lexicon(lm: LoadedModel, layout: ChatLayout, layers: Sequence[int], wo
         path.parent.mkdir(parents=True, exist_ok=True)
         with atomic_output(path) as tmp:
             save_file({f"layer.{i}": s for i, s in shifts.items()}, str(tmp))
-    return ContentLexicon(words, first, inner, shifts)
+    return lexicon(shifts)
 
 
-_MEMO: dict[tuple[object, ...], ContentLexicon] = {}  # (model id, layers, size) -> lexicon: one per process
+def model_fingerprint(lm: LoadedModel) -> str:
+    """A cheap content hash of the model (names, shapes and the first 256 values of every parameter): the same
+    recipe as `realize.audit_batch.model_fingerprint`, which attacks/ cannot import."""
+    digest = hashlib.sha256(lm.name.encode())
+    for name, param in lm.model.named_parameters():
+        digest.update(f"{name}:{tuple(param.shape)}".encode())
+        digest.update(param.detach().reshape(-1)[:256].to(torch.float32).cpu().numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+_MEMO: dict[tuple[object, ...], ContentLexicon] = {}  # (model id, layers, size, placement) -> lexicon
 
 
 def lexicon_for(objective: object, lm: LoadedModel, layout: ChatLayout, size: int) -> ContentLexicon:
     """The default lexicon for `objective`: wordfreq's top `size` words, with shifts at the objective's `layers`
     (none for objectives without layers, e.g. the behavior objective). Computed once per (model, layers, size,
-    placement) in a process: an audit pays it on its first search (SmolLM2, layer 12, ~17k words: minutes on 2
-    CPU cores) and reuses it for every target and control."""
+    placement) and kept in the process and on disk (`$REALIZE_CACHE/content_lexicon`): SmolLM2, layers 6 and 12,
+    ~24k words take ~10 min on 2 CPU cores the first time, then every target and control reuses them."""
+    from realize.data.models import cache_root
+
     layers = tuple(getattr(objective, "layers", ()) or ())
     key = (id(lm.model), layers, size, layout.placement)
     if key not in _MEMO:
         if len(_MEMO) >= 4:
             _MEMO.pop(next(iter(_MEMO)))
-        logger.info("building the content lexicon (%d words) at layers %s (once per model and layers)", size, layers)
-        _MEMO[key] = build_lexicon(lm, layout, layers, lexicon_words(size))
+        logger.info("content lexicon: %d words at layers %s (once per model and layers; cached)", size, layers)
+        _MEMO[key] = build_lexicon(lm, layout, layers, lexicon_words(size), cache_dir=cache_root() / "content_lexicon",
+                                   fingerprint=model_fingerprint(lm))
     return _MEMO[key]
 
 
@@ -199,16 +250,27 @@ def activation_content_scores(objective: object, prompt: torch.Tensor, lexicon: 
                            lexicon.shifts)
 
 
+def most_fluent(ce: torch.Tensor, ok: torch.Tensor, is_content: torch.Tensor, n: int) -> torch.Tensor:
+    """ce (B,), ok (B,) bool (within the fluency budget), is_content (B,) bool -> (B,) bool: `ok`, but of the content
+    candidates only the `n` with the lowest CE (the LM's choice among the fills it was offered)."""
+    out = ok & ~is_content
+    rows = (ok & is_content).nonzero().flatten()
+    if rows.numel() and n > 0:
+        out[rows[ce[rows].argsort()[:n]]] = True
+    return out
+
+
 def content_moves(ids: torch.Tensor, spans: Sequence[tuple[int, int]], lexicon: ContentLexicon, top: torch.Tensor,
-                  connector_ids: torch.Tensor, next_logprobs: torch.Tensor, *, max_span: int, p_connector: float,
-                  max_tokens: int, generator: torch.Generator, n: int) -> list[torch.Tensor]:
+                  connectors: Sequence[tuple[int, ...]], next_logprobs: torch.Tensor, *, max_span: int,
+                  p_connector: float, max_tokens: int, generator: torch.Generator, n: int) -> list[torch.Tensor]:
     """`n` draws of one content move on `ids` (L,) (duplicates and no-ops dropped; lengths vary): a lexicon word
-    drawn uniformly from `top` (k,) (indices into the lexicon, best first) replaces a span of 0..`max_span` whole
+    drawn uniformly from `top` (k,) (indices into the lexicon, best first), in a form drawn uniformly (singular,
+    plural), replaces a span of 0..`max_span` whole
     words starting at a random word (0 words = inserted before it; the first word is only replaced, and a word
     there takes its capitalized form), optionally (`p_connector`, not at the first word) after a connector: one
-    of `connector_ids` (C,) drawn by the LM's probabilities at that slot (`next_logprobs` (L + 1, V), row j =
-    log P(. | head, p_<j)), so "in every sentence" can become "about volcanoes". spans: the prompt's words
-    (`sampling.word_spans`)."""
+    of `connectors` (token ids of phrases such as " about a") drawn by the LM's probability of the phrase's first
+    token at that slot (`next_logprobs` (L + 1, V), row j = log P(. | head, p_<j)), so "in every sentence" can
+    become "about a volcano". spans: the prompt's words (`sampling.word_spans`)."""
     base = ids.tolist()
     n_words = len(spans)
     out: list[torch.Tensor] = []
@@ -222,10 +284,12 @@ def content_moves(ids: torch.Tensor, spans: Sequence[tuple[int, int]], lexicon: 
         span = min(span, n_words - i)
         a = spans[i][0]
         b = spans[i + span - 1][1] if span > 0 else a
-        new = list(lexicon.first_ids[w] if i == 0 else lexicon.inner_ids[w])
-        if i > 0 and connector_ids.numel() and torch.rand(1, generator=generator).item() < p_connector:
-            probs = next_logprobs[a, connector_ids].float().softmax(dim=0)
-            new = [int(connector_ids[torch.multinomial(probs, 1, generator=generator)])] + new
+        forms = lexicon.forms(w, first=i == 0)
+        new = list(forms[int(torch.randint(0, len(forms), (1,), generator=generator))] if len(forms) > 1 else forms[0])
+        if i > 0 and connectors and torch.rand(1, generator=generator).item() < p_connector:
+            heads = torch.tensor([c[0] for c in connectors])
+            probs = next_logprobs[a, heads].float().softmax(dim=0)
+            new = list(connectors[int(torch.multinomial(probs, 1, generator=generator))]) + new
         cand = base[:a] + new + base[b:]
         key = tuple(cand)
         if key not in seen and 0 < len(cand) <= max_tokens:

@@ -6,8 +6,8 @@ Public API (stable):
     NaturalConfig(*, steps=40, width=48, top_k=48, lm_top_k=64, lm_share=0.75, p_insert=0.15, p_delete=0.15,
                   p_double=0.25, max_ce=6.0, max_surprisal=16.0, fluency_weight=0.05, max_tokens=32,
                   probe_contexts=0, probe_keep=0.5, max_frontier=12, ascii_only=True, seed=0, init_beam=BeamConfig(),
-                  content_share=0.0, content_words=20000, content_top_k=12, content_span=3, content_connector=0.3,
-                  show_progress=False)
+                  content_share=0.0, content_words=20000, content_top_k=12, content_span=3, content_connector=0.5,
+                  content_draws=4, show_progress=False)
     run(objective, lm, layout, config, *, init=None, lexicon=None) -> AttackResult   # init: start prompt ids
     (else the beam's); lexicon: the content moves' words (else `content.lexicon_for`, when content_share > 0)
     word_moves(ids (L,), spans, grad (L, V), next_logprobs (L + 1, V), masks, config, generator, n) -> list[(L',)]
@@ -24,8 +24,10 @@ Each step (the loop reads like the algorithm):
      or glue a token onto one, so the non-words of token-level GCG ("withtained", digits glued to words) cannot
      appear. Content moves (share `content_share`, objectives with `content_scores`; `attacks.content`): a word
      of a lexicon, drawn from the `content_top_k` the objective ranks as the content the current prompt still
-     lacks, replaces a span of 0..`content_span` words, sometimes after an LM-chosen connector ("about"): what
-     the local edits cannot reach, the template's content. The rank is recomputed when the prompt changes;
+     lacks, in its singular or plural form, replaces a span of 0..`content_span` words, sometimes after an
+     LM-chosen connector ("about"): what the local edits cannot reach, the template's content. The rank is
+     recomputed when the prompt changes. Content moves are drawn `content_draws` times over and the LM fills the
+     slot: of those within the fluency budget (step 4), only the `content_share * width` lowest-CE are scored;
   3. filter: in-context retokenization round trip; nothing evaluated before;
   4. fluency budget, before any objective forward (it is ~6x cheaper than the objective on 8 contexts): the
      surprisal of every candidate token under the LM; a candidate whose mean surprisal (CE) exceeds the budget's
@@ -55,7 +57,7 @@ from tqdm.auto import tqdm
 
 from realize.attacks.base import AttackResult, FrontierPoint, Objective, Step, filter_context
 from realize.attacks.beam import BeamConfig, start_or_beam
-from realize.attacks.content import CONNECTORS, ContentLexicon, content_moves, lexicon_for
+from realize.attacks.content import CONNECTORS, ContentLexicon, content_moves, lexicon_for, most_fluent
 from realize.attacks.fluency import HeadState, encode_head, lm_head_ids, next_token_logprobs, prompt_surprisal
 from realize.attacks.fluent import pareto_front
 from realize.attacks.sampling import (
@@ -95,12 +97,13 @@ class NaturalConfig:
     content_words: int = 20000  # default lexicon: wordfreq's top this many English words (filtered)
     content_top_k: int = 12  # content moves draw from the lexicon's top-k words for the current prompt
     content_span: int = 3  # longest span of words a content move replaces (0 = it inserts)
-    content_connector: float = 0.3  # share of content moves that put an LM-chosen connector ("about") first
+    content_connector: float = 0.5  # share of content moves that put a connector ("about a") first
+    content_draws: int = 4  # content moves drawn per content candidate; the lowest-CE ones within budget are scored
     show_progress: bool = False  # tqdm bar
 
     def __post_init__(self) -> None:
         for name in ("steps", "width", "top_k", "lm_top_k", "max_tokens", "max_frontier", "content_words",
-                     "content_top_k"):
+                     "content_top_k", "content_draws"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name}: expected an int >= 1, got {value!r}")
@@ -233,10 +236,15 @@ def _excess(ce: torch.Tensor, worst: torch.Tensor, budget: tuple[float, float]) 
     return (ce - budget[0]).clamp_min(0) + (worst - budget[1]).clamp_min(0)
 
 
-def connector_ids(tokenizer: object) -> torch.Tensor:
-    """(C,) ids of the content moves' connectors (`content.CONNECTORS`) that are one token after a space."""
-    ids = [tokenizer(" " + c, add_special_tokens=False)["input_ids"] for c in CONNECTORS]  # type: ignore[operator]
-    return torch.tensor([row[0] for row in ids if len(row) == 1], dtype=torch.long)
+def connector_ids(tokenizer: object) -> list[tuple[int, ...]]:
+    """Token ids of the content moves' connectors (`content.CONNECTORS`) after a space, each word one token (others
+    are left out: a connector must not split a word)."""
+    out = []
+    for phrase in CONNECTORS:
+        row = tokenizer(" " + phrase, add_special_tokens=False)["input_ids"]  # type: ignore[operator]
+        if len(row) == len(phrase.split()):
+            out.append(tuple(row))
+    return out
 
 
 def _content_top(objective: Objective, prompt: torch.Tensor, lexicon: ContentLexicon | None,
@@ -308,10 +316,13 @@ def run(
             top = _content_top(objective, current, lexicon, config) if n_content else torch.zeros(0, dtype=torch.long)
             grad_for = key
         proposals = word_moves(current, spans, grad, next_lp, masks, config, gen, config.width - n_content)
-        if n_content:
-            proposals += content_moves(current, spans, lexicon, top, connectors, next_lp,  # type: ignore[arg-type]
-                                       max_span=config.content_span, p_connector=config.content_connector,
-                                       max_tokens=config.max_tokens, generator=gen, n=n_content)
+        content_keys: set[tuple[int, ...]] = set()
+        if n_content:  # drawn `content_draws` times over; the LM keeps the most fluent (step 4)
+            drawn = content_moves(current, spans, lexicon, top, connectors, next_lp,  # type: ignore[arg-type]
+                                  max_span=config.content_span, p_connector=config.content_connector,
+                                  max_tokens=config.max_tokens, generator=gen, n=n_content * config.content_draws)
+            content_keys = {tuple(r.tolist()) for r in drawn}
+            proposals += drawn
         fresh, keys = [], set()
         for row in proposals:
             k = tuple(row.tolist())
@@ -329,6 +340,11 @@ def run(
         if kept:
             ce, worst = _surprisal_stats(model, head, kept)
             ok = _excess(ce, worst, budget) <= 0
+            if content_keys:
+                is_content = torch.tensor([tuple(r.tolist()) in content_keys for r in kept])
+                capped = most_fluent(ce, ok, is_content, n_content)
+                seen.difference_update(tuple(kept[i].tolist()) for i in (ok & ~capped).nonzero().flatten().tolist())
+                ok = capped
             pool, ce = [kept[i] for i in ok.nonzero().flatten().tolist()], ce[ok]
             if pool and draft is not None and len(pool) > 2:
                 n_screened += len(pool)

@@ -77,7 +77,8 @@ def main() -> None:
     ap.add_argument("--content-share", type=float, default=0.3)
     ap.add_argument("--content-top-k", type=int, default=12)
     ap.add_argument("--content-span", type=int, default=3)
-    ap.add_argument("--content-connector", type=float, default=0.3)
+    ap.add_argument("--content-draws", type=int, default=4)
+    ap.add_argument("--content-connector", type=float, default=0.5)
     ap.add_argument("--lexicon-words", type=int, default=30000)
     ap.add_argument("--plain", type=int, default=4, help="rows of heldout_targets.tsv as plain targets")
     ap.add_argument("--random", type=int, default=2, help="random directions per layer")
@@ -134,7 +135,8 @@ def main() -> None:
     arms = {"before": NaturalConfig(**base, seed=args.seed),
             "after": NaturalConfig(**base, seed=args.seed, content_share=args.content_share,
                                    content_top_k=args.content_top_k, content_span=args.content_span,
-                                   content_connector=args.content_connector, content_words=args.lexicon_words)}
+                                   content_connector=args.content_connector, content_words=args.lexicon_words,
+                                   content_draws=args.content_draws)}
     results = []
     jobs: list[tuple[int, str, str, torch.Tensor, int | None]] = []  # (layer, group, name, target, row index)
     for layer in layers:

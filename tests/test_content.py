@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from realize.attacks.content import (
-    ContentLexicon, build_lexicon, content_moves, lexicon_words, residual_scores,
+    ContentLexicon, build_lexicon, content_moves, lexicon_words, most_fluent, plural, residual_scores,
 )
 from realize.attacks.fluency import encode_head, lm_head_ids, prompt_surprisal
 from realize.attacks.natural import NaturalConfig, connector_ids, run
@@ -71,7 +71,7 @@ def test_content_moves_place_whole_lexicon_words(tiny):
     assert len(cands) > 20 and len({tuple(c.tolist()) for c in cands}) == len(cands)
     texts = [tok.decode(c.tolist()) for c in cands]
     for text in texts:
-        assert re.search(r"(^| )(Bread|Pirate|bread|pirate)\b", text), text
+        assert re.search(r"(^| )(Bread|Pirate|bread|pirate)s?\b", text), text
         assert "sea" not in text.split()  # only the top words are drawn
     assert any(t.startswith(("Bread", "Pirate")) for t in texts)  # the first word, capitalized
     assert {len(c) for c in cands} != {ids.shape[0]}  # spans of several lengths
@@ -138,7 +138,7 @@ def test_content_moves_find_a_lexicon_word_the_target_needs(tiny):
 
 
 @pytest.mark.parametrize("field,value", [("content_share", 1.5), ("content_top_k", 0), ("content_span", -1),
-                                         ("content_connector", 2.0), ("content_words", 0)])
+                                         ("content_connector", 2.0), ("content_words", 0), ("content_draws", 0)])
 def test_bad_content_config_names_field(field, value):
     with pytest.raises(ValueError, match=field):
         NaturalConfig(**{field: value})
@@ -176,3 +176,43 @@ def test_behavior_content_scores_are_the_steers_token_gain(tiny):
     pushed = int(gain.argmax())
     lex2 = ContentLexicon(("up", "other"), ((pushed,), (0,)), ((pushed,), (0,)), {})
     assert int(objective.content_scores(torch.tensor([5]), lex2).argmax()) == 0
+
+
+def test_run_builds_the_default_lexicon_once_and_caches_it_on_disk(tiny, tmp_path, monkeypatch):
+    import realize.attacks.content as content
+
+    monkeypatch.setenv("REALIZE_CACHE", str(tmp_path))
+    monkeypatch.setattr(content, "lexicon_words", lambda size: WORDS[:size])
+    monkeypatch.setattr(content, "_MEMO", {})
+    objective, layout = _objective(tiny)
+    start = encode(tiny.tokenizer, "Explain it like I am five years old.")
+    config = NaturalConfig(steps=2, width=8, max_ce=50.0, max_surprisal=50.0, content_share=0.5, content_words=5)
+    run(objective, tiny, layout, config, init=start)
+    files = list((tmp_path / "content_lexicon").iterdir())
+    assert len(files) == 1 and len(content._MEMO) == 1
+    lexicon = next(iter(content._MEMO.values()))
+    assert lexicon.words == WORDS[:5] and set(lexicon.shifts) == {2}
+    monkeypatch.setattr(content, "_MEMO", {})
+    again = content.lexicon_for(objective, tiny, layout, 5)  # from the disk cache
+    assert torch.equal(again.shifts[2], lexicon.shifts[2])
+
+
+def test_plural_and_forms(tiny):
+    assert [plural(w) for w in ("volcano", "city", "fox", "kite", "day", "church")] == [
+        "volcanoes", "cities", "foxes", "kites", "days", "churches"]
+    lex = build_lexicon(tiny, chat_layout(tiny.tokenizer), [], WORDS)
+    assert lex.shifts == {} and len(lex.forms(1, first=False)) == 2
+    assert tiny.tokenizer.decode(list(lex.forms(1, first=False)[1])) == " breads"
+    assert tiny.tokenizer.decode(list(lex.forms(3, first=True)[0])) == "Pirate"
+    assert _lexicon(tiny.tokenizer).forms(1, first=False) == (_lexicon(tiny.tokenizer).inner_ids[1],)
+    with pytest.raises(ValueError, match="plural"):
+        ContentLexicon(("a", "b"), ((1,), (2,)), ((1,), (2,)), {}, ((1,),), ((1,),))
+
+
+def test_most_fluent_keeps_the_lowest_ce_content_fills_and_every_other_candidate():
+    ce = torch.tensor([5.0, 1.0, 3.0, 2.0, 4.0, 0.5])
+    ok = torch.tensor([True, True, True, True, True, False])
+    is_content = torch.tensor([False, True, True, True, False, True])
+    assert most_fluent(ce, ok, is_content, 2).tolist() == [True, True, False, True, True, False]
+    assert most_fluent(ce, ok, is_content, 0).tolist() == [True, False, False, False, True, False]
+    assert most_fluent(ce, ok, torch.zeros(6, dtype=torch.bool), 3).tolist() == ok.tolist()
