@@ -31,7 +31,8 @@ Public API:
     model_fingerprint(lm) -> str                               # the cache key's model hash
     residual_scores(current {layer: (d,)}, targets, generics | None, shifts) -> (n,)   # pure
     activation_content_scores(objective, prompt (L,), lexicon) -> (n,)   # ActivationShiftObjective.content_scores
-    content_moves(ids (L,), spans, lexicon, top (k,), connectors [(ids...)], next_logprobs (L + 1, V), *,
+    Connectors.of(tokenizer, strings) -> Connectors                    # connector heads and articles as token ids
+    content_moves(ids (L,), spans, lexicon, top (k,), connectors, next_logprobs (L + 1, V), *,
                   max_span, p_connector, max_tokens, generator, n) -> list[(L',)]   # pure
     most_fluent(ce (B,), ok (B,), is_content (B,), n) -> (B,) bool   # pure: the LM's pick among content fills
 
@@ -59,15 +60,36 @@ from realize.data.shift import project_out
 logger = logging.getLogger(__name__)
 
 __all__ = [
-    "CARRIER", "CONNECTORS", "CONTEXT", "ContentLexicon", "activation_content_scores", "build_lexicon", "plural",
+    "CARRIER", "CONNECTORS", "CONTEXT", "Connectors", "ContentLexicon", "activation_content_scores", "build_lexicon", "plural",
     "content_moves", "lexicon_for", "lexicon_words", "model_fingerprint", "most_fluent", "residual_scores",
 ]
 
 CARRIER = "Talk about {w}."  # the template each lexicon word is measured in ({w}: the word)
 CONTEXT = "Hi."  # the context the carrier is placed before (short: the lexicon is 10x cheaper than on questions)
-_HEADS = ("about", "of", "with", "like", "on", "for", "in", "to")
-# what may precede a content word it inserts or swaps in ("about a" volcano): the LM's fluency decides which fits
-CONNECTORS = (*_HEADS, *(f"{h} {a}" for h in _HEADS for a in ("a", "an", "the")), "a", "an", "the", "some", "and")
+CONNECTORS = ("about", "of", "with", "like", "on", "for", "in", "to", "and")  # heads before a content word
+
+
+@dataclass(frozen=True)
+class Connectors:
+    """Token ids of what may precede a content word (" about" " a" volcano), each one token after a space (a word
+    the tokenizer splits is left out, so a connector never splits a word)."""
+
+    heads: torch.Tensor  # (H,) the connector heads (`CONNECTORS` that are one token)
+    a: int | None  # " a" (None: not one token)
+    an: int | None
+    the: int | None
+    letters: frozenset[int]  # ids of tokens that hold a letter (to tell a final word from a punctuation mark)
+
+    @classmethod
+    def of(cls, tokenizer: object, strings: Sequence[str]) -> Connectors:
+        """From the tokenizer and every token's string (`sampling.token_strings`)."""
+        def one(word: str) -> int | None:
+            row = tokenizer(" " + word, add_special_tokens=False)["input_ids"]  # type: ignore[operator]
+            return row[0] if len(row) == 1 else None
+
+        heads = [t for t in (one(c) for c in CONNECTORS) if t is not None]
+        letters = frozenset(i for i, t in enumerate(strings) if any(ch.isalpha() for ch in t))
+        return cls(torch.tensor(heads, dtype=torch.long), one("a"), one("an"), one("the"), letters)
 
 
 @dataclass(frozen=True)
@@ -261,35 +283,49 @@ def most_fluent(ce: torch.Tensor, ok: torch.Tensor, is_content: torch.Tensor, n:
 
 
 def content_moves(ids: torch.Tensor, spans: Sequence[tuple[int, int]], lexicon: ContentLexicon, top: torch.Tensor,
-                  connectors: Sequence[tuple[int, ...]], next_logprobs: torch.Tensor, *, max_span: int,
-                  p_connector: float, max_tokens: int, generator: torch.Generator, n: int) -> list[torch.Tensor]:
-    """`n` draws of one content move on `ids` (L,) (duplicates and no-ops dropped; lengths vary): a lexicon word
-    drawn uniformly from `top` (k,) (indices into the lexicon, best first), in a form drawn uniformly (singular,
-    plural), replaces a span of 0..`max_span` whole
-    words starting at a random word (0 words = inserted before it; the first word is only replaced, and a word
-    there takes its capitalized form), optionally (`p_connector`, not at the first word) after a connector: one
-    of `connectors` (token ids of phrases such as " about a") drawn by the LM's probability of the phrase's first
-    token at that slot (`next_logprobs` (L + 1, V), row j = log P(. | head, p_<j)), so "in every sentence" can
-    become "about a volcano". spans: the prompt's words (`sampling.word_spans`)."""
+                  connectors: Connectors, next_logprobs: torch.Tensor, *, max_span: int, p_connector: float,
+                  max_tokens: int, generator: torch.Generator, n: int) -> list[torch.Tensor]:
+    """`n` draws of one content move on `ids` (L,) (duplicates and no-ops dropped; lengths vary). A lexicon word
+    drawn uniformly from `top` (k,) (indices into the lexicon), in a form drawn uniformly (singular, plural):
+    - a quarter of the draws attach it at the end, before the final punctuation, after a connector head
+      ("Answer in one sentence" + " about a volcano" + ".");
+    - the others replace a span of 0..`max_span` whole words starting at a random word (0 words = inserted before
+      it; the first word is only replaced, by the capitalized form), after a connector head with probability
+      `p_connector` (not at the first word).
+    The head is drawn by the LM's probabilities at the slot (`next_logprobs` (L + 1, V), row j =
+    log P(. | head, p_<j)); an article follows it in half of the moves at random ("a"/"an" by the word's first
+    letter for a singular, "the"). spans: the prompt's words (`sampling.word_spans`)."""
     base = ids.tolist()
     n_words = len(spans)
     out: list[torch.Tensor] = []
     seen = {tuple(base)}
     if top.numel() == 0 or n_words == 0:
         return out
+    end_is_mark = not any(t in connectors.letters for t in base[spans[-1][0] : spans[-1][1]])
+
+    def draw(m: int) -> int:
+        return int(torch.randint(0, m, (1,), generator=generator))
+
     for _ in range(n):
-        w = int(top[torch.randint(0, top.numel(), (1,), generator=generator)])
-        i = int(torch.randint(0, n_words, (1,), generator=generator))
-        span = int(torch.randint(0 if i > 0 else 1, max_span + 1, (1,), generator=generator))
-        span = min(span, n_words - i)
-        a = spans[i][0]
+        w = int(top[draw(top.numel())])
+        if torch.rand(1, generator=generator).item() < 0.25:  # attach at the end
+            i, span, head = (n_words - 1 if end_is_mark else n_words), 0, True
+        else:
+            i = draw(n_words)
+            span = min(draw(max_span + 1 - (i == 0)) + (i == 0), n_words - i)
+            head = i > 0 and torch.rand(1, generator=generator).item() < p_connector
+        a = spans[i][0] if i < n_words else len(base)
         b = spans[i + span - 1][1] if span > 0 else a
         forms = lexicon.forms(w, first=i == 0)
-        new = list(forms[int(torch.randint(0, len(forms), (1,), generator=generator))] if len(forms) > 1 else forms[0])
-        if i > 0 and connectors and torch.rand(1, generator=generator).item() < p_connector:
-            heads = torch.tensor([c[0] for c in connectors])
-            probs = next_logprobs[a, heads].float().softmax(dim=0)
-            new = list(connectors[int(torch.multinomial(probs, 1, generator=generator))]) + new
+        k = draw(len(forms))
+        new = list(forms[k])
+        if i > 0 and draw(2):
+            article = connectors.the if draw(2) or k == 1 else (
+                connectors.an if lexicon.words[w][:1] in "aeiou" else connectors.a)
+            new = new if article is None else [article] + new
+        if head and connectors.heads.numel():
+            probs = next_logprobs[a, connectors.heads].float().softmax(dim=0)
+            new = [int(connectors.heads[torch.multinomial(probs, 1, generator=generator)])] + new
         cand = base[:a] + new + base[b:]
         key = tuple(cand)
         if key not in seen and 0 < len(cand) <= max_tokens:

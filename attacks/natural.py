@@ -6,7 +6,7 @@ Public API (stable):
     NaturalConfig(*, steps=40, width=48, top_k=48, lm_top_k=64, lm_share=0.75, p_insert=0.15, p_delete=0.15,
                   p_double=0.25, max_ce=6.0, max_surprisal=16.0, fluency_weight=0.05, max_tokens=32,
                   probe_contexts=0, probe_keep=0.5, max_frontier=12, ascii_only=True, seed=0, init_beam=BeamConfig(),
-                  content_share=0.0, content_words=20000, content_top_k=12, content_span=3, content_connector=0.5,
+                  content_share=0.0, content_words=30000, content_top_k=12, content_span=3, content_connector=0.5,
                   content_draws=4, show_progress=False)
     run(objective, lm, layout, config, *, init=None, lexicon=None) -> AttackResult   # init: start prompt ids
     (else the beam's); lexicon: the content moves' words (else `content.lexicon_for`, when content_share > 0)
@@ -57,7 +57,7 @@ from tqdm.auto import tqdm
 
 from realize.attacks.base import AttackResult, FrontierPoint, Objective, Step, filter_context
 from realize.attacks.beam import BeamConfig, start_or_beam
-from realize.attacks.content import CONNECTORS, ContentLexicon, content_moves, lexicon_for, most_fluent
+from realize.attacks.content import Connectors, ContentLexicon, content_moves, lexicon_for, most_fluent
 from realize.attacks.fluency import HeadState, encode_head, lm_head_ids, next_token_logprobs, prompt_surprisal
 from realize.attacks.fluent import pareto_front
 from realize.attacks.sampling import (
@@ -94,7 +94,7 @@ class NaturalConfig:
     seed: int = 0  # seeds every random draw (and the beam initializer)
     init_beam: BeamConfig = field(default_factory=BeamConfig)  # start when no init prompt is given
     content_share: float = 0.0  # share of candidates that are content moves (0 = none: the search without them)
-    content_words: int = 20000  # default lexicon: wordfreq's top this many English words (filtered)
+    content_words: int = 30000  # default lexicon: wordfreq's top this many English words (~24k after filtering)
     content_top_k: int = 12  # content moves draw from the lexicon's top-k words for the current prompt
     content_span: int = 3  # longest span of words a content move replaces (0 = it inserts)
     content_connector: float = 0.5  # share of content moves that put a connector ("about a") first
@@ -236,17 +236,6 @@ def _excess(ce: torch.Tensor, worst: torch.Tensor, budget: tuple[float, float]) 
     return (ce - budget[0]).clamp_min(0) + (worst - budget[1]).clamp_min(0)
 
 
-def connector_ids(tokenizer: object) -> list[tuple[int, ...]]:
-    """Token ids of the content moves' connectors (`content.CONNECTORS`) after a space, each word one token (others
-    are left out: a connector must not split a word)."""
-    out = []
-    for phrase in CONNECTORS:
-        row = tokenizer(" " + phrase, add_special_tokens=False)["input_ids"]  # type: ignore[operator]
-        if len(row) == len(phrase.split()):
-            out.append(tuple(row))
-    return out
-
-
 def _content_top(objective: Objective, prompt: torch.Tensor, lexicon: ContentLexicon | None,
                  config: NaturalConfig) -> torch.Tensor:
     """(k,) lexicon indices of the `content_top_k` words the objective most wants in `prompt`, best first (none
@@ -291,7 +280,7 @@ def run(
     n_content = round(config.content_share * config.width) if hasattr(objective, "content_scores") else 0
     if n_content and lexicon is None:
         lexicon = lexicon_for(objective, lm, layout, config.content_words)
-    connectors = connector_ids(tokenizer)
+    connectors = Connectors.of(tokenizer, strings) if n_content else None
 
     current = torch.tensor(list(start), dtype=torch.long)
     ce0, worst0 = _surprisal_stats(model, head, [current])

@@ -9,10 +9,10 @@ import pytest
 import torch
 
 from realize.attacks.content import (
-    ContentLexicon, build_lexicon, content_moves, lexicon_words, most_fluent, plural, residual_scores,
+    Connectors, ContentLexicon, build_lexicon, content_moves, lexicon_words, most_fluent, plural, residual_scores,
 )
 from realize.attacks.fluency import encode_head, lm_head_ids, prompt_surprisal
-from realize.attacks.natural import NaturalConfig, connector_ids, run
+from realize.attacks.natural import NaturalConfig, run
 from realize.attacks.objectives import ActivationShiftObjective
 from realize.attacks.sampling import token_strings, word_spans
 from realize.data.chat import chat_layout, encode
@@ -63,7 +63,7 @@ def test_content_moves_place_whole_lexicon_words(tiny):
     strings = token_strings(tok, tiny.model.get_input_embeddings().weight.shape[0])
     ids = torch.tensor(encode(tok, "Explain it like I am five years old."))
     spans = word_spans([strings[t] for t in ids.tolist()])
-    conn = connector_ids(tok)
+    conn = Connectors.of(tok, strings)
     next_lp = torch.randn(ids.shape[0] + 1, len(strings), generator=torch.Generator().manual_seed(0)).log_softmax(-1)
     top = torch.tensor([1, 3])  # "bread", "pirate"
     cands = content_moves(ids, spans, lex, top, conn, next_lp, max_span=3, p_connector=0.5, max_tokens=32,
@@ -75,6 +75,13 @@ def test_content_moves_place_whole_lexicon_words(tiny):
         assert "sea" not in text.split()  # only the top words are drawn
     assert any(t.startswith(("Bread", "Pirate")) for t in texts)  # the first word, capitalized
     assert {len(c) for c in cands} != {ids.shape[0]}  # spans of several lengths
+    attached = [t for t in texts if t.endswith(".") and t[:-1].split()[-1] in ("bread", "breads", "pirate", "pirates")
+                and t.startswith("Explain it like I am five years old ")]
+    assert len(attached) > 5  # attached at the end, before the final mark, after a connector head
+    heads = {tiny.tokenizer.decode([h]) for h in conn.heads.tolist()}
+    with_head = [t for t in attached if t[len("Explain it like I am five years old"):].split()[0] in
+                 {h.strip() for h in heads}]
+    assert len(with_head) > 5
     again = content_moves(ids, spans, lex, top, conn, next_lp, max_span=3, p_connector=0.5, max_tokens=32,
                           generator=torch.Generator().manual_seed(1), n=200)
     assert [c.tolist() for c in again] == [c.tolist() for c in cands]
@@ -101,6 +108,14 @@ def test_build_lexicon_centres_shifts_and_caches(tiny, tmp_path):
     scores = objective.content_scores(torch.tensor(encode(tiny.tokenizer, "Explain it.")), lex)
     assert scores is not None and scores.shape == (len(WORDS),)
     assert objective.content_scores(torch.tensor([5, 6]), build_lexicon(tiny, layout, [1], WORDS)) is None
+    # a multi-layer steer: the mean over its layers of each layer's residual ranking
+    multi = ActivationShiftObjective(tiny.model, tiny.tokenizer, layout, {1: torch.randn(32), 2: objective.target},
+                                     None, objective.context_ids, generic={1: torch.randn(32), 2: objective.generic})
+    prompt = torch.tensor(encode(tiny.tokenizer, "Explain it."))
+    both = multi.content_scores(prompt, lex)
+    one = {i: ActivationShiftObjective(tiny.model, tiny.tokenizer, layout, multi.targets[i], i, objective.context_ids,
+                                       generic=multi.generics[i]).content_scores(prompt, lex) for i in (1, 2)}
+    assert torch.allclose(both, (one[1] + one[2]) / 2, atol=1e-5)
 
 
 def test_content_share_zero_is_todays_search_and_content_moves_run(tiny):
