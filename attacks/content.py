@@ -16,8 +16,12 @@ g), the content still missing is the residual
 
     r = P t - a * P s,   a = max(0, <P t, P s> / |P s|^2)        (s's best-scaled part removed)
 
-and words are ranked by cos(r, P c_w) (averaged over the objective's layers). On the dev pairs the sibling's
-content word ranks 0-10 of 2,000 at layers 6 and 12 from the sibling's own prompt.
+and words are ranked by cos(r, P c_w) (averaged over the objective's layers). On the 20 dev targets, from the
+sibling's own prompt, the true content word ranks within the top 10 of 2,042 words for 18 targets at layer 6 and
+17 at layer 12 (the carrier before "Hi." ranks better than before a real question, or than the bare word); from
+a retrieved prompt of another template the right word is still among the first few (e.g. "Answer in one
+sentence." -> meteorite, volcano, glacier, ...), but it only helps when it can be placed fluently: the content
+moves' connectors, articles and plurals, and the LM's choice among many placements, exist for that.
 
 Public API:
 
