@@ -24,6 +24,7 @@ from torch import nn
 from transformers import PreTrainedTokenizerBase
 
 from realize.attacks.base import map_in_batches
+from realize.attacks.content import ContentLexicon
 from realize.attacks.embeddings import one_hot_grad
 from realize.attacks.prompt_cache import KV, expand_kv, packed_mask, prefix_groups, run_to_layer
 from realize.attacks.text_objectives import final_logits
@@ -166,6 +167,19 @@ class BehaviorObjective:
             return self._per_context(None, embeds).sum() / self.n_scored
 
         return one_hot_grad(self.model, self._check(prompt.unsqueeze(0))[0], loss)
+
+    @torch.no_grad()
+    def token_gain(self) -> torch.Tensor:
+        """(V,) how much probability the steer moves onto each token, averaged over the steered continuations'
+        positions: mean_t P_steered(v | x, y_<t) - P_base(v | x, y_<t)."""
+        total = sum((c.steered.exp() - c.base.exp()).sum(dim=0) for c in self.contexts)
+        return total / self.n_scored  # type: ignore[operator]
+
+    def content_scores(self, prompt: torch.Tensor, lexicon: ContentLexicon) -> torch.Tensor | None:
+        """(n,) each lexicon word's `token_gain` at its first token after a space: the words the steered text says
+        more than the base text (`attacks.content`). The same for every prompt."""
+        gain = self.token_gain()
+        return gain[torch.tensor([ids[0] for ids in lexicon.inner_ids], dtype=torch.long)]
 
     def metrics(self, prompt: torch.Tensor) -> Mapping[str, float]:
         kl = self.per_context_kl(prompt.unsqueeze(0))[0]

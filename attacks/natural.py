@@ -6,8 +6,10 @@ Public API (stable):
     NaturalConfig(*, steps=40, width=48, top_k=48, lm_top_k=64, lm_share=0.75, p_insert=0.15, p_delete=0.15,
                   p_double=0.25, max_ce=6.0, max_surprisal=16.0, fluency_weight=0.05, max_tokens=32,
                   probe_contexts=0, probe_keep=0.5, max_frontier=12, ascii_only=True, seed=0, init_beam=BeamConfig(),
-                  show_progress=False)
-    run(objective, lm, layout, config, *, init=None) -> AttackResult    # init: start prompt ids (else the beam's)
+                  content_share=0.0, content_words=30000, content_top_k=12, content_span=3, content_connector=0.5,
+                  content_draws=4, show_progress=False)
+    run(objective, lm, layout, config, *, init=None, lexicon=None) -> AttackResult   # init: start prompt ids
+    (else the beam's); lexicon: the content moves' words (else `content.lexicon_for`, when content_share > 0)
     word_moves(ids (L,), spans, grad (L, V), next_logprobs (L + 1, V), masks, config, generator, n) -> list[(L',)]
 
 Each step (the loop reads like the algorithm):
@@ -20,7 +22,12 @@ Each step (the loop reads like the algorithm):
      gradient top-k among whole-word tokens, or (share `lm_share`) from the LM's own top-k at that slot re-ranked
      by the gradient: what the LM would write there, the objective's favourites first. No move can split a word
      or glue a token onto one, so the non-words of token-level GCG ("withtained", digits glued to words) cannot
-     appear;
+     appear. Content moves (share `content_share`, objectives with `content_scores`; `attacks.content`): a word
+     of a lexicon, drawn from the `content_top_k` the objective ranks as the content the current prompt still
+     lacks, in its singular or plural form, replaces a span of 0..`content_span` words, sometimes after an
+     LM-chosen connector ("about"): what the local edits cannot reach, the template's content. The rank is
+     recomputed when the prompt changes. Content moves are drawn `content_draws` times over and the LM fills the
+     slot: of those within the fluency budget (step 4), only the `content_share * width` lowest-CE are scored;
   3. filter: in-context retokenization round trip; nothing evaluated before;
   4. fluency budget, before any objective forward (it is ~6x cheaper than the objective on 8 contexts): the
      surprisal of every candidate token under the LM; a candidate whose mean surprisal (CE) exceeds the budget's
@@ -50,6 +57,7 @@ from tqdm.auto import tqdm
 
 from realize.attacks.base import AttackResult, FrontierPoint, Objective, Step, filter_context
 from realize.attacks.beam import BeamConfig, start_or_beam
+from realize.attacks.content import Connectors, ContentLexicon, content_moves, lexicon_for, most_fluent
 from realize.attacks.fluency import HeadState, encode_head, lm_head_ids, next_token_logprobs, prompt_surprisal
 from realize.attacks.fluent import pareto_front
 from realize.attacks.sampling import (
@@ -85,18 +93,25 @@ class NaturalConfig:
     ascii_only: bool = True  # allowed tokens: printable ASCII only, no special tokens
     seed: int = 0  # seeds every random draw (and the beam initializer)
     init_beam: BeamConfig = field(default_factory=BeamConfig)  # start when no init prompt is given
+    content_share: float = 0.0  # share of candidates that are content moves (0 = none: the search without them)
+    content_words: int = 30000  # default lexicon: wordfreq's top this many English words (~24k after filtering)
+    content_top_k: int = 12  # content moves draw from the lexicon's top-k words for the current prompt
+    content_span: int = 3  # longest span of words a content move replaces (0 = it inserts)
+    content_connector: float = 0.5  # share of content moves that put a connector ("about a") first
+    content_draws: int = 4  # content moves drawn per content candidate; the lowest-CE ones within budget are scored
     show_progress: bool = False  # tqdm bar
 
     def __post_init__(self) -> None:
-        for name in ("steps", "width", "top_k", "lm_top_k", "max_tokens", "max_frontier"):
+        for name in ("steps", "width", "top_k", "lm_top_k", "max_tokens", "max_frontier", "content_words",
+                     "content_top_k", "content_draws"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name}: expected an int >= 1, got {value!r}")
-        for name in ("probe_contexts", "seed"):
+        for name in ("probe_contexts", "seed", "content_span"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                 raise ValueError(f"{name}: expected an int >= 0, got {value!r}")
-        for name in ("lm_share", "p_insert", "p_delete", "p_double"):
+        for name in ("lm_share", "p_insert", "p_delete", "p_double", "content_share", "content_connector"):
             value = getattr(self, name)
             if not (isinstance(value, int | float) and 0.0 <= value <= 1.0):
                 raise ValueError(f"{name}: expected a probability in [0, 1], got {value!r}")
@@ -221,6 +236,16 @@ def _excess(ce: torch.Tensor, worst: torch.Tensor, budget: tuple[float, float]) 
     return (ce - budget[0]).clamp_min(0) + (worst - budget[1]).clamp_min(0)
 
 
+def _content_top(objective: Objective, prompt: torch.Tensor, lexicon: ContentLexicon | None,
+                 config: NaturalConfig) -> torch.Tensor:
+    """(k,) lexicon indices of the `content_top_k` words the objective most wants in `prompt`, best first (none
+    when it cannot rank this lexicon)."""
+    scores = None if lexicon is None else objective.content_scores(prompt, lexicon)  # type: ignore[attr-defined]
+    if scores is None:
+        return torch.zeros(0, dtype=torch.long)
+    return scores.float().topk(min(config.content_top_k, scores.numel())).indices
+
+
 def _draft(objective: Objective, config: NaturalConfig) -> Objective | None:
     restricted = getattr(objective, "restricted", None)
     n = len(getattr(objective, "context_ids", ()))
@@ -236,8 +261,10 @@ def run(
     config: NaturalConfig,
     *,
     init: Sequence[int] | None = None,
+    lexicon: ContentLexicon | None = None,
 ) -> AttackResult:
-    """Natural GCG on `objective` (see module docstring) from `init` (token ids) or the beam search's prompt."""
+    """Natural GCG on `objective` (see module docstring) from `init` (token ids) or the beam search's prompt;
+    content moves draw from `lexicon` (default: `content.lexicon_for`, built once per model and layers)."""
     started = time.perf_counter()
     model, tokenizer = lm.model, lm.tokenizer
     context = filter_context(objective)
@@ -250,6 +277,10 @@ def run(
     first_mask, inner_mask = word_token_masks(strings)
     masks = _Masks(first_mask & allowed, inner_mask & allowed)
     draft = _draft(objective, config)
+    n_content = round(config.content_share * config.width) if hasattr(objective, "content_scores") else 0
+    if n_content and lexicon is None:
+        lexicon = lexicon_for(objective, lm, layout, config.content_words)
+    connectors = Connectors.of(tokenizer, strings) if n_content else None
 
     current = torch.tensor(list(start), dtype=torch.long)
     ce0, worst0 = _surprisal_stats(model, head, [current])
@@ -271,8 +302,16 @@ def run(
             with torch.no_grad():
                 next_lp = next_token_logprobs(model, head, current.unsqueeze(0))[0].float().cpu()
             spans = word_spans([strings[t] for t in key])
+            top = _content_top(objective, current, lexicon, config) if n_content else torch.zeros(0, dtype=torch.long)
             grad_for = key
-        proposals = word_moves(current, spans, grad, next_lp, masks, config, gen, config.width)
+        proposals = word_moves(current, spans, grad, next_lp, masks, config, gen, config.width - n_content)
+        content_keys: set[tuple[int, ...]] = set()
+        if n_content:  # drawn `content_draws` times over; the LM keeps the most fluent (step 4)
+            drawn = content_moves(current, spans, lexicon, top, connectors, next_lp,  # type: ignore[arg-type]
+                                  max_span=config.content_span, p_connector=config.content_connector,
+                                  max_tokens=config.max_tokens, generator=gen, n=n_content * config.content_draws)
+            content_keys = {tuple(r.tolist()) for r in drawn}
+            proposals += drawn
         fresh, keys = [], set()
         for row in proposals:
             k = tuple(row.tolist())
@@ -290,6 +329,11 @@ def run(
         if kept:
             ce, worst = _surprisal_stats(model, head, kept)
             ok = _excess(ce, worst, budget) <= 0
+            if content_keys:
+                is_content = torch.tensor([tuple(r.tolist()) in content_keys for r in kept])
+                capped = most_fluent(ce, ok, is_content, n_content)
+                seen.difference_update(tuple(kept[i].tolist()) for i in (ok & ~capped).nonzero().flatten().tolist())
+                ok = capped
             pool, ce = [kept[i] for i in ok.nonzero().flatten().tolist()], ce[ok]
             if pool and draft is not None and len(pool) > 2:
                 n_screened += len(pool)
@@ -319,6 +363,7 @@ def run(
     cfg = asdict(config)
     cfg["n_screened"] = n_screened
     cfg["fluency_budget"] = {"max_ce": budget[0], "max_surprisal": budget[1]}
+    cfg["n_content_moves"] = n_content
     return AttackResult(
         attack="natural", best_ids=ids, best_prompt=tokenizer.decode(list(ids), clean_up_tokenization_spaces=False),
         best_loss=loss, trajectory=tuple(trajectory), seconds=time.perf_counter() - started, n_evaluations=n_evals,

@@ -18,6 +18,7 @@ Public API (stable):
         .per_context_shifts_by_layer(prompts (B, L)) -> {layer: (B, K, d)}
         .position_deltas_by_layer(prompts (B, L)) -> {layer: (B, N, d)} at every aligned position after the prompt
         .restricted(context indices) -> ActivationShiftObjective on those contexts only (probe sampling)
+        .content_scores(prompt (L,), lexicon) -> (n,) the content the prompt lacks (`attacks.content`)
         attributes: model, tokenizer, layout, layers (ascending), layer (the deepest), targets, generics, config,
                     context_ids, bases ({layer: per context (n_k, d) prompt-free activations at the aligned
                     positions}); one layer also: target, generic, base (the same for that layer)
@@ -58,6 +59,7 @@ from transformers import PreTrainedTokenizerBase
 
 from realize.attacks.activation_loss import ActivationObjectiveConfig, activation_loss
 from realize.attacks.base import map_in_batches
+from realize.attacks.content import ContentLexicon, activation_content_scores
 from realize.attacks.embeddings import one_hot_embeds, one_hot_grad
 from realize.attacks.prompt_cache import KV, expand_kv, packed_mask, prefix_groups, run_to_layer, run_to_layers
 from realize.data.activations import block_outputs, check_layer
@@ -306,6 +308,10 @@ class ActivationShiftObjective:
                                         [self.context_ids[i] for i in idx],
                                         generic=None if self.generics is None else dict(self.generics),
                                         config=self.config)
+
+    def content_scores(self, prompt: torch.Tensor, lexicon: ContentLexicon) -> torch.Tensor | None:
+        """(n,) how much each lexicon word is the content `prompt` (L,) still lacks (`attacks.content`)."""
+        return activation_content_scores(self, prompt, lexicon)
 
     # ---- Objective protocol ---------------------------------------------------------------------------------
     @torch.no_grad()
