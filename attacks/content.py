@@ -32,7 +32,6 @@ Public API:
     build_lexicon(lm, layout, layers, words, *, carrier=CARRIER, context=CONTEXT, batch_size=64,
                   cache_dir=None, fingerprint="", show_progress=False) -> ContentLexicon
     lexicon_for(objective, lm, layout, size) -> ContentLexicon  # memoized per (model, layers, size), disk-cached
-    model_fingerprint(lm) -> str                               # the cache key's model hash
     residual_scores(current {layer: (d,)}, targets, generics | None, shifts) -> (n,)   # pure
     activation_content_scores(objective, prompt (L,), lexicon) -> (n,)   # ActivationShiftObjective.content_scores
     Connectors.of(tokenizer, strings) -> Connectors                    # connector heads and articles as token ids
@@ -58,14 +57,14 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from realize.data.chat import ChatLayout, encode
-from realize.data.models import LoadedModel
+from realize.data.models import LoadedModel, weights_digest
 from realize.data.shift import project_out
 
 logger = logging.getLogger(__name__)
 
 __all__ = [
     "CARRIER", "CONNECTORS", "CONTEXT", "Connectors", "ContentLexicon", "activation_content_scores", "build_lexicon", "plural",
-    "content_moves", "lexicon_for", "lexicon_words", "model_fingerprint", "most_fluent", "residual_scores",
+    "content_moves", "lexicon_for", "lexicon_words", "most_fluent", "residual_scores",
 ]
 
 CARRIER = "Talk about {w}."  # the template each lexicon word is measured in ({w}: the word)
@@ -137,7 +136,7 @@ def lexicon_words(size: int) -> tuple[str, ...]:
     a plural is dropped when its singular is in the list ("volcanoes" -> "volcano")."""
     from wordfreq import top_n_list
 
-    from realize.data.realism_corruptions import FUNCTION_WORDS
+    from realize.data.function_words import FUNCTION_WORDS
 
     words = [w for w in top_n_list("en", size) if w.isascii() and w.isalpha() and len(w) >= 3
              and w not in FUNCTION_WORDS]
@@ -210,16 +209,6 @@ def build_lexicon(lm: LoadedModel, layout: ChatLayout, layers: Sequence[int], wo
     return lexicon(shifts)
 
 
-def model_fingerprint(lm: LoadedModel) -> str:
-    """A cheap content hash of the model (names, shapes and the first 256 values of every parameter): the same
-    recipe as `realize.audit_batch.model_fingerprint`, which attacks/ cannot import."""
-    digest = hashlib.sha256(lm.name.encode())
-    for name, param in lm.model.named_parameters():
-        digest.update(f"{name}:{tuple(param.shape)}".encode())
-        digest.update(param.detach().reshape(-1)[:256].to(torch.float32).cpu().numpy().tobytes())
-    return digest.hexdigest()[:16]
-
-
 _MEMO: dict[tuple[object, ...], ContentLexicon] = {}  # (model id, layers, size, placement) -> lexicon
 
 
@@ -237,7 +226,7 @@ def lexicon_for(objective: object, lm: LoadedModel, layout: ChatLayout, size: in
             _MEMO.pop(next(iter(_MEMO)))
         logger.info("content lexicon: %d words at layers %s (once per model and layers; cached)", size, layers)
         _MEMO[key] = build_lexicon(lm, layout, layers, lexicon_words(size), cache_dir=cache_root() / "content_lexicon",
-                                   fingerprint=model_fingerprint(lm))
+                                   fingerprint=weights_digest(lm))
     return _MEMO[key]
 
 

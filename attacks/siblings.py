@@ -22,14 +22,13 @@ import torch
 from realize.attacks.fluency import encode_head, lm_head_ids, next_token_logprobs
 from realize.attacks.sampling import token_strings, word_spans
 from realize.data.chat import ChatLayout
+from realize.data.function_words import FUNCTION_WORDS
 from realize.data.models import LoadedModel
 
 # Words that carry an instruction's form rather than its content: function words, quantifiers, pronouns and the
 # most common instruction scaffolding. A content word is any other word of letters.
-TEMPLATE_WORDS = frozenset(
-    "a an the i you he she it we they me him her us them my your his its our their this that these those "
-    "is am are was were be been being do does did have has had will would can could should may might must "
-    "to of in on at for with by from about as into like than and or but if so not no "
+TEMPLATE_WORDS = FUNCTION_WORDS | frozenset(
+    "being no "
     "every each all any some many much more most less few other another such same own only just very too also "
     "please answer answers respond response reply write make use give tell say explain describe "
     "sentence sentences word words way something someone thing things what when where which who how why "

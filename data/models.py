@@ -237,3 +237,14 @@ def _finish(
     if tokenizer.pad_token_id is None and tokenizer.eos_token_id is not None:
         tokenizer.pad_token = tokenizer.eos_token
     return LoadedModel(model=model, tokenizer=tokenizer, name=name, path=path)
+
+
+def weights_digest(lm: LoadedModel) -> str:
+    """sha256 (16 hex) of the model's name, and of every parameter's name, dtype, shape and full bytes (not a sample
+    of each tensor): the model identity that cache keys and item ids hash."""
+    digest = hashlib.sha256(lm.name.encode())
+    for name, param in lm.model.named_parameters():
+        tensor = param.detach().cpu().contiguous()
+        digest.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)}".encode())
+        digest.update(tensor.view(torch.uint8).numpy() if tensor.numel() else b"")
+    return digest.hexdigest()[:16]

@@ -27,11 +27,10 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-import torch
 
 from realize.config import AuditConfig
 from realize.corpus_shifts import corpora_digest
-from realize.data.models import LoadedModel
+from realize.data.models import LoadedModel, weights_digest
 from realize.scorers.realism import RealismClassifier
 from realize.scorers.realism.model import feature_code_digest
 
@@ -67,16 +66,6 @@ def source_digest(evidence_only: bool = True) -> str:
             continue
         digest.update(name.encode())
         digest.update(path.read_bytes())
-    return digest.hexdigest()[:16]
-
-
-def weights_digest(lm: LoadedModel) -> str:
-    """sha256 (16 hex) of the model's name, and of every parameter's name, dtype, shape and full bytes."""
-    digest = hashlib.sha256(lm.name.encode())
-    for name, param in lm.model.named_parameters():
-        tensor = param.detach().cpu().contiguous()
-        digest.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)}".encode())
-        digest.update(tensor.view(torch.uint8).numpy() if tensor.numel() else b"")
     return digest.hexdigest()[:16]
 
 

@@ -36,11 +36,8 @@ from functools import lru_cache
 
 from wordfreq import top_n_list
 
-FUNCTION_WORDS = frozenset(
-    "a an the i you he she it we they me him her us them my your his its our their this that these those "
-    "is am are was were be been do does did have has had will would can could should may might must "
-    "to of in on at for with by from about as into like than and or but if so not".split()
-)
+from realize.data.function_words import FUNCTION_WORDS
+
 _CORE = re.compile(r"^([^A-Za-z']*)([A-Za-z][A-Za-z']*)([^A-Za-z']*)$")
 
 
