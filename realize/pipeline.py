@@ -125,19 +125,22 @@ def shipped_calibration() -> ItemStore:
     return ItemStore(Path(str(files("realize") / "calibration")))
 
 
-def seed_cache(cache_dir: Path) -> None:
-    """Copy the shipped setting caches (the demo's corpus shifts, prompt effects and natural norms, `realize/
-    calibration/cache/`) into `cache_dir` where absent. Their file names hash their keys (model, layer, contexts,
-    corpora), so a copied file is only ever read for exactly the setting it was computed for."""
+def seed_cache(shifts_dir: Path) -> None:
+    """Copy the shipped caches (`realize/calibration/cache/<kind>/`: the demo setting's corpus shifts, prompt
+    effects and natural norms, and its on-manifold basis) where absent: `corpus_shifts` into `shifts_dir`, every other
+    kind under `$REALIZE_CACHE/<kind>`. Their file names hash their keys (model, layer, contexts, corpora), so a
+    copied file is only ever read for exactly the setting it was computed for."""
     shipped = Path(str(files("realize") / "calibration" / "cache"))
     if not shipped.is_dir():
         return
-    for source in shipped.iterdir():
-        target = Path(cache_dir) / source.name
-        if source.is_file() and source.suffix in (".safetensors", ".json") and not target.exists():
-            target.parent.mkdir(parents=True, exist_ok=True)
-            with atomic_output(target) as tmp:
-                shutil.copyfile(source, tmp)
+    for kind in sorted(p for p in shipped.iterdir() if p.is_dir()):
+        destination = Path(shifts_dir) if kind.name == "corpus_shifts" else cache_root() / kind.name
+        for source in kind.iterdir():
+            target = destination / source.name
+            if source.is_file() and source.suffix in (".safetensors", ".json") and not target.exists():
+                target.parent.mkdir(parents=True, exist_ok=True)
+                with atomic_output(target) as tmp:
+                    shutil.copyfile(source, tmp)
 
 
 def lookup(target: Target, store: ItemStore, control_cache: ItemStore | None) -> VectorAudit | None:

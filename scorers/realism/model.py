@@ -194,8 +194,9 @@ def load_judge(name: str = JUDGE_MODEL) -> LoadedModel:
             path = gemma.assemble()
         except (OSError, ValueError) as err:
             raise UserInputError(f"realism judge {name}: cannot assemble its GGUF ({err}); {JUDGE_INSTALL}") from err
-        judge = load_model(str(path))  # float32, as the shared dequantized cache holds it
-        judge.model.to(torch.bfloat16)  # our own instance; bf16 is ~2.5x faster on CPU and ample for features
+        # bf16 (~2.5x faster on CPU, ample for features), converted tensor by tensor while loading the float32
+        # cache: the float32 model is never whole in memory
+        judge = load_model(str(path), dtype=torch.bfloat16)
         _JUDGES[name] = judge
     return _JUDGES[name]
 
