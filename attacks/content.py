@@ -32,6 +32,7 @@ Public API:
     build_lexicon(lm, layout, layers, words, *, carrier=CARRIER, context=CONTEXT, batch_size=64,
                   cache_dir=None, fingerprint="", show_progress=False) -> ContentLexicon
     lexicon_for(objective, lm, layout, size) -> ContentLexicon  # memoized per (model, layers, size), disk-cached
+    register_lexicon(objective, lm, layout, size, lexicon)      # what lexicon_for returns there (tests, benchmarks)
     residual_scores(current {layer: (d,)}, targets, generics | None, shifts) -> (n,)   # pure
     activation_content_scores(objective, prompt (L,), lexicon) -> (n,)   # ActivationShiftObjective.content_scores
     Connectors.of(tokenizer, strings) -> Connectors                    # connector heads and articles as token ids
@@ -64,7 +65,7 @@ logger = logging.getLogger(__name__)
 
 __all__ = [
     "CARRIER", "CONNECTORS", "CONTEXT", "Connectors", "ContentLexicon", "activation_content_scores", "build_lexicon", "plural",
-    "content_moves", "lexicon_for", "lexicon_words", "most_fluent", "residual_scores",
+    "content_moves", "lexicon_for", "lexicon_words", "most_fluent", "register_lexicon", "residual_scores",
 ]
 
 CARRIER = "Talk about {w}."  # the template each lexicon word is measured in ({w}: the word)
@@ -228,6 +229,14 @@ def lexicon_for(objective: object, lm: LoadedModel, layout: ChatLayout, size: in
         _MEMO[key] = build_lexicon(lm, layout, layers, lexicon_words(size), cache_dir=cache_root() / "content_lexicon",
                                    fingerprint=weights_digest(lm))
     return _MEMO[key]
+
+
+def register_lexicon(objective: object, lm: LoadedModel, layout: ChatLayout, size: int,
+                     lexicon: ContentLexicon) -> None:
+    """Make `lexicon` the one `lexicon_for` returns for this (objective's layers, model, size, placement): tests and
+    benchmarks run the content moves on a lexicon of their own without another argument to `natural.run`."""
+    layers = tuple(getattr(objective, "layers", ()) or ())
+    _MEMO[(id(lm.model), layers, size, layout.placement)] = lexicon
 
 
 def residual_scores(current: Mapping[int, torch.Tensor], targets: Mapping[int, torch.Tensor],

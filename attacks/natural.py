@@ -8,8 +8,8 @@ Public API (stable):
                   probe_contexts=0, probe_keep=0.5, max_frontier=12, ascii_only=True, seed=0, init_beam=BeamConfig(),
                   content_share=0.0, content_words=30000, content_top_k=12, content_span=3, content_connector=0.5,
                   content_draws=4, show_progress=False)
-    run(objective, lm, layout, config, *, init=None, lexicon=None) -> AttackResult   # init: start prompt ids
-    (else the beam's); lexicon: the content moves' words (else `content.lexicon_for`, when content_share > 0)
+    run(objective, lm, layout, config, *, init=None) -> AttackResult   # init: start prompt ids (else the beam's);
+    the content moves' words come from `content.lexicon_for` (when content_share > 0)
     word_moves(ids (L,), spans, grad (L, V), next_logprobs (L + 1, V), masks, config, generator, n) -> list[(L',)]
 
 Each step (the loop reads like the algorithm):
@@ -261,10 +261,9 @@ def run(
     config: NaturalConfig,
     *,
     init: Sequence[int] | None = None,
-    lexicon: ContentLexicon | None = None,
 ) -> AttackResult:
     """Natural GCG on `objective` (see module docstring) from `init` (token ids) or the beam search's prompt;
-    content moves draw from `lexicon` (default: `content.lexicon_for`, built once per model and layers)."""
+    content moves draw from `content.lexicon_for` (built once per model and layers)."""
     started = time.perf_counter()
     model, tokenizer = lm.model, lm.tokenizer
     context = filter_context(objective)
@@ -278,8 +277,7 @@ def run(
     masks = _Masks(first_mask & allowed, inner_mask & allowed)
     draft = _draft(objective, config)
     n_content = round(config.content_share * config.width) if hasattr(objective, "content_scores") else 0
-    if n_content and lexicon is None:
-        lexicon = lexicon_for(objective, lm, layout, config.content_words)
+    lexicon = lexicon_for(objective, lm, layout, config.content_words) if n_content else None
     connectors = Connectors.of(tokenizer, strings) if n_content else None
 
     current = torch.tensor(list(start), dtype=torch.long)

@@ -30,7 +30,7 @@ from pathlib import Path
 import torch
 from _setup import machine, write_json
 
-from realize.attacks.content import build_lexicon, lexicon_words
+from realize.attacks.content import build_lexicon, lexicon_words, register_lexicon
 from realize.attacks.fluency import encode_head, lm_head_ids, prompt_ce
 from realize.attacks.natural import NaturalConfig
 from realize.attacks.natural import run as natural_run
@@ -163,7 +163,8 @@ def main() -> None:
         elif group == "plain":
             entry["prompt"] = next(r.prompt for r in plain if r.name == name)
         for arm, config in arms.items():
-            result = natural_run(objective, lm, layout, config, init=start, lexicon=lexicon)
+            register_lexicon(objective, lm, layout, config.content_words, lexicon)
+            result = natural_run(objective, lm, layout, config, init=start)
             shift = evaluate(result.best_ids, layer)
             ce = float(prompt_ce(lm.model, head, torch.tensor([list(result.best_ids)]))[0])
             steps = len(result.trajectory)

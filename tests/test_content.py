@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from realize.attacks.content import (
-    Connectors, ContentLexicon, build_lexicon, content_moves, lexicon_words, most_fluent, plural, residual_scores,
+    Connectors, ContentLexicon, build_lexicon, content_moves, lexicon_words, most_fluent, plural, register_lexicon,
+    residual_scores,
 )
 from realize.attacks.fluency import encode_head, lm_head_ids, prompt_surprisal
 from realize.attacks.natural import NaturalConfig, run
@@ -122,16 +123,14 @@ def test_content_share_zero_is_todays_search_and_content_moves_run(tiny):
     objective, layout = _objective(tiny)
     start = encode(tiny.tokenizer, "Explain it like I am five years old.")
     lex = build_lexicon(tiny, layout, [2], WORDS)
+    register_lexicon(objective, tiny, layout, NaturalConfig().content_words, lex)
     base = dict(steps=4, width=16, max_ce=50.0, max_surprisal=50.0, seed=3)
     plain = run(objective, tiny, layout, NaturalConfig(**base), init=start)
-    off = run(objective, tiny, layout, NaturalConfig(**base, content_top_k=3, content_span=1), init=start,
-              lexicon=lex)
+    off = run(objective, tiny, layout, NaturalConfig(**base, content_top_k=3, content_span=1), init=start)
     assert [s.prompt_ids for s in off.trajectory] == [s.prompt_ids for s in plain.trajectory]
-    on = run(objective, tiny, layout, NaturalConfig(**base, content_share=0.5, content_top_k=3), init=start,
-             lexicon=lex)
+    on = run(objective, tiny, layout, NaturalConfig(**base, content_share=0.5, content_top_k=3), init=start)
     assert on.config["n_content_moves"] == 8 and on.best_loss <= float(objective.losses(torch.tensor([start]))[0])
-    again = run(objective, tiny, layout, NaturalConfig(**base, content_share=0.5, content_top_k=3), init=start,
-                lexicon=lex)
+    again = run(objective, tiny, layout, NaturalConfig(**base, content_share=0.5, content_top_k=3), init=start)
     assert again.best_ids == on.best_ids
     head = encode_head(tiny.model, lm_head_ids(layout))
     assert float(prompt_surprisal(tiny.model, head, torch.tensor([on.best_ids]))[0].mean()) <= 50.0
@@ -143,11 +142,12 @@ def test_content_moves_find_a_lexicon_word_the_target_needs(tiny):
     objective, layout = _objective(tiny, "Write a short poem about the bread.")
     start = encode(tiny.tokenizer, "Write a short poem about the sea.")
     lex = build_lexicon(tiny, layout, [2], WORDS)
+    register_lexicon(objective, tiny, layout, NaturalConfig().content_words, lex)
     base = dict(steps=3, width=12, max_ce=50.0, max_surprisal=50.0, seed=0, lm_top_k=4, top_k=4)
     without = run(objective, tiny, layout, NaturalConfig(**base), init=start)
     with_content = run(objective, tiny, layout, NaturalConfig(**base, content_share=0.5, content_top_k=2,
                                                               content_span=1, content_connector=0.0),
-                       init=start, lexicon=lex)
+                       init=start)
     assert "bread" in with_content.best_prompt
     assert with_content.best_loss < without.best_loss
 
@@ -231,3 +231,27 @@ def test_most_fluent_keeps_the_lowest_ce_content_fills_and_every_other_candidate
     assert most_fluent(ce, ok, is_content, 2).tolist() == [True, True, False, True, True, False]
     assert most_fluent(ce, ok, is_content, 0).tolist() == [True, False, False, False, True, False]
     assert most_fluent(ce, ok, torch.zeros(6, dtype=torch.bool), 3).tolist() == ok.tolist()
+
+
+def test_behavior_objective_ranks_the_words_the_steer_says_more(tiny):
+    """The behavior objective's content scores: each lexicon word's probability gain under the steer, at its first
+    token, the same for every prompt; a word whose token the steered text makes likelier ranks above the rest."""
+    from realize.attacks.behavior_objective import BehaviorObjective
+    from realize.data.chat import chat_layout
+    from realize.data.steered import SteeredContext
+
+    layout = chat_layout(tiny.tokenizer)
+    lex = build_lexicon(tiny, layout, [], WORDS)
+    vocab = tiny.model.get_input_embeddings().weight.shape[0]
+    base = torch.log_softmax(torch.zeros(3, vocab), -1)
+    favoured = lex.inner_ids[1][0]
+    logits = torch.zeros(3, vocab)
+    logits[:, favoured] = 3.0
+    context = encode(tiny.tokenizer, "How do I bake bread at home?")
+    steered = SteeredContext("ctx", tuple(context), tuple(layout.place(None, context).ids), (5, 6, 7),
+                             torch.log_softmax(logits, -1), base)
+    objective = BehaviorObjective(tiny.model, tiny.tokenizer, layout, [steered])
+    scores = objective.content_scores(torch.tensor(encode(tiny.tokenizer, "Be brief.")), lex)
+    assert scores is not None and scores.shape == (len(lex.inner_ids),) and int(scores.argmax()) == 1
+    other = objective.content_scores(torch.tensor(encode(tiny.tokenizer, "Explain it.")), lex)
+    assert torch.equal(scores, other)
