@@ -59,9 +59,11 @@ class Magnitude:
     def note(self, c: float) -> str:
         """The reason text, stated with the rule it applies (it cannot say 'within' when k > c)."""
         where = "beyond" if self.beyond(c) else "within"
+        median = self.steer_norm / self.natural_p50 if self.natural_p50 > 0 else math.inf
         return (f"magnitude {where} natural: the file's a = {self.scale:g} against a realizable scale a* = "
                 f"{self.realizable_scale:.3g} (k = a / a* = {self.factor:.2f}, {'>' if self.beyond(c) else '<='} "
-                f"{c:g}; |a v| without g {self.steer_norm:.1f} vs the natural per-position p99 {self.natural_p99:.1f})")
+                f"{c:g}; |a v| without g {self.steer_norm:.1f} vs the natural per-position p99 {self.natural_p99:.1f}, "
+                f"{median:.1f}x the median position's {self.natural_p50:.1f}: a steer adds it at every position)")
 
 
 def magnitude(steer_norm: float, scale: float, natural: NaturalNorms, fve: float | None) -> Magnitude:
