@@ -143,13 +143,14 @@ def seed_cache(shifts_dir: Path) -> None:
                     shutil.copyfile(source, tmp)
 
 
-def lookup(target: Target, store: ItemStore, control_cache: ItemStore | None) -> VectorAudit | None:
-    """The finished item from the run's store, else (controls) from the shared cache or the shipped calibration,
-    copied into the store."""
+def lookup(target: Target, store: ItemStore, control_cache: ItemStore | None, *,
+           shipped: bool = True) -> VectorAudit | None:
+    """The finished item from the run's store, else (controls) from the shared cache or (with `shipped`) the shipped
+    calibration, copied into the store."""
     found = store.load(target.vector_id)
     if found is not None or target.kind == "vector":
         return found
-    for cache in (control_cache, shipped_calibration()):
+    for cache in (control_cache, shipped_calibration() if shipped else None):
         if cache is not None and cache.path(target.vector_id).is_file():
             found = cache.load(target.vector_id)
             if found is not None:
@@ -161,13 +162,13 @@ def lookup(target: Target, store: ItemStore, control_cache: ItemStore | None) ->
 
 def run_shard(plan: AuditPlan, targets: Sequence[Target], store: ItemStore, *,
               control_cache: ItemStore | None = None, on_item: Callable[[VectorAudit], None] | None = None,
-              show_progress: bool = True) -> list[VectorAudit]:
+              show_progress: bool = True, shipped: bool = True) -> list[VectorAudit]:
     """Audit `targets` (a shard of `plan.targets`), skipping finished ones; each item is stored (atomically) as
     soon as it is done. Returns the shard's evidence, in order."""
     config = plan.identity.config
     out = []
     for target in tqdm(targets, desc="items", disable=not (show_progress and config.show_progress)):
-        audit = lookup(target, store, control_cache)
+        audit = lookup(target, store, control_cache, shipped=shipped)
         if audit is not None:
             logger.info("%s: already audited (%s), skipped", target.name, store.path(target.vector_id))
         else:
@@ -195,11 +196,12 @@ def run_audit(
     write: bool = True,
     on_item: Callable[[VectorAudit], None] | None = None,
     on_plan: Callable[[AuditPlan, int], None] | None = None,
+    shipped: bool = True,
 ) -> AuditReport | None:
     """The whole pipeline in the directory `out`: plan; the main process prepares `out` (refusing another audit's
     results unless `overwrite`); the pending items are split across the processes of `state` (one plain process
     when None); the main process judges every stored item and (with `write`) writes the outputs. Other processes
-    return None."""
+    return None. `shipped` False: never take controls from the shipped calibration (benchmarks of cold runs)."""
     main = state is None or state.is_main_process
     plan = plan_audit(lm, vectors, config, classifier, cache_dir=cache_dir)
     store = ItemStore(out / ITEMS)
@@ -208,15 +210,16 @@ def run_audit(
         write_plan(out, plan.targets)
     if state is not None:
         state.wait_for_everyone()
-    pending = [t for t in plan.targets if lookup(t, store, control_cache) is None]
+    pending = [t for t in plan.targets if lookup(t, store, control_cache, shipped=shipped) is None]
     if main and on_plan is not None:
         on_plan(plan, len(plan.targets) - len(pending))
     if state is None:
-        run_shard(plan, pending, store, control_cache=control_cache, on_item=on_item)
+        run_shard(plan, pending, store, control_cache=control_cache, on_item=on_item, shipped=shipped)
     else:
         state.wait_for_everyone()  # every process has its pending list before anyone writes an item
         with state.split_between_processes(balanced(pending, state.num_processes)) as mine:
-            run_shard(plan, mine, store, control_cache=control_cache, on_item=on_item, show_progress=main)
+            run_shard(plan, mine, store, control_cache=control_cache, on_item=on_item, show_progress=main,
+                      shipped=shipped)
         state.wait_for_everyone()
     if not main:
         return None

@@ -65,6 +65,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--overwrite", action="store_true", help="discard results of another configuration in --out")
     parser.add_argument("--no-control-cache", action="store_true",
                         help="do not reuse calibration controls cached by earlier runs (under $REALIZE_CACHE)")
+    parser.add_argument("--no-shipped-calibration", action="store_true",
+                        help="compute every control, even those shipped with the package (realize/calibration/)")
     parser.add_argument("--control-cache", metavar="DIR", help="directory of the calibration-control cache "
                         "(default $REALIZE_CACHE/controls; e.g. one shared by several machines)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -121,7 +123,7 @@ def _run(args: argparse.Namespace) -> int:
         print(f"{len(plan.targets)} items ({done} already done), {state.num_processes} process(es)", flush=True)
 
     report = run_audit(lm, vectors, config, out, state=state, classifier=classifier, control_cache=cache,
-                       overwrite=args.overwrite, on_plan=planned,
+                       overwrite=args.overwrite, on_plan=planned, shipped=not args.no_shipped_calibration,
                        on_item=lambda audit: print(prefix + progress_line(audit), flush=True))
     if report is None:
         return 0
