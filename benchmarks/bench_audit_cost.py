@@ -65,6 +65,17 @@ def _timed(cmd: list[str], cwd: Path, env: dict[str, str]) -> tuple[float, int]:
     return time.perf_counter() - start, items
 
 
+def _vector_item_seconds(out: Path) -> list[float]:
+    """Item time of every vector item an audit wrote (both versions store `kind` and `seconds` per item file)."""
+    seconds = []
+    for path in sorted((out / "items").glob("*.json")):
+        item = json.loads(path.read_text())
+        item = item.get("audit", item) if isinstance(item, dict) else {}
+        if item.get("kind") == "vector" and isinstance(item.get("seconds"), (int, float)):
+            seconds.append(float(item["seconds"]))
+    return seconds
+
+
 def _cache(name: str, work: Path) -> Path:
     cache = work / f"cache-{name}"
     models = Path(os.environ.get("REALIZE_CACHE") or Path.home() / ".cache" / "realize") / "models"
@@ -75,13 +86,17 @@ def _cache(name: str, work: Path) -> Path:
 
 def _version(name: str, cmd: list[str], work: Path, env: dict[str, str], n: int,
              cold_flags: tuple[str, ...] = ()) -> dict[str, float]:
+    """Cold (`cold_flags` added), then warm into a new output directory with the same cache."""
     env = {**env, "REALIZE_CACHE": str(_cache(name, work))}
     cold, cold_items = _timed([*cmd, *cold_flags, "--out", str(work / f"{name}-cold")], work, env)
     warm, _ = _timed([*cmd, "--out", str(work / f"{name}-warm")], work, env)
+    items = _vector_item_seconds(work / f"{name}-warm")
     result = {"cold_s": cold, "warm_s": warm, "per_vector_s": warm / n, "calibration_s": cold - warm,
-              "items": cold_items, "items_per_hour_cold": 3600 * cold_items / cold, "vectors_per_hour_warm": 3600 * n / warm}
+              "items": cold_items, "items_per_hour_cold": 3600 * cold_items / cold, "vectors_per_hour_warm": 3600 * n / warm,
+              "vector_item_s": items, "vector_item_mean_s": sum(items) / max(len(items), 1)}
     print(f"{name:12s} cold {cold:7.0f} s ({cold_items} items, {result['items_per_hour_cold']:.0f}/h)  warm {warm:6.0f} s"
-          f"  per vector {warm / n:6.1f} s ({result['vectors_per_hour_warm']:.0f}/h)", flush=True)
+          f"  per vector {warm / n:6.1f} s ({result['vectors_per_hour_warm']:.0f}/h), vector item time "
+          f"{result['vector_item_mean_s']:.1f} s", flush=True)
     return result
 
 
@@ -92,6 +107,9 @@ def main() -> None:
     parser.add_argument("--layer", type=int, default=7)
     parser.add_argument("--budget", default="quick")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "audit_cost.json"))
+    parser.add_argument("--skip-after-cold", action="store_true",
+                        help="this checkout: no run with every control computed (its cold cost is what "
+                             "scripts/ship-calibration prints); warm = the rerun after the first audit")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="realize-cost-"))
     vectors = work / "melbo.safetensors"
@@ -102,18 +120,30 @@ def main() -> None:
     try:
         before = _before_python(args.before, work)
         results["before"] = _version("before", [str(before), *common], work, env, args.vectors)
-        results["after"] = _version("after", [sys.executable, *common], work, env, args.vectors,
-                                    ("--no-shipped-calibration",))
-        first, items = _timed([sys.executable, *common, "--out", str(work / "first")], work,
-                              {**env, "REALIZE_CACHE": str(_cache("first", work))})
+        if not args.skip_after_cold:
+            results["after"] = _version("after", [sys.executable, *common], work, env, args.vectors,
+                                        ("--no-shipped-calibration",))
+        first_env = {**env, "REALIZE_CACHE": str(_cache("first", work))}
+        first, items = _timed([sys.executable, *common, "--out", str(work / "first")], work, first_env)
         results["after_first_audit_with_shipped_calibration_s"] = first
+        results["after_first_audit_items"] = items
         print(f"after, first audit with the shipped calibration: {first:.0f} s ({items} items)", flush=True)
+        if args.skip_after_cold:
+            warm, _ = _timed([sys.executable, *common, "--out", str(work / "first-warm")], work, first_env)
+            seconds = _vector_item_seconds(work / "first-warm")
+            results["after"] = {"warm_s": warm, "per_vector_s": warm / args.vectors,
+                                "vectors_per_hour_warm": 3600 * args.vectors / warm, "vector_item_s": seconds,
+                                "vector_item_mean_s": sum(seconds) / max(len(seconds), 1)}
+            print(f"after        warm {warm:6.0f} s  per vector {warm / args.vectors:6.1f} s, vector item time "
+                  f"{results['after']['vector_item_mean_s']:.1f} s", flush=True)  # type: ignore[index]
     finally:
         subprocess.run(["git", "worktree", "remove", "--force", str(work / "before-src")], cwd=ROOT,
                        capture_output=True)
     b, a = results["before"], results["after"]
     results["per_vector_ratio"] = a["per_vector_s"] / b["per_vector_s"]  # type: ignore[index]
-    results["cold_ratio"] = a["cold_s"] / b["cold_s"]  # type: ignore[index]
+    results["vector_item_ratio"] = a["vector_item_mean_s"] / b["vector_item_mean_s"]  # type: ignore[index]
+    if "cold_s" in a:  # type: ignore[operator]
+        results["cold_ratio"] = a["cold_s"] / b["cold_s"]  # type: ignore[index]
     write_json(Path(args.out), {"machine": machine(), "args": vars(args), "results": results})
     print(json.dumps({k: v for k, v in results.items() if k.endswith("ratio")}, indent=1))
     shutil.rmtree(work, ignore_errors=True)

@@ -62,14 +62,15 @@ def _effect_bin(audit: VectorAudit) -> tuple[int, ...]:
 def controls_for(audit: VectorAudit, pool: Sequence[VectorAudit],
                  axis: Axis) -> tuple[list[VectorAudit], list[VectorAudit]]:
     """The usable (null, positive) controls that judge `audit` on `axis`, itself excluded: of the same layers;
-    activation nulls of the nearest norm bins; behavior nulls and positives of the nearest effect bin (then, for
-    nulls, the nearest norm bins)."""
+    activation nulls of the nearest norm bins; behavior nulls and positives of the nearest effect bin (behavior
+    nulls are rescaled to their bin's effect, so each lands at a norm of its own: norm bins do not select them)."""
     nulls = [a for a in pool if a.kind == "null" and axis in a.axes and a.layers == audit.layers]
     positives = [a for a in pool if a.kind == POSITIVE_KIND[axis] and a.layers == audit.layers]
     if axis == "behavior":
         nulls = _nearest(nulls, _effect_bin, _effect_bin(audit))
         positives = _nearest(positives, _effect_bin, _effect_bin(audit))
-    nulls = _nearest(nulls, bins, bins(audit))
+    else:
+        nulls = _nearest(nulls, bins, bins(audit))
     return ([a for a in nulls if a.vector_id != audit.vector_id and _usable(a, axis)],
             [a for a in positives if a.vector_id != audit.vector_id and _usable(a, axis)])
 

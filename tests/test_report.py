@@ -185,3 +185,17 @@ def test_report_is_self_contained_and_escaped(tmp_path):
     assert "http://" not in page and "https://" not in page  # no network fetches
     write_report(tmp_path / "report.html", page)
     assert (tmp_path / "report.html").read_text(encoding="utf-8") == page
+
+
+def test_behavior_nulls_rescaled_to_one_effect_bin_all_judge_whatever_their_norms():
+    """Behavior nulls are rescaled to their effect bin, so each lands at a norm of its own: norm bins must not split
+    them (that left a multi-layer steer with 1 usable null of 4, and every null with 0)."""
+    nulls = [dataclasses.replace(item(f"bnull{i}", "null", norm=n, behavior=axis_evidence("behavior", r)), effect_bin=0)
+             for i, (n, r) in enumerate(((3.0, -0.8), (9.0, -0.6), (27.0, -1.2), (81.0, -0.9)))]
+    positives = [dataclasses.replace(item(f"bpos{i}", "behavior-positive", behavior=axis_evidence("behavior", r)),
+                                     effect_bin=0) for i, r in enumerate((0.6, 0.7, 0.65))]
+    steer = dataclasses.replace(item("v", behavior=axis_evidence("behavior", 0.68)), effect_bin=0)
+    judgements = {j.audit.name: j.judgement("behavior") for j in judge_all([steer, *nulls, *positives],
+                                                                          VerdictThresholds())}
+    assert "only" not in judgements["v"].reason and judgements["v"].verdict != "inconclusive"
+    assert all("usable null" not in judgements[f"bnull{i}"].reason for i in range(4))
