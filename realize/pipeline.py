@@ -125,6 +125,34 @@ def shipped_calibration() -> ItemStore:
     return ItemStore(Path(str(files("realize") / "calibration")))
 
 
+SHIPPED_ENVIRONMENT = "environment.txt"  # realize/calibration/: the library versions the shipped items hash
+
+
+def shipped_environment_mismatch(path: Path | None = None) -> list[str]:
+    """"package: shipped X, installed Y" for each library whose version the shipped calibration's item ids hash
+    (`realize/calibration/environment.txt`, written by `scripts/ship-calibration`; scripts/setup installs with it
+    as pip constraints) and that differs here: the shipped controls are then never found, and the first audit
+    computes them. Empty when they match or nothing is shipped."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    path = path or Path(str(files("realize") / "calibration" / SHIPPED_ENVIRONMENT))
+    if not path.is_file():
+        return []
+    out = []
+    for line in path.read_text().splitlines():
+        spec = line.removeprefix("#").strip()
+        if "==" not in spec or " " in spec:
+            continue
+        name, want = spec.split("==", 1)
+        try:
+            have = version(name)
+        except PackageNotFoundError:
+            have = "absent"
+        if have != want:
+            out.append(f"{name}: shipped {want}, installed {have}")
+    return out
+
+
 def seed_cache(shifts_dir: Path) -> None:
     """Copy the shipped caches (`realize/calibration/cache/<kind>/`: the demo setting's corpus shifts, prompt
     effects and natural norms, and its on-manifold basis) where absent: `corpus_shifts` into `shifts_dir`, every other
@@ -211,6 +239,10 @@ def run_audit(
     if state is not None:
         state.wait_for_everyone()
     pending = [t for t in plan.targets if lookup(t, store, control_cache, shipped=shipped) is None]
+    if main and shipped and any(t.kind != "vector" for t in pending) and (mismatch := shipped_environment_mismatch()):
+        logger.warning("the shipped calibration was computed with other library versions (%s): its controls are "
+                       "not used, and this audit computes them (install with realize/calibration/%s as pip "
+                       "constraints, as scripts/setup does, to reuse them)", "; ".join(mismatch), SHIPPED_ENVIRONMENT)
     if main and on_plan is not None:
         on_plan(plan, len(plan.targets) - len(pending))
     if state is None:

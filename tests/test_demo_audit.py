@@ -91,3 +91,12 @@ def test_a_shipped_control_recomputes_the_same(demo):
             assert math.isclose(a.value, b.value, abs_tol=1e-5) and math.isclose(a.selection, b.selection,
                                                                                  abs_tol=1e-5)
         assert other.content_margin == pytest.approx(evidence.content_margin, abs=1e-5)
+
+
+def test_set_up_installs_the_library_versions_the_calibration_was_shipped_with():
+    """Item ids hash the versions of the libraries that compute realism features: scripts/setup installs with
+    realize/calibration/environment.txt as pip constraints, so a fresh set-up reuses the shipped calibration (a newer
+    transformers on the index made a fresh demo recompute every control)."""
+    from realize.pipeline import shipped_environment_mismatch
+
+    assert shipped_environment_mismatch() == []

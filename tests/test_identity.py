@@ -83,3 +83,16 @@ def test_config_and_identity_round_trip(tiny, classifier):
         AuditConfig.from_json({**config.to_json(), "generic_specific": 0.5})
     with pytest.raises(ValueError, match="missing fields"):
         AuditIdentity.from_json({k: v for k, v in identity.to_json().items() if k != "realism"})
+
+
+def test_shipped_environment_mismatch_names_each_package_that_differs(tmp_path):
+    from importlib.metadata import version
+
+    from realize.pipeline import shipped_environment_mismatch
+
+    env = tmp_path / "environment.txt"
+    env.write_text(f"# a comment == with spaces\ntorch=={version('torch')}\n# wordfreq==0.0.1\n"
+                   "no-such-package-here==1.0\n")
+    assert shipped_environment_mismatch(env) == ["wordfreq: shipped 0.0.1, installed " + version("wordfreq"),
+                                                 "no-such-package-here: shipped 1.0, installed absent"]
+    assert shipped_environment_mismatch(tmp_path / "missing.txt") == []
