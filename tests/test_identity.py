@@ -96,3 +96,12 @@ def test_shipped_environment_mismatch_names_each_package_that_differs(tmp_path):
     assert shipped_environment_mismatch(env) == ["wordfreq: shipped 0.0.1, installed " + version("wordfreq"),
                                                  "no-such-package-here: shipped 1.0, installed absent"]
     assert shipped_environment_mismatch(tmp_path / "missing.txt") == []
+
+
+def test_written_shipped_environment_matches_the_environment_that_wrote_it(tmp_path):
+    from realize.pipeline import shipped_environment_mismatch, write_shipped_environment
+
+    path = tmp_path / "environment.txt"
+    write_shipped_environment(path)
+    assert shipped_environment_mismatch(path) == []
+    assert sum(line.count("==") for line in path.read_text().splitlines() if not line.startswith("#")) == 3
