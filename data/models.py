@@ -21,8 +21,6 @@ import hashlib
 import importlib.util
 import logging
 import os
-import shutil
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +29,7 @@ import torch
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from realize.data.errors import UserInputError, arg
+from realize.data.gguf_cache import dequantize_apart
 
 logger = logging.getLogger(__name__)
 
@@ -174,52 +173,6 @@ def _cached_named(spec: str, dtype: torch.dtype = torch.float32) -> Path | None:
     return cached if (cached / "model.safetensors").is_file() else None
 
 
-def _write_gguf_cache(gguf: Path, target: Path, dtype: torch.dtype) -> None:
-    """Dequantize the GGUF once and save it as a plain HF directory (atomically: temp dir, then rename)."""
-    model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32).to(dtype)
-    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-    # save_pretrained refuses GGUF-quantized configs; the weights are already dequantized, so drop that marker.
-    config_dict = {k: v for k, v in model.config.to_dict().items() if k != "quantization_config"}
-    config = type(model.config).from_dict(config_dict)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=target.name + ".tmp", dir=target.parent))
-    try:
-        config.save_pretrained(tmp)
-        model.generation_config.save_pretrained(tmp)
-        tokenizer.save_pretrained(tmp)
-        tied = bool(getattr(model.config, "tie_word_embeddings", False))
-        state = {k: v.contiguous() for k, v in model.state_dict().items() if not (tied and k == "lm_head.weight")}
-        from safetensors.torch import save_file
-
-        save_file(state, str(tmp / "model.safetensors"), metadata={"format": "pt"})
-        os.replace(tmp, target)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-
-
-def _dequantize_apart(gguf: Path, target: Path, dtype: torch.dtype) -> None:
-    """Write the `dtype` cache of a GGUF in a child interpreter: dequantizing holds the whole model several times
-    over (~3 GB for Gemma-3-270M), and memory freed by a process is not always returned to the system, so doing it
-    here would leave the audit's own process that much larger for its whole life. (A fresh interpreter, not a
-    multiprocessing child: that would re-run a user's unguarded script.) Falls back to this process when no child
-    can be started."""
-    import subprocess
-    import sys
-
-    code = ("import sys, torch; from pathlib import Path; from realize.data.models import _write_gguf_cache; "
-            "_write_gguf_cache(Path(sys.argv[1]), Path(sys.argv[2]), getattr(torch, sys.argv[3]))")
-    try:
-        done = subprocess.run([sys.executable, "-c", code, str(gguf), str(target),
-                               str(dtype).removeprefix("torch.")], capture_output=True, text=True, check=False)
-    except OSError as err:  # no process could be started (a sandbox): do it here
-        logger.warning("dequantizing in this process (%s)", err)
-        _write_gguf_cache(gguf, target, dtype)
-        return
-    if done.returncode != 0 or not (target / "model.safetensors").is_file():
-        raise UserInputError(f"{arg('model')} {gguf}: dequantizing it failed ({done.stderr.strip()[-300:]})")
-
-
 def load_model(
     spec: str = DEFAULT_MODEL, *, dtype: torch.dtype = torch.float32, use_cache: bool = True
 ) -> LoadedModel:
@@ -239,7 +192,7 @@ def load_model(
             cached = _gguf_cache_dir(path, dtype=dtype)
             if not (cached / "model.safetensors").is_file():
                 logger.info("dequantizing %s into cache %s (once)", path, cached)
-                _dequantize_apart(path, cached, dtype)
+                dequantize_apart(path, cached, dtype)
             source = cached
         else:
             model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=dtype)
