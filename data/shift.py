@@ -20,8 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from realize.data.activations import block_outputs
-from realize.data.chat import ChatLayout
+from realize.data.chat import ChatLayout, PlacedInput
+from realize.data.prefix_reuse import block_outputs_after_prefix
 
 
 @dataclass(frozen=True)
@@ -78,11 +78,18 @@ def aligned_activations_at(
     out: dict[int, list[torch.Tensor]] = {i: [] for i in layers}
     for start in range(0, len(placed), batch_size):
         chunk = placed[start : start + batch_size]
-        ids, mask = pad_right([p.ids for p in chunk], pad_id)
-        hidden = block_outputs(model, list(layers), input_ids=ids, attention_mask=mask)
+        shared, hidden = _after_shared_prefix(model, chunk, layers, pad_id)
         for i in layers:
-            out[i].extend(hidden[i][b, list(p.aligned)].float() for b, p in enumerate(chunk))
+            out[i].extend(hidden[i][b, [a - shared for a in p.aligned]].float() for b, p in enumerate(chunk))
     return out
+
+
+def _after_shared_prefix(model: nn.Module, placed: Sequence[PlacedInput], layers: Sequence[int],
+                         pad_id: int) -> tuple[int, dict[int, torch.Tensor]]:
+    """`data.prefix_reuse.block_outputs_after_prefix` of placed inputs, sharing at most the tokens before their
+    first aligned position (aligned positions are always computed in the batch)."""
+    limit = min(min(p.aligned) for p in placed)
+    return block_outputs_after_prefix(model, [p.ids for p in placed], layers, pad_id=pad_id, limit=limit)
 
 
 def aligned_activations(model: nn.Module, layout: ChatLayout, prompt: Sequence[int] | None,
@@ -109,16 +116,15 @@ def prompt_shifts_at(
     prompt=None)`) is computed when not given."""
     if base is None:
         base = aligned_activations_at(model, layout, None, contexts, layers, pad_id=pad_id, batch_size=batch_size)
-    pairs = [(p, k) for p in range(len(prompts)) for k in range(len(contexts))]
     result = {i: [[torch.empty(0)] * len(contexts) for _ in prompts] for i in layers}
-    for start in range(0, len(pairs), batch_size):
-        chunk = pairs[start : start + batch_size]
-        placed = [layout.place(prompts[p], contexts[k]) for p, k in chunk]
-        ids, mask = pad_right([x.ids for x in placed], pad_id)
-        hidden = block_outputs(model, list(layers), input_ids=ids, attention_mask=mask)
-        for i in layers:
-            for b, ((p, k), x) in enumerate(zip(chunk, placed, strict=True)):
-                result[i][p][k] = hidden[i][b, list(x.aligned)].float() - base[i][k]
+    for p, prompt in enumerate(prompts):  # one prompt's rows per batch: they share the template head and the prompt
+        for start in range(0, len(contexts), batch_size):
+            ks = range(start, min(start + batch_size, len(contexts)))
+            placed = [layout.place(prompt, contexts[k]) for k in ks]
+            shared, hidden = _after_shared_prefix(model, placed, layers, pad_id)
+            for i in layers:
+                for b, (k, x) in enumerate(zip(ks, placed, strict=True)):
+                    result[i][p][k] = hidden[i][b, [a - shared for a in x.aligned]].float() - base[i][k]
     return result
 
 

@@ -16,9 +16,10 @@ from dataclasses import dataclass
 
 import torch
 
-from realize.data.activations import steer
+from realize.data.activations import decoder_layers, steer
 from realize.data.chat import ChatLayout, encode
 from realize.data.models import LoadedModel, pad_id
+from realize.data.prefix_reuse import block_outputs_after_prefix
 
 
 @dataclass(frozen=True, eq=False)
@@ -62,26 +63,40 @@ def greedy_batch(lm: LoadedModel, rows: Sequence[Sequence[int]], max_new_tokens:
 @torch.no_grad()
 def forced_logprobs(lm: LoadedModel, inputs: Sequence[Sequence[int]], continuations: Sequence[Sequence[int]],
                     batch_size: int = 16) -> list[torch.Tensor]:
-    """Next-token log-probs (len(y), V) predicting each continuation y after its input (right-padded batches)."""
+    """Next-token log-probs (len(y), V) predicting each continuation y after its input (right-padded batches; the
+    prefix a batch's inputs share runs once, `data.prefix_reuse`: pass one prompt's rows together to share it)."""
     pad = pad_id(lm.tokenizer)
-    device = next(lm.model.parameters()).device
+    base = getattr(lm.model, "model", lm.model)
+    final_norm = getattr(base, "norm", None)
+    last = len(decoder_layers(lm.model)) - 1
     out: list[torch.Tensor] = []
     for start in range(0, len(inputs), batch_size):
         pairs = list(zip(inputs[start : start + batch_size], continuations[start : start + batch_size], strict=True))
         rows = [list(x) + list(y) for x, y in pairs]
-        width = max(len(r) for r in rows)
-        ids = torch.full((len(rows), width), pad, dtype=torch.long)
-        mask = torch.zeros_like(ids)
-        for b, r in enumerate(rows):
-            ids[b, : len(r)] = torch.tensor(r)
-            mask[b, : len(r)] = 1
-        base = getattr(lm.model, "model", lm.model)  # the decoder without the LM head: the head runs only where needed
-        hidden = base(input_ids=ids.to(device), attention_mask=mask.to(device)).last_hidden_state  # final norm applied
-        rows = torch.cat([torch.full((len(y),), b) for b, (_, y) in enumerate(pairs)])
-        cols = torch.cat([torch.arange(len(x) - 1, len(x) - 1 + len(y)) for x, y in pairs])
-        logprobs = torch.log_softmax(_head(lm.model, hidden[rows, cols]), dim=-1).cpu()
+        if final_norm is None:  # a decoder without a final `norm`: whole rows through the model's own forward
+            shared, hidden = 0, _last_hidden(lm, rows, pad)
+        else:  # block outputs of the last block after the shared prefix, then the final norm (= last_hidden_state)
+            shared, raw = block_outputs_after_prefix(lm.model, rows, [last], pad_id=pad,
+                                                     limit=min(len(x) for x, _ in pairs) - 1)
+            hidden = final_norm(raw[last])
+        index = torch.cat([torch.full((len(y),), b) for b, (_, y) in enumerate(pairs)])
+        cols = torch.cat([torch.arange(len(x) - 1 - shared, len(x) - 1 - shared + len(y)) for x, y in pairs])
+        logprobs = torch.log_softmax(_head(lm.model, hidden[index, cols]), dim=-1).cpu()
         out.extend(logprobs.split([len(y) for _, y in pairs]))
     return out
+
+
+def _last_hidden(lm: LoadedModel, rows: Sequence[Sequence[int]], pad: int) -> torch.Tensor:
+    """The decoder's final (normed) hidden states (B, T, d) of right-padded rows, without the LM head."""
+    device = next(lm.model.parameters()).device
+    width = max(len(r) for r in rows)
+    ids = torch.full((len(rows), width), pad, dtype=torch.long)
+    mask = torch.zeros_like(ids)
+    for b, r in enumerate(rows):
+        ids[b, : len(r)] = torch.tensor(r)
+        mask[b, : len(r)] = 1
+    base = getattr(lm.model, "model", lm.model)  # the decoder without the LM head: the head runs only where needed
+    return base(input_ids=ids.to(device), attention_mask=mask.to(device)).last_hidden_state
 
 
 def _head(model: torch.nn.Module, normed: torch.Tensor) -> torch.Tensor:

@@ -137,9 +137,10 @@ def measure_prompts(lm: LoadedModel, layout: ChatLayout, contexts: Sequence[Stee
                     prompts: Sequence[Sequence[int]], batch_size: int = 16) -> list[BehaviorMeasure]:
     """Behavior recovery, effect sizes and direction of effect of each prompt (token ids) along the steered
     continuations `contexts` (`realize.data.steered.steered_contexts`)."""
-    inputs = [layout.place(list(p), c.context_ids).ids for p in prompts for c in contexts]
-    ys = [c.continuation for _ in prompts for c in contexts]
-    forced = forced_logprobs(lm, inputs, ys, batch_size)
+    ys = [c.continuation for c in contexts]
+    forced = [row for p in prompts  # one prompt's rows per call: they share its prefix (run once)
+              for row in forced_logprobs(lm, [layout.place(list(p), c.context_ids).ids for c in contexts], ys,
+                                         batch_size)]
     out = []
     k = len(contexts)
     for i in range(len(prompts)):
