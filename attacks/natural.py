@@ -5,9 +5,9 @@ Public API (stable):
 
     NaturalConfig(*, steps=40, width=48, top_k=48, lm_top_k=64, lm_share=0.75, p_insert=0.15, p_delete=0.15,
                   p_double=0.25, max_ce=6.0, max_surprisal=16.0, fluency_weight=0.05, max_tokens=32,
-                  probe_contexts=0, probe_keep=0.5, max_frontier=12, ascii_only=True, seed=0, init_beam=BeamConfig(),
-                  content_share=0.0, content_words=30000, content_top_k=12, content_span=3, content_connector=0.5,
-                  content_draws=4, show_progress=False)
+                  probe_contexts=0, probe_keep=0.5, max_frontier=12, frontier_metrics=True, ascii_only=True, seed=0,
+                  init_beam=BeamConfig(), content_share=0.0, content_words=30000, content_top_k=12, content_span=3,
+                  content_connector=0.5, content_draws=4, show_progress=False)
     run(objective, lm, layout, config, *, init=None) -> AttackResult   # init: start prompt ids (else the beam's);
     the content moves' words come from `content.lexicon_for` (when content_share > 0)
     word_moves(ids (L,), spans, grad (L, V), next_logprobs (L + 1, V), masks, config, generator, n) -> list[(L',)]
@@ -90,6 +90,7 @@ class NaturalConfig:
     probe_contexts: int = 0  # probe sampling: rank candidates on this many contexts first (0 = off)
     probe_keep: float = 0.5  # probe sampling: share of candidates scored on all contexts
     max_frontier: int = 12  # frontier points returned (with the objective's metrics)
+    frontier_metrics: bool = True  # the objective's metrics per frontier point (one forward each; off: cos None)
     ascii_only: bool = True  # allowed tokens: printable ASCII only, no special tokens
     seed: int = 0  # seeds every random draw (and the beam initializer)
     init_beam: BeamConfig = field(default_factory=BeamConfig)  # start when no init prompt is given
@@ -372,7 +373,7 @@ def run(
 def _frontier(objective: Objective, tokenizer: object, archive: Sequence[tuple[tuple[int, ...], float, float]],
               config: NaturalConfig) -> tuple[FrontierPoint, ...]:
     """The archive's Pareto set over (loss, CE), at most `max_frontier` points spread over CE, lowest loss first;
-    each with the objective's metrics."""
+    each with the objective's metrics (`frontier_metrics`; else cos and specific_cos are None)."""
     unique = {ids: (loss, ce) for ids, loss, ce in archive}
     keys = list(unique)
     costs = torch.tensor([unique[k] for k in keys], dtype=torch.float64)
@@ -383,10 +384,11 @@ def _frontier(objective: Objective, tokenizer: object, archive: Sequence[tuple[t
     for i in front.tolist():
         ids = keys[i]
         loss, ce = unique[ids]
-        metrics = dict(objective.metrics(torch.tensor(ids)))
+        metrics = dict(objective.metrics(torch.tensor(ids))) if config.frontier_metrics else {}
         spec = metrics.get("specific_cos")
+        cos = float(metrics.get("cos", -loss)) if config.frontier_metrics else None
         points.append(FrontierPoint(
-            prompt=tokenizer.decode(list(ids)), ids=ids, loss=loss, cos=float(metrics.get("cos", -loss)),  # type: ignore[attr-defined]
+            prompt=tokenizer.decode(list(ids)), ids=ids, loss=loss, cos=cos,  # type: ignore[attr-defined]
             specific_cos=None if spec is None else float(spec), ce=ce, perplexity=math.exp(ce),
             fluency_weight=config.fluency_weight,
         ))

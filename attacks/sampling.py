@@ -23,7 +23,9 @@ All randomness comes from the `generator` argument (a CPU torch.Generator), so a
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Sequence
+from functools import lru_cache
 
 import torch
 from transformers import PreTrainedTokenizerBase
@@ -36,6 +38,7 @@ __all__ = [
 ]
 
 PUNCTUATION = (",", ".", "?", "!", ":", ";")  # tokens that count as a whole word after the first position
+_MEMO_SIZE = 8  # decoded vocabularies (and masks derived from them) kept in memory
 
 
 def allowed_token_mask(
@@ -43,14 +46,17 @@ def allowed_token_mask(
 ) -> torch.Tensor:
     """(V,) bool: tokens a candidate may use. V = `vocab_size` (the model's embedding rows) or len(tokenizer);
     ids the tokenizer does not know are disallowed. A token is allowed when it is not special, decodes on its own
-    to a non-empty string without replacement characters, and (ascii_only) that string is printable ASCII."""
-    size = int(vocab_size if vocab_size is not None else len(tokenizer))
-    n = min(size, len(tokenizer))
-    special = set(tokenizer.all_special_ids) | set(getattr(tokenizer, "added_tokens_decoder", {}) or {})
-    texts = tokenizer.batch_decode([[i] for i in range(n)], clean_up_tokenization_spaces=False)
-    mask = torch.zeros(size, dtype=torch.bool)
-    for i, text in enumerate(texts):
-        if i in special or not text or "\ufffd" in text:
+    to a non-empty string without replacement characters, and (ascii_only) that string is printable ASCII.
+    Reads the decoded vocabulary `token_strings` keeps, so only the first call per tokenizer decodes it."""
+    return _allowed(_decoded(tokenizer, vocab_size), ascii_only).clone()
+
+
+@lru_cache(maxsize=_MEMO_SIZE)
+def _allowed(strings: tuple[str, ...], ascii_only: bool) -> torch.Tensor:
+    """Keyed on the strings themselves (never stale); "" (special, unknown) is disallowed."""
+    mask = torch.zeros(len(strings), dtype=torch.bool)
+    for i, text in enumerate(strings):
+        if not text or "\ufffd" in text:
             continue
         if ascii_only and not (text.isascii() and text.isprintable()):
             continue
@@ -169,22 +175,32 @@ def dedupe(candidates: torch.Tensor, seen: set[tuple[int, ...]]) -> torch.Tensor
     return candidates[keep]
 
 
-_STRINGS: dict[tuple[int, int, int], tuple[PreTrainedTokenizerBase, tuple[str, ...]]] = {}
+_STRINGS: OrderedDict[tuple[object, ...], tuple[PreTrainedTokenizerBase, tuple[str, ...]]] = OrderedDict()
+
+
+def _decoded(tokenizer: PreTrainedTokenizerBase, vocab_size: int | None) -> tuple[str, ...]:
+    """`token_strings` as a tuple, kept for the last `_MEMO_SIZE` (tokenizer, size) pairs. The key holds what a
+    caller could change (size, name, special ids) beside the object's id, and the entry holds the tokenizer, so
+    the id cannot be reused while it is kept."""
+    size = int(vocab_size if vocab_size is not None else len(tokenizer))
+    special = frozenset(tokenizer.all_special_ids) | frozenset(getattr(tokenizer, "added_tokens_decoder", {}) or {})
+    key = (id(tokenizer), size, len(tokenizer), getattr(tokenizer, "name_or_path", None), special)
+    if key in _STRINGS:
+        _STRINGS.move_to_end(key)
+        return _STRINGS[key][1]
+    n = min(size, len(tokenizer))
+    texts = tokenizer.batch_decode([[i] for i in range(n)], clean_up_tokenization_spaces=False)
+    strings = tuple(("" if i in special else t) for i, t in enumerate(texts)) + ("",) * (size - n)
+    _STRINGS[key] = (tokenizer, strings)
+    if len(_STRINGS) > _MEMO_SIZE:
+        _STRINGS.popitem(last=False)
+    return strings
 
 
 def token_strings(tokenizer: PreTrainedTokenizerBase, vocab_size: int | None = None) -> list[str]:
     """Each id 0..V-1 decoded on its own (V = `vocab_size` or len(tokenizer)); "" for special and unknown ids.
-    Decoding a 49k vocabulary takes seconds, so the result is kept per tokenizer object (which it holds, so the id
-    cannot be reused) and size."""
-    size = int(vocab_size if vocab_size is not None else len(tokenizer))
-    key = (id(tokenizer), size, len(tokenizer))
-    if key not in _STRINGS:
-        n = min(size, len(tokenizer))
-        special = set(tokenizer.all_special_ids) | set(getattr(tokenizer, "added_tokens_decoder", {}) or {})
-        texts = tokenizer.batch_decode([[i] for i in range(n)], clean_up_tokenization_spaces=False)
-        strings = tuple(("" if i in special else t) for i, t in enumerate(texts)) + ("",) * (size - n)
-        _STRINGS[key] = (tokenizer, strings)
-    return list(_STRINGS[key][1])
+    Decoding a 49k vocabulary takes seconds, so the result is kept per tokenizer (`_decoded`)."""
+    return list(_decoded(tokenizer, vocab_size))
 
 
 def _letters(text: str) -> bool:
@@ -194,6 +210,13 @@ def _letters(text: str) -> bool:
 def word_token_masks(strings: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
     """strings (V,) from `token_strings` -> (first, inner), each (V,) bool: tokens that are a whole word at the
     prompt's first position (letters only) and after it (a space then letters only, or one punctuation mark)."""
+    first, inner = _word_masks(tuple(strings))
+    return first.clone(), inner.clone()
+
+
+@lru_cache(maxsize=_MEMO_SIZE)
+def _word_masks(strings: tuple[str, ...]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Keyed on the strings themselves (never stale)."""
     first = torch.tensor([_letters(t) for t in strings], dtype=torch.bool)
     inner = torch.tensor([(t[:1] == " " and _letters(t[1:])) or t in PUNCTUATION for t in strings],
                          dtype=torch.bool)

@@ -41,9 +41,7 @@ from realize.scorers.realism import RealismClassifier, load_classifier
 from realize.setting import AuditSetting, ContextSplit, make_setting
 from realize.store import ItemStore
 from realize.effects import effect_bin, prompt_effects, steer_effect
-from realize.targets import (
-    Target, behavior_positive_targets, norm_bins, null_targets, positive_targets, vector_targets,
-)
+from realize.targets import Target, control_targets, vector_targets
 
 logger = logging.getLogger(__name__)
 
@@ -82,34 +80,20 @@ def plan_audit(lm: LoadedModel, vectors: Sequence[SteeringVector], config: Audit
                                show_progress=config.show_progress)
         settings[layers] = setting
         items = [t for t in vector_items if t.layers == layers]
-        controls = positive_targets(setting.corpora, setting.generic_opt, config, key)
-        for bins in sorted({norm_bins(t.goal) for t in items}):
-            controls += null_targets(setting.corpora, bins, config, key, axis="activation")
+        positive_effects = None
         if behavior is not None:
             items = [replace(t, effect=(e := steer_effect(lm, setting.layout, t.goal, behavior.optimization)),
                              effect_bin=effect_bin(e)) for t in items]
-            positive_effects = dict(zip(setting.corpus.select("positive_prompts")[1], prompt_effects(
-                lm, setting.layout, setting.corpus.select("positive_prompts")[1], behavior.optimization),
-                strict=True))
-            for bins, e_bin in sorted({(norm_bins(t.goal), t.effect_bin) for t in items}):
-                assert e_bin is not None
-                controls += null_targets(setting.corpora, bins, config, key, axis="behavior", effect_bin=e_bin)
-            for e_bin in sorted({t.effect_bin for t in items if t.effect_bin is not None}):
-                controls += behavior_positive_targets(setting.corpora, setting.generic_opt, positive_effects, e_bin,
-                                                      config, key)
-        targets += _unique(controls) + items
+            positives = setting.corpus.select("positive_prompts")[1]
+            positive_effects = dict(zip(positives, prompt_effects(lm, setting.layout, positives,
+                                                                  behavior.optimization), strict=True))
+        targets += control_targets(setting.corpora, setting.generic_opt, items, positive_effects, config, key) + items
     plan = AuditPlan(identity, settings, tuple(targets))
     for target in plan.targets:  # no target may be planned that the plan cannot serve
         if target.layers not in plan.settings:
             raise AssertionError(f"plan: {target.kind} {target.name} acts at layers {list(target.layers)}, for which "
                                  f"the plan holds no setting (it holds {[list(k) for k in plan.settings]})")
     return plan
-
-
-def _unique(targets: Sequence[Target]) -> list[Target]:
-    """Each item once (the same control can be planned for two vectors), in order."""
-    seen: set[str] = set()
-    return [t for t in targets if not (t.vector_id in seen or seen.add(t.vector_id))]
 
 
 def balanced(targets: Sequence[Target], n: int) -> list[Target]:

@@ -339,3 +339,24 @@ def behavior_positive_targets(corpora: Mapping[int, CorpusShifts], generics: Map
                               exclude_clusters=(corpus.clusters[row], *near), prompt=prompt, nearest_corpus=nearest,
                               effect=effects[prompt], effect_bin=effect_bin))
     return targets
+
+
+def control_targets(corpora: Mapping[int, CorpusShifts], generics: Mapping[int, torch.Tensor],
+                    items: Sequence[Target], positive_effects: Mapping[str, float] | None, config: AuditConfig,
+                    key: Mapping[str, Any]) -> list[Target]:
+    """Every control that one setting's vector `items` need, each once, in plan order: the activation positives,
+    activation nulls for each set of norm bins, and, when the items carry their steer effects (`positive_effects`
+    given: the behavior axis), behavior nulls for each (norm bins, effect bin) and behavior positives for each
+    effect bin."""
+    controls = positive_targets(corpora, generics, config, key)
+    for bins in sorted({norm_bins(t.goal) for t in items}):
+        controls += null_targets(corpora, bins, config, key, axis="activation")
+    if positive_effects is not None:
+        for bins, e_bin in sorted({(norm_bins(t.goal), t.effect_bin) for t in items}):
+            if e_bin is None:
+                raise ValueError(f"items: {[t.name for t in items if t.effect_bin is None]} carry no steer effect")
+            controls += null_targets(corpora, bins, config, key, axis="behavior", effect_bin=e_bin)
+        for e_bin in sorted({t.effect_bin for t in items if t.effect_bin is not None}):
+            controls += behavior_positive_targets(corpora, generics, positive_effects, e_bin, config, key)
+    seen: set[str] = set()  # the same control can be planned for two vectors
+    return [t for t in controls if not (t.vector_id in seen or seen.add(t.vector_id))]

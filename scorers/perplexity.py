@@ -207,9 +207,10 @@ def token_surprisals(
 
 
 def score_perplexity(
-    lm: LoadedModel, prompts: Sequence[str], config: PerplexityConfig | None = None
+    lm: LoadedModel, prompts: Sequence[str], config: PerplexityConfig | None = None, *, alone: bool = True
 ) -> list[PerplexityScore]:
-    """Perplexity of each prompt in the chat position and alone (see the module docstring).
+    """Perplexity of each prompt in the chat position and alone (see the module docstring); `alone` False skips
+    the alone position (its fields are nan and empty; half the forwards).
 
     Raises ValueError for a prompt with no tokens (callers drop empty prompts first).
     """
@@ -240,15 +241,16 @@ def score_perplexity(
         truncated.append(cut)
     n = len(encoded)
     chat_rows = encoded if has_chat else []
+    alone_rows = encoded if alone else []
     both = token_surprisals(
         lm,
-        [head] * len(chat_rows) + [bos] * n,
-        chat_rows + encoded,
+        [head] * len(chat_rows) + [bos] * len(alone_rows),
+        chat_rows + alone_rows,
         batch_size=config.batch_size,
         max_batch_tokens=config.max_batch_tokens,
         show_progress=config.show_progress,
     )
-    alone = both[len(chat_rows) :]
+    by_alone = both[len(chat_rows) :] if alone else [[] for _ in range(n)]
     chat = both[: len(chat_rows)] if has_chat else [[] for _ in range(n)]
     return [
         PerplexityScore(
@@ -256,10 +258,10 @@ def score_perplexity(
             n_tokens=len(encoded[i]),
             perplexity=mean_perplexity(chat[i]),
             worst_window_perplexity=worst_window_perplexity(chat[i], config.window),
-            alone_perplexity=mean_perplexity(alone[i]),
-            alone_worst_window_perplexity=worst_window_perplexity(alone[i], config.window),
+            alone_perplexity=mean_perplexity(by_alone[i]),
+            alone_worst_window_perplexity=worst_window_perplexity(by_alone[i], config.window),
             surprisals=tuple(chat[i]),
-            alone_surprisals=tuple(alone[i]),
+            alone_surprisals=tuple(by_alone[i]),
             truncated=truncated[i],
         )
         for i in range(n)

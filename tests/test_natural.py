@@ -103,6 +103,21 @@ def test_probe_sampling_scores_fewer_candidates_on_all_contexts(tiny):
     assert sum(s.n_candidates for s in probed.trajectory) < sum(s.n_candidates for s in full.trajectory)
 
 
+def test_frontier_without_metrics_keeps_every_other_value(tiny):
+    """`frontier_metrics=False` (the audit reads only the frontier's ids) changes nothing but cos/specific_cos."""
+    objective, layout = _objective(tiny)
+    start = encode(tiny.tokenizer, "Explain it like I am five years old.")
+    base = dict(steps=4, width=16, max_ce=50.0, max_surprisal=50.0, seed=1)
+    on = run(objective, tiny, layout, NaturalConfig(**base), init=start)
+    off = run(objective, tiny, layout, NaturalConfig(**base, frontier_metrics=False), init=start)
+    assert len(on.frontier) > 1 and all(p.cos is not None and p.specific_cos is not None for p in on.frontier)
+    assert all(p.cos is None and p.specific_cos is None for p in off.frontier)
+    kept = ("prompt", "ids", "loss", "ce", "perplexity", "fluency_weight")
+    assert [[getattr(p, k) for k in kept] for p in on.frontier] == [[getattr(p, k) for k in kept] for p in off.frontier]
+    assert (on.best_ids, on.best_loss, on.n_evaluations) == (off.best_ids, off.best_loss, off.n_evaluations)
+    assert [s.prompt_ids for s in on.trajectory] == [s.prompt_ids for s in off.trajectory]
+
+
 def test_restricted_objective_equals_one_built_on_those_contexts(tiny):
     objective, layout = _objective(tiny)
     sub = objective.restricted([2, 0])

@@ -48,6 +48,20 @@ def test_token_budget_batches_agree(tiny) -> None:
         assert x.perplexity == pytest.approx(y.perplexity, rel=1e-4)
 
 
+@pytest.mark.parametrize("batch_size", [2, 16])
+def test_skipping_alone_keeps_chat_numbers(tiny, batch_size: int) -> None:
+    """`alone=False` (used by the audit's naturalness) leaves every chat-position number bit-identical, also when
+    the alone rows would have shared the chat rows' batches (prompts of many lengths)."""
+    prompts = [*PROMPTS, "a", "Tell me a story about a dragon and a knight who become friends over tea in winter."]
+    config = PerplexityConfig(batch_size=batch_size, window=3)
+    full = score_perplexity(tiny, prompts, config)
+    chat_only = score_perplexity(tiny, prompts, config, alone=False)
+    for a, b in zip(full, chat_only, strict=True):
+        assert (a.perplexity, a.worst_window_perplexity, a.surprisals) == (
+            b.perplexity, b.worst_window_perplexity, b.surprisals)
+        assert a.alone_surprisals and not b.alone_surprisals and math.isnan(b.alone_perplexity)
+
+
 def test_no_prefix_skips_first_token(tiny) -> None:
     out = token_surprisals(tiny, [[], [5]], [[7, 8, 9], [7, 8, 9]])
     assert len(out[0]) == 2 and len(out[1]) == 3

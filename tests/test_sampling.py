@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 
 from realize.attacks.sampling import (
     allowed_token_mask, dedupe, delete_candidates, insert_candidates, random_candidates, retokenization_filter,
-    sample_candidates,
+    sample_candidates, token_strings, word_token_masks,
 )
 from realize.data.chat import chat_layout, encode
 
@@ -105,3 +107,34 @@ def test_dedupe():
     out = dedupe(cands, {(5, 6)})
     assert out.tolist() == [[1, 2], [3, 4]]
     assert dedupe(cands[:0], set()).shape == (0, 2)
+
+
+def _decode_all(tok, size: int) -> list[str]:
+    """Each id decoded alone, specials and unknown ids "", without any kept result (the reference)."""
+    special = set(tok.all_special_ids) | set(tok.added_tokens_decoder)
+    texts = tok.batch_decode([[i] for i in range(min(size, len(tok)))], clean_up_tokenization_spaces=False)
+    return [("" if i in special else t) for i, t in enumerate(texts)] + [""] * (size - len(texts))
+
+
+@pytest.mark.parametrize("ascii_only", [True, False])
+def test_kept_vocabulary_masks_equal_fresh_ones_and_are_copies(tiny_tokenizer, ascii_only: bool):
+    size = len(tiny_tokenizer) + 5
+    strings = _decode_all(tiny_tokenizer, size)
+    ref = torch.tensor([bool(t) and "\ufffd" not in t and (not ascii_only or (t.isascii() and t.isprintable()))
+                        for t in strings])
+    for _ in range(2):  # the second call reads what the first kept
+        assert token_strings(tiny_tokenizer, size) == strings
+        mask = allowed_token_mask(tiny_tokenizer, ascii_only=ascii_only, vocab_size=size)
+        assert torch.equal(mask, ref)
+        mask.fill_(True)  # a caller's edit must not reach the next call
+        first, inner = word_token_masks(strings)
+        first.fill_(True)
+    assert torch.equal(word_token_masks(strings)[0], torch.tensor([t.isascii() and t.isalpha() for t in strings]))
+
+
+def test_kept_vocabulary_follows_added_special_tokens(tiny_tokenizer):
+    tok = copy.deepcopy(tiny_tokenizer)
+    word = next(i for i, t in enumerate(token_strings(tok)) if t.strip().isalpha())
+    assert allowed_token_mask(tok)[word]
+    tok.add_special_tokens({"additional_special_tokens": [tok.convert_ids_to_tokens(word)]})
+    assert token_strings(tok)[word] == "" and not allowed_token_mask(tok)[word]

@@ -76,7 +76,7 @@ def search(setting: AuditSetting, goal: Goal, config: AuditConfig, *, exclude_cl
     attack = "natural" if retrieval else "natural-from-beam"
     for i, start in enumerate(starts):
         natural = NaturalConfig(steps=budget.steps, width=budget.width, max_frontier=budget.max_frontier,
-                                seed=seed + i, init_beam=beam)
+                                frontier_metrics=False, seed=seed + i, init_beam=beam)  # only the ids are read
         result = natural_run(objective, lm, setting.layout, natural, init=start)
         candidates += [(point.ids, attack) for point in result.frontier]
     return unique(candidates)

@@ -97,7 +97,8 @@ class BehaviorProbe:
         candidates: list[Candidate] = [(point.ids, "retrieval") for point in found.frontier]
         if candidates:
             natural = NaturalConfig(steps=budget.behavior_steps, width=budget.behavior_width,
-                                    max_frontier=budget.max_frontier, seed=self.config.seed)
+                                    max_frontier=budget.max_frontier, frontier_metrics=False,  # only the ids are read
+                                    seed=self.config.seed)
             result = natural_run(objective, lm, setting.layout, natural, init=candidates[0][0])
             candidates += [(point.ids, "natural") for point in result.frontier]
         return unique(candidates)

@@ -89,7 +89,7 @@ def naturalness(setting: AuditSetting, candidates: Sequence[Candidate], *, reali
     if not candidates:
         return []
     texts = [setting.lm.tokenizer.decode(list(ids)) for ids, _ in candidates]
-    ppl: list[PerplexityScore] = score_perplexity(setting.lm, texts)
+    ppl: list[PerplexityScore] = score_perplexity(setting.lm, texts, alone=False)  # only the chat position is read
     scores = realism_scores(setting.lm, texts, setting.classifier) if realism else [float("nan")] * len(texts)
     return [Naturalness(p.perplexity, p.worst_window_perplexity, float(r)) for p, r in zip(ppl, scores, strict=True)]
 
