@@ -1,5 +1,11 @@
 """The rules of the calibrated verdict, and the statistics they apply (`realize.stats` holds the numerics).
 
+    judge_axis(inputs, groups, prompts, selection, band, thresholds) -> AxisDecision   # the one entry
+    decide(inputs, thresholds) -> Decision      # the rule chain: direction, then content, then magnitude
+
+`realize.judging` gathers an item's numbers (`AxisInputs`) and its controls' numbers and calls `judge_axis` once;
+`realize.reasons` words the outcome.
+
 Every target (a vector, or a control) gets the same search; its best prompt is *chosen* on selection contexts and
 *measured* on test contexts. Its value x (activation: specific cosine; behavior: pooled recovery) is placed between
 
@@ -37,9 +43,10 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal
 
+from realize.resampling import Evidence, Stability, joint_bootstrap
 from realize.stats import mean_sd, prediction_bound
 
 DirectionVerdict = Literal["realizable", "partially realizable", "not realizable", "inconclusive",
@@ -199,3 +206,115 @@ def qualify(direction: DirectionVerdict, content: Content | None, beyond_magnitu
     if beyond_magnitude:
         return "direction realizable" if direction == "realizable" else "direction partially realizable"
     return direction
+
+
+@dataclass(frozen=True)
+class AxisInputs:
+    """The numbers one item's verdict on one axis is decided on (test contexts, unfloored)."""
+
+    value: float | None  # x: the best prompt's value (None: no natural candidate)
+    null: tuple[float, ...]  # the usable nulls' values
+    positive: tuple[float, ...]  # the usable positives' values
+    content_value: float | None  # the best prompt in the content test's metric
+    siblings: tuple[float, ...]  # its form siblings in that metric
+    unrelated: float | None  # the best unrelated instruction's value g (None: no panel)
+    spread: float  # one-sided paired bootstrap spread of x - g (nan: none)
+    true_margin: float | None  # the form test's calibration: the positives' median own-minus-sibling margin
+    beyond_magnitude: bool  # activation: a > magnitude_factor * a*
+    inert: bool  # behavior: the steer barely changes the outputs (nothing to reproduce)
+    what: str  # the value's name in reasons ("specific cos", "recovery")
+
+
+@dataclass(frozen=True)
+class Decision:
+    verdict: Verdict
+    direction: DirectionJudgement
+    content: Content | None
+    content_margin: float | None  # the best prompt's margin over its form siblings (mean), in the content metric
+
+
+def content_outcome(inputs: AxisInputs, direction: DirectionJudgement,
+                    thresholds: VerdictThresholds) -> tuple[Content | None, float | None]:
+    """The content outcome of a passing direction (None otherwise) and the form-test margin: generic (the
+    unrelated instruction) before form (the siblings)."""
+    finite = [v for v in inputs.siblings if math.isfinite(v)]
+    margin = (inputs.content_value - sum(finite) / len(finite)
+              if finite and inputs.content_value is not None else None)
+    if direction.verdict not in PASSING or direction.calibration is None or inputs.value is None:
+        return None, margin
+    if is_generic(inputs.value, inputs.unrelated, direction.calibration.partial_bound, inputs.spread):
+        return "generic", margin
+    return ("specific" if content_passes(margin, inputs.true_margin, thresholds) else "form"), margin
+
+
+def decide(inputs: AxisInputs, thresholds: VerdictThresholds) -> Decision:
+    """The whole rule chain for one item on one axis: direction, then content, then magnitude (`qualify`)."""
+    if inputs.inert:
+        return Decision("inconclusive", DirectionJudgement("inconclusive", None, "inert"), None, None)
+    direction = judge_direction(inputs.value, inputs.null, inputs.positive, thresholds, what=inputs.what)
+    content, margin = content_outcome(inputs, direction, thresholds)
+    return Decision(qualify(direction.verdict, content, inputs.beyond_magnitude), direction, content, margin)
+
+
+@dataclass(frozen=True)
+class PromptInputs:
+    """One frontier prompt, judged on its *selection* value (a prompt kept in a dataset is never chosen on the
+    test numbers it reports)."""
+
+    realism: float
+    selection: float
+
+
+@dataclass(frozen=True)
+class RealismBand:
+    """Where a prompt counts as natural: below `unnatural_below` not natural, from there to `min_realism` +
+    `export_margin` unverified (the judge cannot tell, or too close to the threshold to keep)."""
+
+    unnatural_below: float
+    min_realism: float
+    export_margin: float
+
+
+def prompt_verdict(prompt: PromptInputs, null: Sequence[float], positive: Sequence[float], content: Content | None,
+                   beyond_magnitude: bool, band: RealismBand, thresholds: VerdictThresholds) -> str:
+    """The verdict one prompt earns on its selection value against the controls' selection values, qualified by
+    its item's content outcome and magnitude; "not natural" / "unverified" by its realism band."""
+    if prompt.realism < band.unnatural_below:
+        return "not natural"
+    if prompt.realism < band.min_realism + band.export_margin:
+        return "unverified"
+    direction = judge_direction(prompt.selection, null, positive, thresholds).verdict
+    return qualify(direction, content if direction in PASSING else None, beyond_magnitude)
+
+
+@dataclass(frozen=True)
+class AxisDecision:
+    """An item's decided verdict on one axis, its stability under resampling, and each frontier prompt's verdict."""
+
+    decision: Decision
+    stability: Stability
+    prompt_verdicts: tuple[str, ...]
+
+
+def judge_axis(inputs: AxisInputs, groups: Sequence[Sequence[Evidence]], prompts: Sequence[PromptInputs],
+               selection: tuple[Sequence[float], Sequence[float]], band: RealismBand,
+               thresholds: VerdictThresholds, *, seed: int = 0, n_resamples: int = 200) -> AxisDecision:
+    """Decide one item on one axis: the point verdict from `inputs`; its stability, re-deciding on joint resamples
+    of the test contexts of `groups` = [item], nulls, positives, siblings (content metric), [unrelated], [item in
+    the content metric] (the same order as `inputs`' fields); and each prompt's verdict against the controls'
+    `selection` values (nulls, positives)."""
+
+    def resampled(values: Sequence[Sequence[float]]) -> tuple[str, float | None]:
+        decision = decide(replace(
+            inputs, value=values[0][0] if values[0] else None, null=tuple(values[1]), positive=tuple(values[2]),
+            siblings=tuple(values[3]), unrelated=values[4][0] if values[4] else None,
+            content_value=values[5][0] if values[5] else None), thresholds)
+        calibration = decision.direction.calibration
+        return decision.verdict, calibration.score if calibration is not None else None
+
+    decision = decide(inputs, thresholds)
+    stability = joint_bootstrap(groups, resampled, n_resamples=n_resamples, seed=seed)
+    null_sel, pos_sel = selection
+    verdicts = tuple("inconclusive" if inputs.inert else prompt_verdict(
+        p, null_sel, pos_sel, decision.content, inputs.beyond_magnitude, band, thresholds) for p in prompts)
+    return AxisDecision(decision, stability, verdicts)

@@ -13,8 +13,13 @@ from realize.magnitude import NaturalNorms, magnitude, magnitude_at
 from realize.resampling import ContextEvidence, RatioEvidence, joint_bootstrap, paired_spread
 from realize.stats import prediction_bound, student_t_quantile
 from realize.verdict import (
+    AxisInputs,
+    PromptInputs,
+    RealismBand,
     VerdictThresholds,
     calibrate,
+    decide,
+    judge_axis,
     content_passes,
     is_generic,
     judge_direction,
@@ -248,3 +253,35 @@ def test_natural_nulls_lie_in_the_natural_subspace_at_the_norm():
     assert float((iso.double() @ basis.T).norm(dim=1).mean()) < 3.0  # isotropic ones mostly leave the subspace
     with pytest.raises(ValueError, match="two natural shifts"):
         natural_subspace(shifts[:1])
+
+
+def _inputs(**changes) -> AxisInputs:
+    base = dict(value=0.86, null=tuple(NULL), positive=tuple(POSITIVE), content_value=0.86, siblings=(0.5, 0.52),
+                unrelated=0.1, spread=0.05, true_margin=0.4, beyond_magnitude=False, inert=False, what="specific cos")
+    return AxisInputs(**{**base, **changes})
+
+
+@pytest.mark.parametrize("changes,verdict,content", [
+    ({}, "realizable", "specific"),  # beats its siblings by 0.35 >= 0.5 * 0.4
+    ({"siblings": (0.8, 0.82)}, "form realizable", "form"),  # by 0.05 only
+    ({"unrelated": 0.84}, "generically realizable", "generic"),  # generic is tested before form
+    ({"beyond_magnitude": True}, "direction realizable", "specific"),
+    ({"value": 0.3}, "not realizable", None),  # no content test on a failing direction
+    ({"inert": True}, "inconclusive", None),
+    ({"null": (0.05,) * 6}, "inconclusive", None),  # zero spread: no prediction bound
+])
+def test_decide_runs_the_whole_rule_chain(changes, verdict, content):
+    decision = decide(_inputs(**changes), TH)
+    assert (decision.verdict, decision.content) == (verdict, content)
+    assert decision.verdict == qualify(decision.direction.verdict, decision.content,
+                                       _inputs(**changes).beyond_magnitude) or _inputs(**changes).inert
+
+
+def test_judge_axis_prompt_verdicts_use_selection_values_and_the_realism_band():
+    band = RealismBand(unnatural_below=0.1, min_realism=0.3, export_margin=0.1)
+    prompts = [PromptInputs(0.05, 0.9), PromptInputs(0.35, 0.9), PromptInputs(0.6, 0.9), PromptInputs(0.6, 0.02)]
+    decided = judge_axis(_inputs(), [[], [], [], [], [], []], prompts, (NULL, POSITIVE), band, TH)
+    assert decided.decision.verdict == "realizable"
+    assert decided.prompt_verdicts == ("not natural", "unverified", "realizable", "not realizable")
+    inert = judge_axis(_inputs(inert=True), [[], [], [], [], [], []], prompts, (NULL, POSITIVE), band, TH)
+    assert set(inert.prompt_verdicts) == {"inconclusive"}

@@ -1,0 +1,58 @@
+"""The reason text of a verdict: one sentence a user can act on, naming the numbers the rule compared (the
+rules themselves are `realize.verdict`; this module only words their outcome)."""
+
+from __future__ import annotations
+
+from realize.evidence import Axis, BehaviorScore, ContentTest, VectorAudit
+from realize.verdict import PASSING, DirectionJudgement, VerdictThresholds
+
+
+def explain(audit: VectorAudit, axis: Axis, direction: DirectionJudgement, content: ContentTest | None,
+            thresholds: VerdictThresholds,
+            match: tuple[tuple[float, float], tuple[float, float] | None] | None = None) -> str:
+    """Why `audit` got `direction` (and `content`) on `axis`; `match`: the effect-match ranges of the behavior
+    nulls and positives relative to the steer's effect."""
+    evidence = audit.axes[axis]
+    facts = evidence.behavior
+    if direction.verdict == "no natural candidate":
+        band = audit.unnatural_below
+        unverified = sum(band is not None and band <= s.realism < audit.min_realism for s in evidence.frontier)
+        return (f"no searched prompt passed the realism threshold {audit.min_realism:.3g}"
+                + (f" ({unverified} of {len(evidence.frontier)} in the judge's unverified band: it cannot tell whether"
+                   " they are natural)" if unverified else ""))
+    if facts is not None and facts.inert:
+        return (f"the steer barely changes the outputs ({facts.effect:.3f} nats/token of KL steered || base): there is"
+                " no behavior to reproduce")
+    parts = [direction.reason]
+    if content is not None:
+        if content.outcome == "generic":
+            assert evidence.unrelated is not None
+            parts.append(f"an unrelated instruction (\"{evidence.unrelated.score.prompt}\") reaches "
+                         f"{content.unrelated:.2f}, itself above the null bound, and the best prompt is within the "
+                         f"paired bootstrap spread of it ({content.unrelated_spread:.2f})")
+        elif content.outcome == "form":
+            siblings = "; ".join(f"\"{s.score.prompt}\"" for s in evidence.siblings[:2])
+            if content.margin is None:
+                parts.append("the prompt has no content word to swap: it is all form")
+            elif content.true_margin is None or not content.true_margin > 0:
+                parts.append(f"the content test cannot be calibrated here (the positives' own prompts beat their "
+                             f"form siblings by {content.true_margin if content.true_margin is not None else 'nothing measured'})")
+            else:
+                parts.append(f"prompts of the same form with other content do nearly as well (e.g. {siblings}): the "
+                             f"best prompt beats its form siblings by {content.margin:.2f}, less than "
+                             f"{thresholds.content_fraction:g} of the {content.true_margin:.2f} that true prompts show")
+        else:
+            parts.append(f"what it says matters: it beats its form siblings by {content.margin:.2f} (true prompts: "
+                         f"{content.true_margin:.2f})")
+    if axis == "activation" and direction.verdict in PASSING:
+        parts.append(audit.magnitude.note(thresholds.magnitude_factor))
+    if match is not None:
+        parts.append(f"controls effect-matched: nulls {match[0][0]:.2g}-{match[0][1]:.2g}x, positives "
+                     f"{match[1][0]:.2g}-{match[1][1]:.2g}x the steer's first-answer effect" if match[1] else
+                     f"controls effect-matched: nulls {match[0][0]:.2g}-{match[0][1]:.2g}x the steer's effect")
+    best = evidence.best.score if evidence.best is not None else None
+    if isinstance(best, BehaviorScore) and direction.verdict != "realizable":
+        if best.direction_cos >= 0.5 and best.effect_ratio > 1.5:
+            parts.append(f"the best prompt pushes the same tokens (direction cos {best.direction_cos:.2f}) "
+                         f"{best.effect_ratio:.1f}x harder: same behavior, stronger")
+    return "; ".join(parts)
