@@ -80,8 +80,8 @@ def main() -> None:
         print(f"median vector item: before {summary['before']['median_s']:.1f} s, after "
               f"{summary['after']['median_s']:.1f} s, {ratio:.2f}x faster")
         write_json(ROOT / "benchmarks" / "results" / "vector_item.json",
-                   {"machine": machine(), "before_revision": args.before, "threads": args.threads, "vectors": args.vectors,
-                    "rounds": args.rounds, **summary, "speedup": ratio})
+                   {"machine": machine(), "before_revision": args.before, "threads": args.threads,
+                    "vectors": args.vectors, "rounds": args.rounds, **summary, "speedup": ratio})
     finally:
         subprocess.run(["git", "worktree", "remove", "--force", str(work / "before-src")], cwd=ROOT,
                        capture_output=True, check=False)
