@@ -5,9 +5,10 @@ dataset directory with its vectors, card and report.
 
 Vectors (all on the embedded SmolLM2-135M-Instruct, written to OUT/vectors/):
 
-- MELBO (unsupervised): source layers 7 and 12, seeds 0-2, 4 orthogonal vectors each (R calibrated), 40 steps;
+- MELBO (unsupervised): source layers 7 and 12, seeds 0-4, 4 orthogonal vectors each (R calibrated), 40 steps;
 - CAA (contrastive): five contrast sets over the same questions (`CAA_SETS`), layers 7 and 12, scales 4 and 8;
-- distilled from natural instructions (a prompt exists by construction: the answer is known), layers 7 and 12;
+- distilled from natural instructions (a prompt exists by construction: the answer is known), layers 7 and 12,
+  the first `DISTILLED_PER_LAYER` of `INSTRUCTIONS` (2-3 min each on one core);
 - natural prompts' mean shifts (known: the prompt itself produces them), layers 7 and 12;
 - random directions of the natural shift space at the MELBO and CAA norms, layers 7 and 12;
 - multi-layer steers (layers 3-9, as repeng/llama.cpp control vectors): CAA happy/sad per layer, two natural shifts,
@@ -44,6 +45,8 @@ from realize.targets import natural_nulls
 from realize.vector_training import CaaConfig, MelboConfig, train_caa, train_melbo
 
 LAYERS = (7, 12)
+MELBO_SEEDS = (0, 1, 2, 3, 4)
+DISTILLED_PER_LAYER = 5
 MULTI_LAYERS = (3, 4, 5, 6, 7, 8, 9)
 QUESTIONS = (
     "How was your day?", "What do you think about Mondays?", "Tell me about the weather today.",
@@ -88,12 +91,24 @@ def build(folder: Path, config: AuditConfig) -> list[Path]:
 
     def save(vector: SteeringVector) -> None:
         path = folder / f"{vector.name}.safetensors"
-        save_safetensors([vector], path)
+        if not path.exists():
+            save_safetensors([vector], path)
         files.append(path)
+
+    def have(name: str) -> Path | None:  # a vector an interrupted build already wrote (rerun to resume)
+        path = folder / f"{name}.safetensors"
+        if path.exists():
+            files.append(path)
+            return path
+        return None
 
     contexts = unused_contexts(config, 8)
     for layer in LAYERS:
-        for seed in (0, 1, 2):
+        for seed in MELBO_SEEDS:
+            if all((folder / f"melbo.L{layer}.s{seed}.{i}.safetensors").exists() for i in range(4)):
+                for i in range(4):
+                    have(f"melbo.L{layer}.s{seed}.{i}")
+                continue
             melbo = MelboConfig(source_layer=layer, n_vectors=4, steps=40, seed=seed, show_progress=False)
             for i, v in enumerate(train_melbo(lm, DEMO_PROMPTS, melbo)):
                 save(SteeringVector(directions=v.directions, scale=v.scale, method="melbo",
@@ -104,7 +119,9 @@ def build(folder: Path, config: AuditConfig) -> list[Path]:
             for scale in (4.0, 8.0):
                 save(SteeringVector(directions=caa.directions, scale=scale, method="caa",
                                     name=f"caa.{name}.L{layer}.x{scale:g}", notes=f"{positive} | {negative}"))
-        for j, prompt in enumerate(INSTRUCTIONS):
+        for j, prompt in enumerate(INSTRUCTIONS[:DISTILLED_PER_LAYER]):
+            if have(f"distill.L{layer}.{j}"):
+                continue
             distilled = train_distilled(lm, layout, prompt, layer, contexts, DistillConfig(steps=60, tokens=16))
             save(SteeringVector(directions=distilled.vector.directions, scale=1.0, method="distill",
                                 name=f"distill.L{layer}.{j}", notes=prompt))
@@ -159,7 +176,7 @@ def main() -> None:
     folder = args.out / "vectors"
     folder.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
-    files = sorted(folder.iterdir()) if any(folder.iterdir()) else build(folder, config)
+    files = build(folder, config)  # vectors already written are kept (a rerun resumes)
     write_json(args.out / "build.json", {"machine": machine(), "vectors": len(files),
                                          "seconds_building_vectors": time.perf_counter() - start})
     print(json.dumps({"vectors": len(files)}))

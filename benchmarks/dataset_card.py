@@ -20,6 +20,7 @@ from _setup import write_json
 
 from realize.data.atomic import atomic_output, write_text_atomic
 from realize.data.results_dataset import to_dataset
+from realize.outputs import ITEMS
 
 MEANING = {
     "realizable": "an ordinary prompt produces this steer, and what it says matters (its same-form siblings fall "
@@ -39,6 +40,22 @@ MEANING = {
 
 def method_of(row: dict) -> str:
     return row["method"]
+
+
+def cost_text(cost: dict[str, dict[str, float]]) -> str:
+    total = sum(c["seconds"] for c in cost.values())
+    parts = ", ".join(f"{int(c['items'])} {kind} items {c['seconds'] / 3600:.2f} h" for kind, c in sorted(cost.items()))
+    return f"{total / 3600:.1f} h of item compute ({parts})"
+
+
+def item_seconds(items: Path) -> dict[str, dict[str, float]]:
+    """Compute time per item kind ({kind: {"items": n, "seconds": total}}) from the audit's stored items."""
+    out: dict[str, dict[str, float]] = defaultdict(lambda: {"items": 0, "seconds": 0.0})
+    for path in sorted(items.glob("*.json")):
+        raw = json.loads(path.read_text(encoding="utf-8"))
+        out[raw["kind"]]["items"] += 1
+        out[raw["kind"]]["seconds"] += float(raw.get("seconds", 0.0))
+    return dict(out)
 
 
 def main() -> None:
@@ -71,11 +88,15 @@ def main() -> None:
                      + " | ".join(str(c.get(v, 0)) for v in verdicts) + " |")
     by_prompt = Counter(r["prompt"] for r in kept if r["verdict"] in ("realizable", "partially realizable",
                                                                       "direction realizable", "form realizable"))
+    cost = item_seconds(args.out / "audit" / ITEMS)
+    build = json.loads((args.out / "build.json").read_text()) if (args.out / "build.json").is_file() else {}
     summary = {"steers": len({r["vector_id"] for r in kept}), "rows": len(kept),
-               "counts": {k: dict(v) for k, v in counts.items()}, "frequent_prompts": by_prompt.most_common(10)}
+               "counts": {k: dict(v) for k, v in counts.items()}, "frequent_prompts": by_prompt.most_common(10),
+               "item_seconds": cost, "build": build}
     write_json(args.out / "summary.json", summary)
     meaning = "\n".join(f"- **{v}**: {MEANING.get(v, '')}" for v in verdicts)
     n_bytes = shard.stat().st_size
+    threads = build.get("machine", {}).get("threads", "?")
     card = f"""---
 license: cc-by-4.0
 language:
@@ -98,6 +119,14 @@ best prompt (chosen on selection contexts; every number on test contexts), the c
 and provenance columns (model and vector file digests, realize version and source digest). The vectors are in
 `vectors/`, the full audit (every evaluated prompt, controls, `report.html`) in `audit/`; `bash scripts/build-dataset`
 rebuilds it all.
+
+How rows were chosen: every steer in `vectors/` has exactly one row per axis, whatever its verdict (no steer is left
+out for its numbers); the prompt in a row is the one the audit chose on selection contexts, and its numbers are
+measured on test contexts that chose nothing. Controls (positives, nulls) are not rows; they are in `audit/`.
+
+Cost ({threads} CPU threads per process): {cost_text(cost)}; the run of
+`benchmarks/build_dataset.py` that completed the vectors took {build.get('seconds_building_vectors', 0) / 60:.0f} min
+(a build resumes: vectors an earlier, interrupted run wrote are kept and not timed again).
 
 ## Verdicts per method and layer
 
