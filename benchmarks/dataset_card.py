@@ -124,7 +124,7 @@ How rows were chosen: every steer in `vectors/` has exactly one row per axis, wh
 out for its numbers); the prompt in a row is the one the audit chose on selection contexts, and its numbers are
 measured on test contexts that chose nothing. Controls (positives, nulls) are not rows; they are in `audit/`.
 
-Cost ({threads} CPU threads per process): {cost_text(cost)}; the run of
+Cost (CPU threads per process: {threads}): {cost_text(cost)}; the run of
 `benchmarks/build_dataset.py` that completed the vectors took {build.get('seconds_building_vectors', 0) / 60:.0f} min
 (a build resumes: vectors an earlier, interrupted run wrote are kept and not timed again).
 
