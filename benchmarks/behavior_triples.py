@@ -1,6 +1,7 @@
 """Does behavior recovery agree with a reader? Generation triples for reader labels, and the agreement afterwards.
 
     python benchmarks/behavior_triples.py make AUDIT_DIR VECTORS_DIR --n 200 --out runs/triples
+    python benchmarks/behavior_triples.py gen runs/triples VECTORS_DIR
     python benchmarks/behavior_triples.py score runs/triples LABELS.jsonl [LABELS2.jsonl ...]
 
 `make` draws (steer, prompt, test context) triples from a finished audit's behavior frontiers (vectors only, spread
@@ -9,6 +10,13 @@ base model's own continuations (greedy, the audit's token count), and the per-co
 1 - KL(S||P) / KL(S||B) along y. `triples.jsonl` holds what a reader sees (id, context, the three texts, shuffled
 A/B order of prompted and base: "which of A and B is closer to the steered text?"); `key.jsonl` holds the answer key
 and the recovery, never shown to readers.
+
+`gen` adds a generation-level measure to the key, fixed before it was compared with any label: under the steered
+model, reading the base input, the mean log-likelihood of the prompted model's own text minus that of the base
+model's own text ("would the steered model rather have written the prompted text than the base text?"; > 0 says
+the prompted text is closer), the texts re-encoded from what the readers saw. And a second one, fixed after the
+first was compared (so it is the second measure tried on these labels): `embed_margin` = cos(e(steered), e(prompted))
+- cos(e(steered), e(base)), e = SmolLM2's mean last hidden state over the text alone (no chat turn).
 
 `score` reads reader labels ({"id", "closer": "A" | "B" | "neither"}), maps them to "the prompted text is closer
 than the base" and reports the agreement of `recovery > 0` with them (and with the reader majority), per reader
@@ -19,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import random
 from collections import defaultdict
 from pathlib import Path
@@ -48,13 +57,14 @@ def make(args: argparse.Namespace) -> None:
     layout = chat_layout(lm.tokenizer, config.placement)
     vectors = {}
     for path in sorted(vectors_dir.iterdir()):
-        for v in load_vectors(path, scale=1.0):
+        for v in load_vectors(path):  # the file's own scale, as the audit applied it
             vectors[v.name] = v
     store = ItemStore(audit_dir / "items")
     plan = json.loads((audit_dir / "plan.json").read_text())["items"]
+    used = {k["vector"] for f in args.exclude for k in map(json.loads, Path(f).read_text().splitlines())}
     candidates = []
     for item in plan:
-        if item["kind"] != "vector" or item["name"] not in vectors:
+        if item["kind"] != "vector" or item["name"] not in vectors or item["name"] in used:
             continue
         audit = store.load(item["id"])
         if audit is None or "behavior" not in audit.axes:
@@ -93,33 +103,98 @@ def make(args: argparse.Namespace) -> None:
     print(f"{len(shown)} triples from {len(chosen)} (steer, prompt) pairs in {out}")
 
 
+def gen(args: argparse.Namespace) -> None:
+    import torch
+
+    from realize.data.activations import steer
+    from realize.data.steered import forced_logprobs
+
+    folder = Path(args.folder)
+    shown = {t["id"]: t for t in map(json.loads, (folder / "triples.jsonl").read_text().splitlines())}
+    keys = [json.loads(line) for line in (folder / "key.jsonl").read_text().splitlines()]
+    lm = load_model()
+    vectors = {v.name: v for path in sorted(Path(args.vectors_dir).iterdir()) for v in load_vectors(path)}
+    layout = chat_layout(lm.tokenizer, "prefix")
+    tok = lm.tokenizer
+    for k in keys:
+        t = shown[k["id"]]
+        prompted, base = (t["A"], t["B"]) if k["prompted_is"] == "A" else (t["B"], t["A"])
+        x = layout.place(None, tok.encode(t["context"], add_special_tokens=False)).ids
+        ys = [tok.encode(text, add_special_tokens=False) or [tok.eos_token_id] for text in (prompted, base)]
+        vector = vectors[k["vector"]]
+        with steer(lm.model, vector.directions, float(vector.scale or 1.0)):
+            logps = forced_logprobs(lm, [x, x], ys)
+        mean = [float(lp.gather(1, torch.tensor(y).unsqueeze(1)).mean()) for lp, y in zip(logps, ys, strict=True)]
+        k["gen_margin"] = mean[0] - mean[1]
+        e = [_embed(lm, tok.encode(text, add_special_tokens=False) or [tok.eos_token_id])
+             for text in (t["steered"], prompted, base)]
+        cos = torch.nn.functional.cosine_similarity
+        k["embed_margin"] = float(cos(e[0], e[1], dim=0) - cos(e[0], e[2], dim=0))
+    (folder / "key.jsonl").write_text("".join(json.dumps(k) + "\n" for k in keys))
+    print(f"gen_margin added to {len(keys)} triples in {folder / 'key.jsonl'}")
+
+
+def _embed(lm, ids: list[int]):  # noqa: ANN001, ANN202
+    """(d,) mean of the decoder's last hidden state over `ids` (the text alone)."""
+    import torch
+
+    with torch.no_grad():
+        hidden = getattr(lm.model, "model", lm.model)(input_ids=torch.tensor([ids])).last_hidden_state
+    return hidden[0].float().mean(0)
+
+
+def _agreement(key: dict, votes: dict[str, list[bool | None]], field: str) -> dict:
+    """Agreement of `key[id][field] > 0` with each reader's decided labels and with the strict majority."""
+    out: dict[str, dict] = {}
+    n_readers = max(len(v) for v in votes.values())
+    for r in range(n_readers):
+        pairs = [(key[i][field] > 0, vs[r]) for i, vs in votes.items()
+                 if vs[r] is not None and key[i].get(field) == key[i].get(field) and field in key[i]]
+        out[f"reader {r + 1}"] = {"agreement": sum(a == b for a, b in pairs) / len(pairs) if pairs else None,
+                                  "n": len(pairs)}
+    pairs = []
+    for i, vs in votes.items():
+        decided = [v for v in vs if v is not None]
+        value = key[i].get(field)
+        if value is None or value != value or not decided or decided.count(True) == decided.count(False):
+            continue
+        pairs.append((value > 0, decided.count(True) > decided.count(False), abs(value)))
+    out["majority"] = {"agreement": sum(a == b for a, b, _ in pairs) / len(pairs) if pairs else None,
+                       "n": len(pairs)}
+    return out
+
+
 def score(args: argparse.Namespace) -> None:
     folder = Path(args.folder)
     key = {k["id"]: k for k in map(json.loads, (folder / "key.jsonl").read_text().splitlines())}
-    votes: dict[str, list[bool | None]] = defaultdict(list)
-    per_reader = {}
+    votes: dict[str, list[bool | None]] = defaultdict(list)  # per triple, per reader: prompted closer? (None: neither)
+    neither = []
     for path in args.labels:
-        agree = total = neither = 0
-        for label in map(json.loads, Path(path).read_text().splitlines()):
-            k = key[label["id"]]
-            closer = None if label["closer"] == "neither" else label["closer"] == k["prompted_is"]
-            votes[label["id"]].append(closer)
-            if closer is None or k["recovery"] != k["recovery"]:
-                neither += closer is None
-                continue
-            total += 1
-            agree += (k["recovery"] > 0) == closer
-        per_reader[path] = {"agreement": agree / total if total else None, "n": total, "neither": neither}
-    majority_agree = majority_n = 0
-    for triple_id, vs in votes.items():
-        decided = [v for v in vs if v is not None]
-        rec = key[triple_id]["recovery"]
-        if not decided or rec != rec or decided.count(True) == decided.count(False):
-            continue
-        majority_n += 1
-        majority_agree += (rec > 0) == (decided.count(True) > decided.count(False))
-    result = {"per_reader": per_reader, "majority": {"agreement": majority_agree / majority_n if majority_n else None,
-                                                     "n": majority_n}}
+        labels = {label["id"]: label["closer"] for label in map(json.loads, Path(path).read_text().splitlines())}
+        if set(labels) != set(key):
+            raise SystemExit(f"{path}: expected one label for each of the {len(key)} triples, got {len(labels)}")
+        for triple_id in key:
+            closer = labels[triple_id]
+            votes[triple_id].append(None if closer == "neither" else closer == key[triple_id]["prompted_is"])
+        neither.append(sum(c == "neither" for c in labels.values()))
+    readers = len(args.labels)
+    between = {}
+    for a in range(readers):
+        for b in range(a + 1, readers):
+            both = [vs for vs in votes.values() if vs[a] is not None and vs[b] is not None]
+            between[f"{a + 1}-{b + 1}"] = sum(vs[a] == vs[b] for vs in both) / len(both) if both else None
+    bands = {}
+    for lo, hi in ((-math.inf, -0.2), (-0.2, 0.0), (0.0, 0.2), (0.2, 0.4), (0.4, math.inf)):
+        sub = {i: vs for i, vs in votes.items() if lo <= key[i]["recovery"] < hi}
+        bands[f"[{lo:g}, {hi:g})"] = _agreement(key, sub, "recovery")["majority"] if sub else None
+    result = {"triples": len(key), "neither_per_reader": neither, "between_readers": between,
+              "recovery": _agreement(key, votes, "recovery"), "recovery_by_band": bands}
+    if all("gen_margin" in k for k in key.values()):
+        result["gen_margin"] = _agreement(key, votes, "gen_margin")
+        result["embed_margin"] = _agreement(key, votes, "embed_margin")
+        both = {i: vs for i, vs in votes.items() if (key[i]["recovery"] > 0) == (key[i]["gen_margin"] > 0)}
+        result["both_agree_with_each_other"] = {"share": len(both) / len(votes),
+                                                "majority": _agreement(key, both, "recovery")["majority"]}
     write_json(folder / "agreement.json", result)
     print(json.dumps(result, indent=1))
 
@@ -133,7 +208,13 @@ def main() -> None:
     p.add_argument("--n", type=int, default=200)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="runs/triples")
+    p.add_argument("--exclude", nargs="*", default=[], metavar="KEY_JSONL",
+                   help="leave out the steers of earlier samples (their key.jsonl), for a fresh confirmation sample")
     p.set_defaults(func=make)
+    g = sub.add_parser("gen")
+    g.add_argument("folder")
+    g.add_argument("vectors_dir")
+    g.set_defaults(func=gen)
     s = sub.add_parser("score")
     s.add_argument("folder")
     s.add_argument("labels", nargs="+")
