@@ -36,6 +36,12 @@ def bins(audit: VectorAudit) -> tuple[int, ...]:
     return tuple(norm_bin(n) for n in audit.layer_norms)
 
 
+def planned_bins(null: VectorAudit) -> tuple[int, ...]:
+    """The norm bins a null was planned for: its direction's norm |v_i| at each layer, before a behavior null's
+    rescaling to its effect bin (its audited |a v_i| then lands anywhere; activation nulls have a = 1)."""
+    return tuple(norm_bin(n / null.scale) for n in null.layer_norms)
+
+
 def _usable(audit: VectorAudit, axis: Axis) -> bool:
     evidence = audit.axes.get(axis)
     if evidence is None or evidence.value is None:
@@ -59,15 +65,16 @@ def _effect_bin(audit: VectorAudit) -> tuple[int, ...]:
 def controls_for(audit: VectorAudit, pool: Sequence[VectorAudit],
                  axis: Axis) -> tuple[list[VectorAudit], list[VectorAudit]]:
     """The usable (null, positive) controls that judge `audit` on `axis`, itself excluded: of the same layers;
-    activation nulls of the nearest norm bins; behavior nulls and positives of the nearest effect bin (behavior
-    nulls are rescaled to their bin's effect, so each lands at a norm of its own: norm bins do not select them)."""
+    nulls of the nearest planned norm bins (`planned_bins`), on the behavior axis among those of the nearest effect
+    bin; behavior positives of the nearest effect bin. The plan makes every vector's own (norm bins, effect bin)
+    nulls, so a vector is judged against the same nulls whatever else its batch holds (pooling every norm bin of
+    an effect bin made a vector's verdict depend on the other vectors of its batch)."""
     nulls = [a for a in pool if a.kind == "null" and axis in a.axes and a.layers == audit.layers]
     positives = [a for a in pool if a.kind == POSITIVE_KIND[axis] and a.layers == audit.layers]
     if axis == "behavior":
         nulls = _nearest(nulls, _effect_bin, _effect_bin(audit))
         positives = _nearest(positives, _effect_bin, _effect_bin(audit))
-    else:
-        nulls = _nearest(nulls, bins, bins(audit))
+    nulls = _nearest(nulls, planned_bins, planned_bins(audit) if audit.kind == "null" else bins(audit))
     return ([a for a in nulls if a.vector_id != audit.vector_id and _usable(a, axis)],
             [a for a in positives if a.vector_id != audit.vector_id and _usable(a, axis)])
 

@@ -187,15 +187,39 @@ def test_report_is_self_contained_and_escaped(tmp_path):
     assert (tmp_path / "report.html").read_text(encoding="utf-8") == page
 
 
+def _rescaled_null(name: str, planned_norm: float, scale: float, recovery: float) -> VectorAudit:
+    """A behavior null planned at |v| = `planned_norm` and rescaled by `scale` to its effect bin."""
+    return dataclasses.replace(item(name, "null", norm=planned_norm * scale, behavior=axis_evidence("behavior", recovery)),
+                               scale=scale, effect_bin=0)
+
+
 def test_behavior_nulls_rescaled_to_one_effect_bin_all_judge_whatever_their_norms():
-    """Behavior nulls are rescaled to their effect bin, so each lands at a norm of its own: norm bins must not split
-    them (that left a multi-layer steer with 1 usable null of 4, and every null with 0)."""
-    nulls = [dataclasses.replace(item(f"bnull{i}", "null", norm=n, behavior=axis_evidence("behavior", r)), effect_bin=0)
-             for i, (n, r) in enumerate(((3.0, -0.8), (9.0, -0.6), (27.0, -1.2), (81.0, -0.9)))]
+    """Behavior nulls are rescaled to their effect bin, so each lands at a norm of its own: their audited norms must
+    not split them (that left a multi-layer steer with 1 usable null of 4, and every null with 0)."""
+    nulls = [_rescaled_null(f"bnull{i}", 5.0, a, r)
+             for i, (a, r) in enumerate(((0.6, -0.8), (1.8, -0.6), (5.4, -1.2), (16.2, -0.9)))]
     positives = [dataclasses.replace(item(f"bpos{i}", "behavior-positive", behavior=axis_evidence("behavior", r)),
                                      effect_bin=0) for i, r in enumerate((0.6, 0.7, 0.65))]
     steer = dataclasses.replace(item("v", behavior=axis_evidence("behavior", 0.68)), effect_bin=0)
     judgements = {j.audit.name: j.judgement("behavior") for j in judge_all([steer, *nulls, *positives],
                                                                           VerdictThresholds())}
     assert "only" not in judgements["v"].reason and judgements["v"].verdict != "inconclusive"
+    assert set(judgements["v"].controls["null"]) == {n.vector_id for n in nulls}
     assert all("usable null" not in judgements[f"bnull{i}"].reason for i in range(4))
+    assert all(len(judgements[f"bnull{i}"].controls["null"]) == 3 for i in range(4))
+
+
+def test_a_steer_is_judged_against_its_own_nulls_whatever_its_batch_holds():
+    """Batch independence: nulls planned for another vector's norm bin (same effect bin) do not join a steer's
+    nulls, so its verdict is the one it gets alone with its own controls (the demo) or in any batch."""
+    own = [_rescaled_null(f"own{i}", 5.0, a, r) for i, (a, r) in enumerate(((0.7, 0.2), (1.1, 0.3), (0.9, 0.1),
+                                                                           (1.3, 0.25)))]
+    other = [_rescaled_null(f"other{i}", 20.0, a, r) for i, (a, r) in enumerate(((0.3, -1.0), (0.2, -0.9),
+                                                                                 (0.25, -1.1), (0.35, -0.8)))]
+    positives = [dataclasses.replace(item(f"bpos{i}", "behavior-positive", behavior=axis_evidence("behavior", r)),
+                                     effect_bin=0) for i, r in enumerate((0.6, 0.7, 0.65))]
+    steer = dataclasses.replace(item("v", behavior=axis_evidence("behavior", 0.5)), effect_bin=0)
+    alone = judge_all([steer, *own, *positives], VerdictThresholds())[0].judgement("behavior")
+    batch = judge_all([steer, *own, *other, *positives], VerdictThresholds())[0].judgement("behavior")
+    assert set(batch.controls["null"]) == {n.vector_id for n in own}
+    assert (batch.verdict, batch.calibration, batch.stability) == (alone.verdict, alone.calibration, alone.stability)
