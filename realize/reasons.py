@@ -3,7 +3,7 @@ rules themselves are `realize.verdict`; this module only words their outcome).""
 
 from __future__ import annotations
 
-from realize.evidence import Axis, BehaviorScore, ContentTest, VectorAudit
+from realize.evidence import Axis, AxisEvidence, BehaviorScore, ContentTest, VectorAudit
 from realize.verdict import PASSING, DirectionJudgement, VerdictThresholds
 
 
@@ -51,8 +51,27 @@ def explain(audit: VectorAudit, axis: Axis, direction: DirectionJudgement, conte
                      f"{match[1][0]:.2g}-{match[1][1]:.2g}x the steer's first-answer effect" if match[1] else
                      f"controls effect-matched: nulls {match[0][0]:.2g}-{match[0][1]:.2g}x the steer's effect")
     best = evidence.best.score if evidence.best is not None else None
+    if facts is not None and direction.verdict not in PASSING and (why := _no_prompt_helps(evidence, facts.effect)):
+        parts.append(why)
     if isinstance(best, BehaviorScore) and direction.verdict != "realizable":
         if best.direction_cos >= 0.5 and best.effect_ratio > 1.5:
             parts.append(f"the best prompt pushes the same tokens (direction cos {best.direction_cos:.2f}) "
                          f"{best.effect_ratio:.1f}x harder: same behavior, stronger")
     return "; ".join(parts)
+
+
+def _no_prompt_helps(evidence: AxisEvidence, effect: float) -> str | None:
+    """Behavior: when every prompt measured (frontier, siblings, unrelated instruction) makes the steered text less
+    likely than no prompt, say so with the numbers that show why: the steer's own effect, and how far the most
+    aligned prompt's change of the outputs points along the steer's (direction cos) and how hard (effect ratio)."""
+    scores = [*evidence.frontier, *(s.score for s in evidence.siblings),
+              *(() if evidence.unrelated is None else (evidence.unrelated.score,))]
+    behavior = [s for s in scores if isinstance(s, BehaviorScore) and s.value == s.value]
+    if not behavior or any(s.value >= 0 for s in behavior):
+        return None
+    aligned = max(behavior, key=lambda s: s.direction_cos)
+    return (f"no prompt of the {len(behavior)} measured makes the steered text likelier than no prompt (best "
+            f"{max(s.value for s in behavior):.2f}): the steer changes the outputs by {effect:.3f} nats/token, and "
+            f"every prompt changes them more in other directions than along the steer's (most aligned: "
+            f"\"{aligned.prompt}\", direction cos {aligned.direction_cos:.2f}, {aligned.effect_ratio:.2f}x the "
+            f"steer's push along it)")

@@ -223,3 +223,19 @@ def test_a_steer_is_judged_against_its_own_nulls_whatever_its_batch_holds():
     batch = judge_all([steer, *own, *other, *positives], VerdictThresholds())[0].judgement("behavior")
     assert set(batch.controls["null"]) == {n.vector_id for n in own}
     assert (batch.verdict, batch.calibration, batch.stability) == (alone.verdict, alone.calibration, alone.stability)
+
+
+def test_behavior_reason_says_why_no_prompt_does_what_the_steer_does():
+    """Every prompt measured below 0 (the weak CAA steer's case): the reason gives the steer's effect and the most
+    aligned prompt's direction cos and push; one prompt at or above 0 and the clause is not there."""
+    def reason(frontier: tuple[float, ...]) -> str:
+        evidence = axis_evidence("behavior", -0.35, siblings=(-0.4, -0.3), unrelated=-0.9)
+        evidence = dataclasses.replace(evidence, frontier=tuple(_score(f"Prompt {i}.", v, "behavior")
+                                                                for i, v in enumerate(frontier)))
+        audit = item("v", behavior=evidence)
+        return judge_all([audit, *controls()], VerdictThresholds())[0].judgement("behavior").reason
+
+    negative = reason((-0.35, -0.6))
+    assert "no prompt of the 5 measured" in negative and "likelier than no prompt (best -0.30)" in negative
+    assert "0.500 nats/token" in negative and "direction cos 0.80" in negative
+    assert "no prompt of the" not in reason((-0.35, 0.1))
