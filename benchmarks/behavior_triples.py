@@ -42,6 +42,7 @@ from realize.outputs import IDENTITY
 from realize.scorers.behavior import measure_prompts
 from realize.setting import ContextSplit
 from realize.store import ItemStore
+from realize.data.atomic import write_text_atomic
 from realize.data.corpora import load_corpus
 from realize.config import AuditConfig
 
@@ -98,8 +99,8 @@ def make(args: argparse.Namespace) -> None:
             key.append({"id": triple_id, "vector": name, "prompt": prompt, "prompted_is": "A" if prompted_is_a else "B",
                         "recovery": measure.per_context[k]})
     rng.shuffle(shown)
-    (out / "triples.jsonl").write_text("".join(json.dumps(t) + "\n" for t in shown))
-    (out / "key.jsonl").write_text("".join(json.dumps(k) + "\n" for k in key))
+    write_text_atomic(out / "triples.jsonl", "".join(json.dumps(t) + "\n" for t in shown))
+    write_text_atomic(out / "key.jsonl", "".join(json.dumps(k) + "\n" for k in key))
     print(f"{len(shown)} triples from {len(chosen)} (steer, prompt) pairs in {out}")
 
 
@@ -130,8 +131,8 @@ def gen(args: argparse.Namespace) -> None:
              for text in (t["steered"], prompted, base)]
         cos = torch.nn.functional.cosine_similarity
         k["embed_margin"] = float(cos(e[0], e[1], dim=0) - cos(e[0], e[2], dim=0))
-    (folder / "key.jsonl").write_text("".join(json.dumps(k) + "\n" for k in keys))
-    print(f"gen_margin added to {len(keys)} triples in {folder / 'key.jsonl'}")
+    write_text_atomic(folder / "key.jsonl", "".join(json.dumps(k) + "\n" for k in keys))
+    print(f"gen_margin and embed_margin added to {len(keys)} triples in {folder / 'key.jsonl'}")
 
 
 def _embed(lm, ids: list[int]):  # noqa: ANN001, ANN202
@@ -143,24 +144,29 @@ def _embed(lm, ids: list[int]):  # noqa: ANN001, ANN202
     return hidden[0].float().mean(0)
 
 
+def _value(k: dict, field: str) -> float | None:
+    """The triple's `field` (recovery, gen_margin, embed_margin), None when absent or nan."""
+    value = k.get(field)
+    return None if value is None or value != value else float(value)
+
+
 def _agreement(key: dict, votes: dict[str, list[bool | None]], field: str) -> dict:
     """Agreement of `key[id][field] > 0` with each reader's decided labels and with the strict majority."""
     out: dict[str, dict] = {}
     n_readers = max(len(v) for v in votes.values())
     for r in range(n_readers):
-        pairs = [(key[i][field] > 0, vs[r]) for i, vs in votes.items()
-                 if vs[r] is not None and key[i].get(field) == key[i].get(field) and field in key[i]]
+        pairs = [(value > 0, vs[r]) for i, vs in votes.items()
+                 if vs[r] is not None and (value := _value(key[i], field)) is not None]
         out[f"reader {r + 1}"] = {"agreement": sum(a == b for a, b in pairs) / len(pairs) if pairs else None,
                                   "n": len(pairs)}
     pairs = []
     for i, vs in votes.items():
         decided = [v for v in vs if v is not None]
-        value = key[i].get(field)
-        if value is None or value != value or not decided or decided.count(True) == decided.count(False):
+        value = _value(key[i], field)
+        if value is None or not decided or decided.count(True) == decided.count(False):
             continue
-        pairs.append((value > 0, decided.count(True) > decided.count(False), abs(value)))
-    out["majority"] = {"agreement": sum(a == b for a, b, _ in pairs) / len(pairs) if pairs else None,
-                       "n": len(pairs)}
+        pairs.append((value > 0, decided.count(True) > decided.count(False)))
+    out["majority"] = {"agreement": sum(a == b for a, b in pairs) / len(pairs) if pairs else None, "n": len(pairs)}
     return out
 
 
