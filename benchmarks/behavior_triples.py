@@ -20,7 +20,8 @@ first was compared (so it is the second measure tried on these labels): `embed_m
 
 `score` reads reader labels ({"id", "closer": "A" | "B" | "neither"}), maps them to "the prompted text is closer
 than the base" and reports the agreement of `recovery > 0` with them (and with the reader majority), per reader
-and overall, with the share of "neither".
+and overall, with the share of "neither"; and, at the level a verdict works at, per (steer, prompt): the sign of
+each measure's mean over the prompt's test contexts against the readers' majority over them (`per_prompt`).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ import argparse
 import json
 import math
 import random
+import statistics
 from collections import defaultdict
 from pathlib import Path
 
@@ -41,6 +43,7 @@ from realize.data.vectors import load_vectors
 from realize.outputs import IDENTITY
 from realize.scorers.behavior import measure_prompts
 from realize.setting import ContextSplit
+from realize.stats import student_t_quantile
 from realize.store import ItemStore
 from realize.data.atomic import write_text_atomic
 from realize.data.corpora import load_corpus
@@ -159,15 +162,39 @@ def _agreement(key: dict, votes: dict[str, list[bool | None]], field: str) -> di
                  if vs[r] is not None and (value := _value(key[i], field)) is not None]
         out[f"reader {r + 1}"] = {"agreement": sum(a == b for a, b in pairs) / len(pairs) if pairs else None,
                                   "n": len(pairs)}
-    pairs = []
-    for i, vs in votes.items():
-        decided = [v for v in vs if v is not None]
-        value = _value(key[i], field)
-        if value is None or not decided or decided.count(True) == decided.count(False):
-            continue
-        pairs.append((value > 0, decided.count(True) > decided.count(False)))
+    pairs = [(value > 0, said) for i, vs in votes.items()
+             if (value := _value(key[i], field)) is not None and (said := _majority(vs)) is not None]
     out["majority"] = {"agreement": sum(a == b for a, b in pairs) / len(pairs) if pairs else None, "n": len(pairs)}
     return out
+
+
+def _majority(vs: list[bool | None]) -> bool | None:
+    """The strict majority of the decided labels (None: no label decided, or a tie)."""
+    decided = [v for v in vs if v is not None]
+    if not decided or decided.count(True) == decided.count(False):
+        return None
+    return decided.count(True) > decided.count(False)
+
+
+def _prompt_agreement(key: dict, votes: dict[str, list[bool | None]], field: str) -> dict:
+    """Agreement at the level a verdict works at: per (steer, prompt), the sign of the mean of `field` over its
+    triples (test contexts) against the readers' verdict on the prompt (more of its triples with a majority saying
+    "closer" than "not closer"; ties left out)."""
+    groups: dict[tuple[str, str], list[str]] = defaultdict(list)
+    for i, k in key.items():
+        groups[(k["vector"], k["prompt"])].append(i)
+    pairs, bounded = [], 0
+    for ids in groups.values():
+        said = [m for i in ids if (m := _majority(votes[i])) is not None]
+        values = [v for i in ids if (v := _value(key[i], field)) is not None]
+        if len(values) > 1:  # the mean's one-sided 90 % t lower bound above 0 (a check with a bound)
+            mean, sd = statistics.mean(values), statistics.stdev(values)
+            bounded += mean - student_t_quantile(0.9, len(values) - 1) * sd / math.sqrt(len(values)) > 0
+        if not values or said.count(True) == said.count(False):
+            continue
+        pairs.append((sum(values) / len(values) > 0, said.count(True) > said.count(False)))
+    return {"agreement": sum(a == b for a, b in pairs) / len(pairs) if pairs else None, "n": len(pairs),
+            "prompts": len(groups), "readers_closer": sum(b for _, b in pairs), "bound_above_0": bounded}
 
 
 def score(args: argparse.Namespace) -> None:
@@ -199,6 +226,7 @@ def score(args: argparse.Namespace) -> None:
         result["gen_margin"] = _agreement(key, votes, "gen_margin")
         result["embed_margin"] = _agreement(key, votes, "embed_margin")
         both = {i: vs for i, vs in votes.items() if (key[i]["recovery"] > 0) == (key[i]["gen_margin"] > 0)}
+        result["per_prompt"] = {f: _prompt_agreement(key, votes, f) for f in ("recovery", "gen_margin", "embed_margin")}
         result["both_agree_with_each_other"] = {"share": len(both) / len(votes),
                                                 "majority": _agreement(key, both, "recovery")["majority"]}
     write_json(folder / "agreement.json", result)

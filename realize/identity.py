@@ -141,6 +141,14 @@ class AuditIdentity:
         return {"model": self.model, "weights": self.weights, "evidence_source": self.evidence_source,
                 "realism": self.realism, "corpora": self.corpora, **self.config.item_key()}
 
+    def resumes(self, previous: Mapping[str, Any]) -> bool:
+        """Whether a directory written under the identity `previous` (its `to_json`) holds results of this audit:
+        everything but `source` must match. The whole package's source is provenance only: a change to code that
+        judges, prints or writes leaves every item valid (items hash `evidence_source`), and the verdicts are
+        re-judged from the items whenever outputs are written."""
+        here = json.loads(json.dumps(self.to_json()))
+        return {k: v for k, v in previous.items() if k != "source"} == {k: v for k, v in here.items() if k != "source"}
+
     def to_json(self) -> dict[str, Any]:
         """JSON-ready; the configuration without `show_progress` (it changes no result)."""
         out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}

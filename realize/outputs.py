@@ -189,8 +189,8 @@ def progress_line(audit: VectorAudit) -> str:
 
 
 def prepare_directory(out: Path, identity: AuditIdentity, overwrite: bool) -> None:
-    """Refuse an `out` that holds another audit's results unless `overwrite`; resume a matching one; write
-    `audit.json` (atomically)."""
+    """Refuse an `out` that holds another audit's results unless `overwrite`; resume a matching one
+    (`AuditIdentity.resumes`: a change to the judging code alone resumes); write `audit.json` (atomically)."""
     marker = out / IDENTITY
     here = identity.to_json()
     if marker.is_file():
@@ -198,7 +198,7 @@ def prepare_directory(out: Path, identity: AuditIdentity, overwrite: bool) -> No
             previous = json.loads(marker.read_text(encoding="utf-8"))
         except (OSError, ValueError):
             previous = None
-        if previous != json.loads(json.dumps(here)):
+        if not isinstance(previous, dict) or not identity.resumes(previous):
             if not overwrite:
                 raise UserInputError(f"{arg('out')} {out}: holds results of a different audit (model, code or "
                                      f"configuration); pass {arg('overwrite')} to replace them, or choose another "

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import json
 
 import pytest
 import torch
@@ -105,3 +106,16 @@ def test_written_shipped_environment_matches_the_environment_that_wrote_it(tmp_p
     write_shipped_environment(path)
     assert shipped_environment_mismatch(path) == []
     assert sum(line.count("==") for line in path.read_text().splitlines() if not line.startswith("#")) == 3
+
+
+def test_a_directory_resumes_after_a_judging_change_and_refuses_an_evidence_change(tiny, classifier, tmp_path):
+    from realize.data.errors import UserInputError
+    from realize.outputs import IDENTITY, prepare_directory
+
+    here = AuditIdentity.of(tiny, AuditConfig(budget="quick"), classifier)
+    out = tmp_path / "audit"
+    prepare_directory(out, dataclasses.replace(here, source="an older package"), overwrite=False)
+    prepare_directory(out, here, overwrite=False)  # only code that judges or writes changed: the items stay valid
+    assert AuditIdentity.from_json(json.loads((out / IDENTITY).read_text())).source == here.source
+    with pytest.raises(UserInputError, match="different audit"):
+        prepare_directory(out, dataclasses.replace(here, evidence_source="other evidence code"), overwrite=False)
