@@ -20,7 +20,6 @@ from _setup import write_json
 
 from realize.data.atomic import atomic_output, write_text_atomic
 from realize.data.results_dataset import to_dataset
-from realize.outputs import ITEMS
 
 MEANING = {
     "realizable": "an ordinary prompt produces this steer, and what it says matters (its same-form siblings fall "
@@ -48,13 +47,14 @@ def cost_text(cost: dict[str, dict[str, float]]) -> str:
     return f"{total / 3600:.1f} h of item compute ({parts})"
 
 
-def item_seconds(items: Path) -> dict[str, dict[str, float]]:
-    """Compute time per item kind ({kind: {"items": n, "seconds": total}}) from the audit's stored items."""
+def item_seconds(rows: list[dict]) -> dict[str, dict[str, float]]:
+    """Compute time per item kind ({kind: {"items": n, "seconds": total}}) from the audit's rows: every row carries
+    its item's seconds, so each item (kind, vector_id) is counted once."""
+    seconds = {(r["kind"], r["vector_id"]): float(r["seconds"]) for r in rows}
     out: dict[str, dict[str, float]] = defaultdict(lambda: {"items": 0, "seconds": 0.0})
-    for path in sorted(items.glob("*.json")):
-        raw = json.loads(path.read_text(encoding="utf-8"))
-        out[raw["kind"]]["items"] += 1
-        out[raw["kind"]]["seconds"] += float(raw.get("seconds", 0.0))
+    for (kind, _), s in sorted(seconds.items()):
+        out[kind]["items"] += 1
+        out[kind]["seconds"] += s
     return dict(out)
 
 
@@ -88,7 +88,7 @@ def main() -> None:
                      + " | ".join(str(c.get(v, 0)) for v in verdicts) + " |")
     by_prompt = Counter(r["prompt"] for r in kept if r["verdict"] in ("realizable", "partially realizable",
                                                                       "direction realizable", "form realizable"))
-    cost = item_seconds(args.out / "audit" / ITEMS)
+    cost = item_seconds(rows)
     build = json.loads((args.out / "build.json").read_text()) if (args.out / "build.json").is_file() else {}
     summary = {"steers": len({r["vector_id"] for r in kept}), "rows": len(kept),
                "counts": {k: dict(v) for k, v in counts.items()}, "frequent_prompts": by_prompt.most_common(10),
@@ -96,6 +96,8 @@ def main() -> None:
     write_json(args.out / "summary.json", summary)
     meaning = "\n".join(f"- **{v}**: {MEANING.get(v, '')}" for v in verdicts)
     n_bytes = shard.stat().st_size
+    report = args.out / "audit" / "report.html"
+    report_mb = f"{report.stat().st_size / 2**20:.0f}" if report.is_file() else "tens of"
     threads = build.get("machine", {}).get("threads", "?")
     card = f"""---
 license: cc-by-4.0
@@ -117,8 +119,9 @@ random directions; single-layer at layers 7 and 12, and multi-layer at 3-9), eac
 one make the model do what it does? One row per steer and axis ({len(kept)} rows, {n_bytes} bytes): the verdict, the
 best prompt (chosen on selection contexts; every number on test contexts), the content test, magnitude and effect,
 and provenance columns (model and vector file digests, realize version and source digest). The vectors are in
-`vectors/`, the full audit (every evaluated prompt, controls, `report.html`) in `audit/`; `bash scripts/build-dataset`
-rebuilds it all.
+`vectors/`; the full audit's rows (every evaluated prompt of every steer and control) in `audit/results.parquet`, its
+settings and identity in `audit/audit.json`, its plan in `audit/plan.json`. `bash scripts/build-dataset` rebuilds it
+all, with the HTML report (`audit/report.html`, {report_mb} MB, not shipped).
 
 How rows were chosen: every steer in `vectors/` has exactly one row per axis, whatever its verdict (no steer is left
 out for its numbers); the prompt in a row is the one the audit chose on selection contexts, and its numbers are
