@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 from collections import Counter, defaultdict
 from pathlib import Path
 
@@ -58,6 +59,19 @@ def item_seconds(rows: list[dict]) -> dict[str, dict[str, float]]:
     return dict(out)
 
 
+PLOTS = re.compile(r'<div class="plots">(?:<img [^>]*>)*</div>')
+
+
+def text_report(full: Path, out: Path) -> int:
+    """Write the audit's HTML report without its embedded PNG plots (every table, verdict, reason and prompt kept):
+    the plots are 90 % of its bytes. Returns how many plot blocks were dropped."""
+    page, dropped = PLOTS.subn("", full.read_text(encoding="utf-8"))
+    note = ("<p class=\"muted\">This copy leaves out the plots (null and positive distributions) to stay small; "
+            "<code>bash scripts/build-dataset</code> writes the full report.</p>")
+    write_text_atomic(out, page.replace("</h1>", "</h1>" + note, 1))
+    return dropped
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("out", type=Path)
@@ -98,6 +112,8 @@ def main() -> None:
     n_bytes = shard.stat().st_size
     report = args.out / "audit" / "report.html"
     report_mb = f"{report.stat().st_size / 2**20:.0f}" if report.is_file() else "tens of"
+    if report.is_file():
+        text_report(report, args.out / "audit" / "report-text.html")
     threads = build.get("machine", {}).get("threads", "?")
     card = f"""---
 license: cc-by-4.0
@@ -121,7 +137,8 @@ best prompt (chosen on selection contexts; every number on test contexts), the c
 and provenance columns (model and vector file digests, realize version and source digest). The vectors are in
 `vectors/`; the full audit's rows (every evaluated prompt of every steer and control) in `audit/results.parquet`, its
 settings and identity in `audit/audit.json`, its plan in `audit/plan.json`. `bash scripts/build-dataset` rebuilds it
-all, with the HTML report (`audit/report.html`, {report_mb} MB, not shipped).
+all, with the HTML report (`audit/report.html`, {report_mb} MB with its plots, not shipped; `audit/report-text.html` is
+the same report without the plots).
 
 How rows were chosen: every steer in `vectors/` has exactly one row per axis, whatever its verdict (no steer is left
 out for its numbers); the prompt in a row is the one the audit chose on selection contexts, and its numbers are
