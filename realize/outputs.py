@@ -178,14 +178,39 @@ def summary_line(judged: JudgedAudit) -> str:
     return f"{printable(judged.audit.name, limit=200)}:\n    " + "\n    ".join(parts)
 
 
-def progress_line(audit: VectorAudit) -> str:
-    """One line per finished item: its best value on each axis."""
+def time_left(finished: Sequence[VectorAudit], remaining_kinds: Sequence[str]) -> float | None:
+    """Seconds the remaining items (their kinds, in any order) need at the pace of the finished ones: each kind at
+    its own mean item time, a kind not finished yet at the mean of all. None before any item has finished."""
+    if not finished:
+        return None
+    by_kind: dict[str, list[float]] = {}
+    for audit in finished:
+        by_kind.setdefault(audit.kind, []).append(audit.seconds)
+    overall = sum(a.seconds for a in finished) / len(finished)
+    means = {kind: sum(v) / len(v) for kind, v in by_kind.items()}
+    return sum(means.get(kind, overall) for kind in remaining_kinds)
+
+
+def duration_text(seconds: float) -> str:
+    """"45 s", "12 min", "3.4 h"."""
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 90 * 60:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def progress_line(audit: VectorAudit, left: float | None = None, remaining: int = 0) -> str:
+    """One line per finished item: its best value on each axis; with `left`, the `remaining` items' estimated time."""
     values = []
     for axis, evidence in audit.axes.items():
         what = "test specific cos" if axis == "activation" else "test recovery"
         values.append(f"{what} {evidence.value:.2f}" if evidence.value is not None
                       else f"no natural-enough prompt ({axis})")
-    return f"finished {audit.kind} {printable(audit.name, limit=200)}: {', '.join(values)} ({audit.seconds:.0f} s)"
+    line = f"finished {audit.kind} {printable(audit.name, limit=200)}: {', '.join(values)} ({audit.seconds:.0f} s)"
+    if left is not None and remaining:
+        line += f"; {remaining} to go, about {duration_text(left)} at this pace"
+    return line
 
 
 def prepare_directory(out: Path, identity: AuditIdentity, overwrite: bool) -> None:

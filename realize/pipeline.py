@@ -44,6 +44,7 @@ from realize.effects import effect_bin, prompt_effects, steer_effect
 from realize.targets import Target, control_targets, vector_targets
 
 logger = logging.getLogger(__name__)
+ItemCallback = Callable[[VectorAudit, tuple[str, ...]], None]  # (finished item, kinds of the shard's items to go)
 
 
 @dataclass(frozen=True)
@@ -188,13 +189,15 @@ def lookup(target: Target, store: ItemStore, control_cache: ItemStore | None, *,
 
 
 def run_shard(plan: AuditPlan, targets: Sequence[Target], store: ItemStore, *,
-              control_cache: ItemStore | None = None, on_item: Callable[[VectorAudit], None] | None = None,
+              control_cache: ItemStore | None = None, on_item: ItemCallback | None = None,
               show_progress: bool = True, shipped: bool = True) -> list[VectorAudit]:
     """Audit `targets` (a shard of `plan.targets`), skipping finished ones; each item is stored (atomically) as
-    soon as it is done. Returns the shard's evidence, in order."""
+    soon as it is done, then `on_item(audit, kinds)` hears of it with the kinds of the shard's items still to go.
+    Returns the shard's evidence, in order."""
     config = plan.identity.config
     out = []
-    for target in tqdm(targets, desc="items", disable=not (show_progress and config.show_progress)):
+    for index, target in enumerate(tqdm(targets, desc="items",
+                                        disable=not (show_progress and config.show_progress))):
         audit = lookup(target, store, control_cache, shipped=shipped)
         if audit is not None:
             logger.info("%s: already audited (%s), skipped", target.name, store.path(target.vector_id))
@@ -204,7 +207,7 @@ def run_shard(plan: AuditPlan, targets: Sequence[Target], store: ItemStore, *,
             if control_cache is not None and target.kind != "vector":
                 control_cache.save(audit)
             if on_item is not None:
-                on_item(audit)
+                on_item(audit, tuple(t.kind for t in targets[index + 1:]))
         out.append(audit)
     return out
 
@@ -221,7 +224,7 @@ def run_audit(
     cache_dir: Path | None = None,
     overwrite: bool = False,
     write: bool = True,
-    on_item: Callable[[VectorAudit], None] | None = None,
+    on_item: ItemCallback | None = None,
     on_plan: Callable[[AuditPlan, int], None] | None = None,
     shipped: bool = True,
 ) -> AuditReport | None:

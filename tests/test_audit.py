@@ -114,8 +114,13 @@ def test_audit_end_to_end_and_resume(tiny, always_natural, tmp_path, monkeypatch
     torch.manual_seed(0)
     vector = SteeringVector(directions={2: torch.randn(32)}, scale=2.0, method="test", name="v0")
     out = tmp_path / "out"
-    finished = []
-    report = run_audit(tiny, [vector], CONFIG, out, on_item=finished.append, classifier=always_natural,
+    finished, to_go = [], []
+
+    def item_done(audit, kinds):
+        finished.append(audit)
+        to_go.append(kinds)
+
+    report = run_audit(tiny, [vector], CONFIG, out, on_item=item_done, classifier=always_natural,
                        cache_dir=tmp_path / "shifts")
     judged = report.items
     kinds = sorted(j.audit.kind for j in judged)
@@ -130,6 +135,8 @@ def test_audit_end_to_end_and_resume(tiny, always_natural, tmp_path, monkeypatch
     assert all(p.axes["behavior"].true_prompt is not None for p in positives)  # the content test's calibration
     vec = next(j for j in judged if j.audit.kind == "vector")
     assert [a.vector_id for a in finished] == [j.audit.vector_id for j in judged]  # reported as each finished
+    # each report carries the kinds still to go in this (single) shard, for the pace estimate
+    assert to_go == [tuple(a.kind for a in finished[i + 1:]) for i in range(len(finished))]
     activation = vec.audit.axes["activation"]
     assert activation.frontier and activation.best is not None
     assert activation.best.evidence.size == CONFIG.n_test

@@ -239,3 +239,21 @@ def test_behavior_reason_says_why_no_prompt_does_what_the_steer_does():
     assert "no prompt of the 5 measured" in negative and "likelier than no prompt (best -0.30)" in negative
     assert "0.500 nats/token" in negative and "direction cos 0.80" in negative
     assert "no prompt of the" not in reason((-0.35, 0.1))
+
+
+def test_time_left_uses_each_kinds_own_pace():
+    from types import SimpleNamespace
+
+    from realize.outputs import duration_text, progress_line, time_left
+
+    finished = [SimpleNamespace(kind="null", seconds=10.0), SimpleNamespace(kind="null", seconds=30.0),
+                SimpleNamespace(kind="vector", seconds=100.0)]
+    assert time_left([], ["null"]) is None
+    # nulls at their mean 20 s, the vector at 100 s, an unseen kind at the mean of all (140 / 3)
+    assert time_left(finished, ["null", "null", "null", "positive"]) == pytest.approx(60 + 140 / 3)
+    assert time_left(finished, ["vector", "null"]) == pytest.approx(120)
+    assert time_left(finished, []) == 0
+    assert [duration_text(s) for s in (45, 600, 3 * 3600)] == ["45 s", "10 min", "3.0 h"]
+    audit = SimpleNamespace(kind="vector", name="v0", seconds=100.0, axes={})
+    assert progress_line(audit, 600.0, 3).endswith("; 3 to go, about 10 min at this pace")
+    assert "to go" not in progress_line(audit, None, 0)

@@ -22,8 +22,9 @@ from realize.commands.common import (
     require_scale,
 )
 from realize.distributed import process_state
+from realize.evidence import VectorAudit
 from realize.identity import AuditIdentity
-from realize.outputs import prepare_directory, progress_line, summary_line
+from realize.outputs import prepare_directory, progress_line, summary_line, time_left
 from realize.pipeline import AuditPlan, run_audit
 from realize.scorers.realism import load_classifier
 from realize.store import ItemStore
@@ -119,12 +120,19 @@ def _run(args: argparse.Namespace) -> int:
                                                          else cache_root() / "controls")
     prefix = f"[process {state.process_index}/{state.num_processes}] " if state.num_processes > 1 else ""
 
+    finished: list[VectorAudit] = []  # this process's items computed so far: their pace estimates the rest
+
     def planned(plan: AuditPlan, done: int) -> None:
         print(f"{len(plan.targets)} items ({done} already done), {state.num_processes} process(es)", flush=True)
 
+    def item_done(audit: VectorAudit, to_go: tuple[str, ...]) -> None:
+        finished.append(audit)
+        line = progress_line(audit, time_left(finished, to_go), len(to_go))
+        print(prefix + line, flush=True)
+
     report = run_audit(lm, vectors, config, out, state=state, classifier=classifier, control_cache=cache,
                        overwrite=args.overwrite, on_plan=planned, shipped=not args.no_shipped_calibration,
-                       on_item=lambda audit: print(prefix + progress_line(audit), flush=True))
+                       on_item=item_done)
     if report is None:
         return 0
     for j in report.vectors + tuple(j for j in report.items if j.audit.kind != "vector"):
