@@ -6,11 +6,13 @@ built into the audit (issue 22, "a search that finds content").
 For each vector distilled from a known instruction (the dataset's `distill.L{layer}.{j}`, instruction j of
 `build_dataset.INSTRUCTIONS`):
 1. the steered and the base model answer 6 *proposal* contexts (greedy, 24 tokens);
-2. the words the steered text uses more than the base text (content words only, ranked by count difference) fill
-   instruction templates ("Mention W in your answer.", "Answer like a W.", "Use words about W.");
-3. the candidate with the best pooled recovery on the proposal contexts is chosen there, and then measured, with
-   the true instruction and the audit's best behavior prompt (from the dataset), on 8 *evaluation* contexts that
-   chose nothing (the held-out split `realize behavior` uses).
+2. two proposal families: *content words*, the words the steered text uses more than the base text (content words
+   only, ranked by count difference) filling instruction templates ("Mention W in your answer.", "Answer like a
+   W.", "Use words about W."); and *LM-written instructions*, the same model asked, for each steered reply, to write
+   the one-sentence instruction that would make an assistant answer like that (greedy, first sentence);
+3. in each family the candidate with the best pooled recovery on the proposal contexts is chosen there, and then
+   measured, with the true instruction and the audit's best behavior prompt (from the dataset), on 8 *evaluation*
+   contexts that chose nothing (the held-out split `realize behavior` uses).
 Prints a table and writes benchmarks/results/content_words.json. No verdict reads these numbers.
 """
 
@@ -30,6 +32,7 @@ from build_dataset import INSTRUCTIONS
 from realize.data.chat import chat_layout, encode
 from realize.data.corpora import load_corpus, split_contexts
 from realize.data.function_words import FUNCTION_WORDS
+from realize.data.generation import generate
 from realize.data.models import load_model
 from realize.data.steered import greedy_batch, steered_contexts
 from realize.data.vectors import load_vectors
@@ -39,6 +42,15 @@ TEMPLATES = ("Mention {w} in your answer.", "Answer like a {w}.", "Use words abo
 TOKENS = 24
 N_PROPOSAL, N_EVAL, N_WORDS = 6, 8, 3
 WORD = re.compile(r"[a-z]{4,}")
+WRITER = ("Here is a reply an assistant wrote:\n\"{reply}\"\nWrite the one-sentence instruction a user could give "
+          "so that an assistant replies like this. Start with a verb. Give only the instruction.")
+
+
+def written_instruction(lm, reply: str) -> str | None:  # noqa: ANN001
+    """The model's own guess at the instruction behind `reply`: its first sentence, quotes stripped."""
+    text = generate(lm, WRITER.format(reply=reply), max_new_tokens=32).strip().strip('"').strip()
+    first = re.split(r"(?<=[.!?])\s", text, maxsplit=1)[0].strip().strip('"')
+    return first if 3 <= len(first.split()) <= 25 else None
 
 
 def salient_words(steered: list[str], base: list[str], n: int) -> list[str]:
@@ -75,16 +87,19 @@ def main() -> None:
         decode = lm.tokenizer.decode
         words = salient_words([decode(c.continuation, skip_special_tokens=True) for c in steered],
                               [decode(b, skip_special_tokens=True) for b in base], N_WORDS)
-        candidates = [t.format(w=w) for w in words for t in TEMPLATES]
-        on_proposal = measure_prompts(lm, layout, steered, [encode(lm.tokenizer, c) for c in candidates])
-        chosen = max(range(len(candidates)), key=lambda i: on_proposal[i].recovery) if candidates else None
+        replies = [decode(c.continuation, skip_special_tokens=True) for c in steered]
+        written = sorted({w for r in replies if (w := written_instruction(lm, r))})
+        families = {"content-word proposal": [t.format(w=w) for w in words for t in TEMPLATES],
+                    "LM-written instruction": written}
         held = steered_contexts(lm, layout, vector.directions, vector.scale or 1.0, evaluation, TOKENS)
         named = {"true instruction": truth, "audit's best behavior prompt": audit_best.get(path.stem)}
-        if chosen is not None:
-            named["content-word proposal"] = candidates[chosen]
+        for family, candidates in families.items():
+            if candidates:
+                on_proposal = measure_prompts(lm, layout, steered, [encode(lm.tokenizer, c) for c in candidates])
+                named[family] = candidates[max(range(len(candidates)), key=lambda i: on_proposal[i].recovery)]
         named = {k: v for k, v in named.items() if v}
         measured = measure_prompts(lm, layout, held, [encode(lm.tokenizer, p) for p in named.values()])
-        row = {"vector": path.stem, "truth": truth, "words": words,
+        row = {"vector": path.stem, "truth": truth, "words": words, "written": written,
                **{k: {"prompt": p, "recovery": m.recovery, "direction_cos": m.direction_cos}
                   for (k, p), m in zip(named.items(), measured, strict=True)}}
         rows.append(row)
