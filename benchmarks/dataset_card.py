@@ -165,6 +165,12 @@ Cost (CPU threads per process: {threads}): {cost_text(cost)}; the run of
 - The content test compares the best prompt with its form siblings (content words swapped by the LM); a prompt with
   no content word is all form by construction.
 - Activation and behavior are separate questions; a steer realizable on one is not thereby realizable on the other.
+- The content test asks whether the found prompt's words matter to the steer (its form siblings do worse), not
+  whether they are the steer's own words: for a steer made from a known prompt, the row's prompt may be another
+  prompt of the same kind (a different persona, a different topic) that reaches the same shift.
+- Most behavior "inconclusive" rows are the controls, not the steer: at the quick budget the positive controls often
+  do not beat the nulls by the required separation in the steer's effect bin (the reason is in the report); a few
+  are steers that barely change the outputs.
 """
     write_text_atomic(args.out / "README.md", card)
     print(json.dumps(summary["counts"], indent=1))
