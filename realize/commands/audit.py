@@ -7,6 +7,7 @@ process merges (`realize merge DIR` does the same by hand)."""
 from __future__ import annotations
 
 import argparse
+from collections import Counter
 from pathlib import Path
 
 from realize.data.errors import UserInputError
@@ -123,7 +124,10 @@ def _run(args: argparse.Namespace) -> int:
     finished: list[VectorAudit] = []  # this process's items computed so far: their pace estimates the rest
 
     def planned(plan: AuditPlan, done: int) -> None:
-        print(f"{len(plan.targets)} items ({done} already done), {state.num_processes} process(es)", flush=True)
+        kinds = Counter(t.kind for t in plan.targets)
+        parts = ", ".join(f"{n} {kind}" for kind, n in sorted(kinds.items(), key=lambda kv: (kv[0] != "vector", kv[0])))
+        print(f"{len(plan.targets)} items ({done} already done), {state.num_processes} process(es): {parts}",
+              flush=True)
 
     def item_done(audit: VectorAudit, to_go: tuple[str, ...]) -> None:
         finished.append(audit)
