@@ -45,6 +45,9 @@ def test_demo_controls_come_from_the_shipped_calibration(demo):
     stale = [i["name"] for i in controls if i["id"] not in shipped]
     assert not stale, f"shipped calibration is stale for {stale[:3]}: run bash scripts/ship-calibration"
     assert f"({len(controls)} already done)" in printed
+    counts = {k: sum(i["kind"] == k for i in plan) for k in {i["kind"] for i in plan}}
+    assert "process(es): " + ", ".join(f"{counts[k]} {k}" for k in sorted(counts, key=lambda k: (k != "vector", k))) \
+        in printed
 
 
 def test_demo_verdicts(demo):
