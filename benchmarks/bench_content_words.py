@@ -12,7 +12,8 @@ For each vector distilled from a known instruction (the dataset's `distill.L{lay
    the one-sentence instruction that would make an assistant answer like that (greedy, first sentence);
 3. in each family the candidate with the best pooled recovery on the proposal contexts is chosen there, and then
    measured, with the true instruction and the audit's best behavior prompt (from the dataset), on 8 *evaluation*
-   contexts that chose nothing (the held-out split `realize behavior` uses).
+   contexts that chose nothing. Proposal and evaluation contexts are ones no part of the dataset touched (not the
+   audit's context sets, not the distillation's).
 Prints a table and writes benchmarks/results/content_words.json. No verdict reads these numbers.
 """
 
@@ -27,10 +28,10 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import torch
 from _setup import write_json
-from build_dataset import INSTRUCTIONS
+from build_dataset import INSTRUCTIONS, unused_contexts
 
 from realize.data.chat import chat_layout, encode
-from realize.data.corpora import load_corpus, split_contexts
+from realize.config import AuditConfig
 from realize.data.function_words import FUNCTION_WORDS
 from realize.data.generation import generate
 from realize.data.models import load_model
@@ -69,11 +70,12 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/content_words.json"))
     args = parser.parse_args()
     torch.manual_seed(0)
+    dataset = args.vectors.parent / "data" / "train-00000-of-00001.parquet"
     lm = load_model()
     layout = chat_layout(lm.tokenizer, "prefix")
-    rest, evaluation = split_contexts(load_corpus("contexts"), N_EVAL, seed=0)
-    proposal = rest[:N_PROPOSAL]
-    dataset = args.vectors.parent / "data" / "train-00000-of-00001.parquet"
+    # contexts no part of the dataset touched: after the audit's sets and the 8 the distillation used
+    fresh = unused_contexts(AuditConfig(budget="quick"), 8 + N_EVAL + N_PROPOSAL)[8:]  # as build_dataset.py
+    evaluation, proposal = fresh[:N_EVAL], fresh[N_EVAL:]
     audit_best = {r["vector_name"]: r["prompt"] for r in pq.read_table(dataset).to_pylist()
                   if r["axis"] == "behavior"} if dataset.is_file() else {}
     rows = []
