@@ -16,11 +16,13 @@ import re
 from collections import Counter, defaultdict
 from pathlib import Path
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 from _setup import write_json
 
 from realize.data.atomic import atomic_output, write_text_atomic
 from realize.data.results_dataset import to_dataset
+from realize.data.vectors import load_vectors
 
 MEANING = {
     "realizable": "an ordinary prompt produces this steer, and what it says matters (its same-form siblings fall "
@@ -59,6 +61,12 @@ def item_seconds(rows: list[dict]) -> dict[str, dict[str, float]]:
     return dict(out)
 
 
+def vector_notes(folder: Path) -> dict[str, str]:
+    """The text each vector file carries ({file name: notes}): the source prompt of a distilled or natural-shift
+    steer, the contrast pair of a CAA steer, the training settings of a MELBO steer."""
+    return {path.name: load_vectors(path)[0].notes for path in sorted(folder.iterdir()) if path.is_file()}
+
+
 PLOTS = re.compile(r'<div class="plots">(?:<img [^>]*>)*</div>')
 
 
@@ -86,8 +94,12 @@ def main() -> None:
             best[key] = r
     kept = sorted(best.values(), key=lambda r: (r["vector_name"], r["axis"]))
     shard = args.out / "data" / "train-00000-of-00001.parquet"
+    notes = vector_notes(args.out / "vectors")
+    table = to_dataset(kept).data.table
+    table = table.append_column("vector_notes", pa.array([notes.get(Path(r["source_file"]).name, "") for r in kept],
+                                                         pa.string()))
     with atomic_output(shard) as tmp:
-        pq.write_table(to_dataset(kept).data.table, tmp)
+        pq.write_table(table, tmp)
     counts: dict[str, Counter] = defaultdict(Counter)
     for r in kept:
         layers = "3-9" if len(r["layers"]) > 1 else str(r["layer"])
@@ -134,7 +146,9 @@ random directions; single-layer at layers 7 and 12, and multi-layer at 3-9), eac
 [realize](https://pypi.org/project/realize/) on two axes: can an ordinary prompt produce its activation shift, and can
 one make the model do what it does? One row per steer and axis ({len(kept)} rows, {n_bytes} bytes): the verdict, the
 best prompt (chosen on selection contexts; every number on test contexts), the content test, magnitude and effect,
-and provenance columns (model and vector file digests, realize version and source digest). The vectors are in
+and provenance columns (model and vector file digests, realize version and source digest); `vector_notes` is the
+text the vector file carries (a distilled or natural-shift steer's source prompt, a CAA steer's contrast pair), so
+a row's prompt can be read beside what the steer was made from. The vectors are in
 `vectors/`; the full audit's rows (every evaluated prompt of every steer and control) in `audit/results.parquet`, its
 settings and identity in `audit/audit.json`, its plan in `audit/plan.json`. `bash scripts/build-dataset` rebuilds it
 all, with the HTML report (`audit/report.html`, {report_mb} MB with its plots, not shipped; `audit/report-text.html` is

@@ -9,6 +9,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
+from realize.data.vectors import load_vectors
 from realize.identity import file_sha256
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -31,6 +32,7 @@ def test_every_shipped_vector_has_one_row_per_axis_with_its_file_digest() -> Non
         assert sorted(r["axis"] for r in found) == ["activation", "behavior"], path.name
         assert {r["source_sha256"] for r in found} == {file_sha256(path)}, path.name
         assert all(r["kind"] == "vector" for r in found)
+        assert {r["vector_notes"] for r in found} == {load_vectors(path)[0].notes}, path.name
 
 
 def test_the_card_and_summary_count_the_rows_it_ships() -> None:
