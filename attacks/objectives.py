@@ -252,7 +252,8 @@ class ActivationShiftObjective:
             hidden = block_outputs(self.model, self.layers, input_ids=ids.to(self.device),
                                    attention_mask=mask.to(self.device))
             for i in self.layers:
-                out[i].append(hidden[i].float()[:, list(placed[0].aligned)] - self.bases[i][k].unsqueeze(0))
+                out[i].append(placed[0].zero_unreachable(
+                    hidden[i].float()[:, list(placed[0].aligned)] - self.bases[i][k].unsqueeze(0)))
         return out
 
     def _reduce(self, prompts: torch.Tensor | None,

@@ -91,7 +91,7 @@ def shift_loss_from_embeds(objective: ActivationShiftObjective) -> EmbeddingLoss
             span = list(placed.prompt)
             full = torch.cat([parts[:, : span[0]], embeds.to(parts), parts[:, span[-1] + 1 :]], dim=1)
             hidden = block_outputs(model, [layer], inputs_embeds=full)[layer][0, list(placed.aligned)].float()
-            delta = hidden - objective.base[k].to(hidden)
+            delta = placed.zero_unreachable(hidden - objective.base[k].to(hidden))
             means.append(delta.mean(dim=0))
             cos_sum = cos_sum + F.cosine_similarity(delta, target.unsqueeze(0), dim=-1).sum()
             count += delta.shape[0]

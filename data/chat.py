@@ -32,11 +32,14 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from transformers import PreTrainedTokenizerBase
 
 from realize.data.errors import UserInputError, arg
+
+if TYPE_CHECKING:
+    import torch
 
 logger = logging.getLogger(__name__)
 
@@ -57,6 +60,14 @@ class PlacedInput:
     ids: tuple[int, ...]
     aligned: tuple[int, ...]
     prompt: tuple[int, ...]
+    unreachable: tuple[int, ...] = ()  # indices into `aligned` of positions before the prompt: their shift is 0
+
+    def zero_unreachable(self, deltas: torch.Tensor) -> torch.Tensor:
+        """deltas (..., n_aligned, d) with the rows the prompt cannot reach set to exactly 0 (causality: computed,
+        they are float noise, whose cosine with anything is random)."""
+        if self.unreachable:
+            deltas[..., list(self.unreachable), :] = 0
+        return deltas
 
 
 @dataclass(frozen=True)
@@ -91,6 +102,7 @@ class ChatLayout:
             p_start = ctx_start + len(ctx) + len(self.sep)
             aligned = tuple(range(ctx_start, ctx_start + len(ctx))) + tuple(range(p_start + len(p), len(ids)))
             span = tuple(range(p_start, p_start + len(p)))
+            return PlacedInput(ids, aligned, span, tuple(range(len(ctx))))
         else:
             pre = self.sys_head + p + self.sys_tail
             ids = pre + ctx + tail

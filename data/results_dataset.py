@@ -41,7 +41,10 @@ FEATURES = datasets.Features(
         "prompt": datasets.Value("string"),
         "prompt_ids": datasets.Sequence(datasets.Value("int32")),
         "is_best": datasets.Value("bool"),  # the prompt the vector's verdict rests on (chosen on selection contexts)
-        "prompt_verdict": datasets.Value("string"),  # this prompt's verdict on its own selection numbers
+        # this prompt's verdict on its own selection numbers (attack "hypothesis", a prompt the user suspected: its
+        # verdict judged as if it were the best prompt, on test numbers it was not chosen on; so are the row's
+        # verdict columns below)
+        "prompt_verdict": datasets.Value("string"),
         "selection_specific_cos": datasets.Value("float32"),  # selection contexts: it chose, it is not a result
         "cos_test": datasets.Value("float32"),  # test contexts from here on
         "specific_cos_test": datasets.Value("float32"),

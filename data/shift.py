@@ -124,7 +124,8 @@ def prompt_shifts_at(
             shared, hidden = _after_shared_prefix(model, placed, layers, pad_id)
             for i in layers:
                 for b, (k, x) in enumerate(zip(ks, placed, strict=True)):
-                    result[i][p][k] = hidden[i][b, [a - shared for a in x.aligned]].float() - base[i][k]
+                    result[i][p][k] = x.zero_unreachable(
+                        hidden[i][b, [a - shared for a in x.aligned]].float() - base[i][k])
     return result
 
 

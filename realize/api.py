@@ -96,6 +96,7 @@ def audit(
     model: str | LoadedModel = DEFAULT_MODEL,
     budget: str = "default",
     config: AuditConfig | None = None,
+    hypotheses: Sequence[str] = (),
     scale: float | None = None,
     out: str | os.PathLike[str] | None = None,
     overwrite: bool = False,
@@ -107,7 +108,9 @@ def audit(
     `realize audit --budget` (`realize.pipeline.run_audit`).
 
     vectors: file path(s) and/or `SteeringVector`s; `scale` fills a missing coefficient. model: a spec for
-    `load_model` or a loaded model. config: an `AuditConfig` (overrides `budget`). out: a directory for the finished
+    `load_model` or a loaded model. config: an `AuditConfig` (overrides `budget`). hypotheses: prompts you suspect
+    produce the steers (`realize audit --prompt`), each judged on every vector and axis as if it were the best
+    prompt (`JudgedAudit.judgement(axis).hypotheses`). out: a directory for the finished
     items (a rerun resumes there; another audit's results there are refused unless `overwrite`) and, at the end,
     the outputs (`AuditReport.save`); None keeps items in a temporary directory. control_cache: reuse calibration
     controls cached under $REALIZE_CACHE/controls (True), in another directory (a path), or not at all (False).
@@ -120,6 +123,11 @@ def audit(
         if budget not in ("quick", "default", "thorough"):
             raise UserInputError(f"budget: expected one of quick, default, thorough, got {budget!r}")
         config = AuditConfig(budget=budget, show_progress=show_progress)
+    if hypotheses:
+        try:
+            config = dataclasses.replace(config, hypotheses=tuple(hypotheses))
+        except ValueError as err:
+            raise UserInputError(str(err)) from None
     lm = model if isinstance(model, LoadedModel) else load_model(model)
     items = _as_vectors(vectors, lm, scale)
     cache = None

@@ -93,6 +93,7 @@ class AuditConfig:
     search: SearchBudget | None = None  # search effort per target (None: the budget's `BUDGETS` entry)
     n_siblings: int = 6  # content test: form siblings of each best prompt (content words swapped)
     n_unrelated: int = 8  # content test: unrelated corpus instructions whose best is the generic baseline
+    hypotheses: tuple[str, ...] = ()  # prompts the user suspects produce each vector's steer: measured and judged
     manifold: bool = True  # compute the on-manifold share
     thresholds: VerdictThresholds = field(default_factory=VerdictThresholds)  # verdict thresholds
     seed: int = 0  # seeds the context split, control choice and every search
@@ -121,6 +122,12 @@ class AuditConfig:
         if not self.axes or any(a not in ("activation", "behavior") for a in self.axes):
             raise ValueError(f"axes: expected a non-empty subset of ('activation', 'behavior'), got {self.axes}")
         object.__setattr__(self, "axes", tuple(a for a in ("activation", "behavior") if a in self.axes))
+        object.__setattr__(self, "hypotheses", tuple(self.hypotheses))
+        for i, text in enumerate(self.hypotheses):
+            if not isinstance(text, str) or not text.strip():
+                raise ValueError(f"hypotheses[{i}] (--prompt): expected a non-empty prompt, got {text!r}")
+        if len(set(self.hypotheses)) != len(self.hypotheses):
+            raise ValueError(f"hypotheses (--prompt): each prompt once, got {list(self.hypotheses)}")
         if self.behavior_contexts > min(self.n_opt_contexts, self.n_selection):
             raise ValueError(f"behavior_contexts: expected <= n_opt_contexts and n_selection, got "
                              f"{self.behavior_contexts}")
@@ -154,8 +161,9 @@ class AuditConfig:
                 values["search"] = SearchBudget(**values["search"])
         except TypeError as err:
             raise ValueError(f"config: {err}") from None
-        if "axes" in values:
-            values["axes"] = tuple(values["axes"])
+        for name in ("axes", "hypotheses"):
+            if name in values:
+                values[name] = tuple(values[name])
         return cls(**values)
 
     def key(self) -> dict[str, Any]:

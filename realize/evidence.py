@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Literal
 
 from realize.magnitude import Magnitude
@@ -111,6 +111,15 @@ class BehaviorFacts:
 
 
 @dataclass(frozen=True)
+class Hypothesis:
+    """A prompt the user suspects produces the steer (`AuditConfig.hypotheses`): measured like the best prompt, with
+    its own form siblings, but never chosen on the data (its test value is judged as it is)."""
+
+    measured: Measured
+    siblings: tuple[Measured, ...]
+
+
+@dataclass(frozen=True)
 class AxisEvidence:
     """One axis of one item (see module docstring)."""
 
@@ -124,6 +133,14 @@ class AxisEvidence:
     true_prompt: Measured | None = None  # positives: the held-out prompt itself
     true_siblings: tuple[Measured, ...] = ()  # positives: its form siblings (the content margin a true prompt shows)
     behavior: BehaviorFacts | None = None  # behavior axis only
+    hypotheses: tuple[Hypothesis, ...] = ()  # vectors: the user's suspected prompts, in the order given
+
+    def as_best(self, hypothesis: Hypothesis, min_realism: float) -> AxisEvidence:
+        """This evidence with `hypothesis` standing in for the best prompt (and its siblings), so it is judged by the
+        same rules against the same controls; no best prompt when the realism judge does not call it natural."""
+        natural = hypothesis.measured.score.realism >= min_realism
+        return replace(self, frontier=(hypothesis.measured.score,), best=hypothesis.measured if natural else None,
+                       siblings=hypothesis.siblings if natural else (), hypotheses=())
 
     @property
     def value(self) -> float | None:
@@ -214,6 +231,7 @@ class Judgement:
     content: ContentTest | None = None  # None when the direction does not pass
     prompt_verdicts: tuple[str, ...] = ()  # per frontier prompt: its verdict on its own numbers (see judging)
     controls: Mapping[str, tuple[str, ...]] = field(default_factory=dict)  # kind -> control ids used
+    hypotheses: tuple[Judgement, ...] = ()  # the user's suspected prompts, each judged as if it were the best
 
 
 @dataclass(frozen=True)

@@ -145,9 +145,11 @@ class AuditIdentity:
         """Whether a directory written under the identity `previous` (its `to_json`) holds results of this audit:
         everything but `source` must match. The whole package's source is provenance only: a change to code that
         judges, prints or writes leaves every item valid (items hash `evidence_source`), and the verdicts are
-        re-judged from the items whenever outputs are written."""
+        re-judged from the items whenever outputs are written. The suspected prompts (`hypotheses`) may differ: they
+        are in the vectors' item ids, so adding one to a finished audit recomputes the vectors and reuses every
+        control."""
         here = json.loads(json.dumps(self.to_json()))
-        return {k: v for k, v in previous.items() if k != "source"} == {k: v for k, v in here.items() if k != "source"}
+        return _comparable(previous) == _comparable(here)
 
     def to_json(self) -> dict[str, Any]:
         """JSON-ready; the configuration without `show_progress` (it changes no result)."""
@@ -171,3 +173,11 @@ class AuditIdentity:
         sha = self.model_file_sha256[:16] if self.model_file_sha256 else "n/a"
         return (f"model {self.model} ({self.model_file}, sha256 {sha}, weights {self.weights}) · realize "
                 f"{self.realize_version} (source {self.source}) · realism {self.realism} · corpora {self.corpora}")
+
+
+def _comparable(identity: Mapping[str, Any]) -> dict[str, Any]:
+    """An identity's JSON without what a resumed directory may change (the source digest, the suspected prompts)."""
+    out = {k: v for k, v in identity.items() if k != "source"}
+    if isinstance(out.get("config"), Mapping):
+        out["config"] = {k: v for k, v in out["config"].items() if k != "hypotheses"}
+    return out

@@ -11,6 +11,9 @@ controls of the same layer(s).
   (`AxisEvidence.true_margin`).
 - Stability: `joint_bootstrap` resamples the test contexts jointly for the item, its controls, its siblings and its
   unrelated instruction, and recomputes the whole verdict.
+- Prompts the user suspects (`AuditConfig.hypotheses`) are each judged as if they were the best prompt, by the same
+  rules against the same controls. They were not chosen on the data, so their test values carry no selection bias
+  (the controls' best prompts were chosen by a search: the comparison is conservative for the suspected prompt).
 - Each frontier prompt also gets its own verdict, decided on its *selection* value against the controls' selection
   values (so a prompt kept in a dataset is never chosen on the test numbers it reports), with a realism margin.
 """
@@ -20,6 +23,7 @@ from __future__ import annotations
 import math
 import statistics
 from collections.abc import Sequence
+from dataclasses import replace
 
 from realize.evidence import POSITIVE_KIND, Axis, ContentTest, Judgement, JudgedAudit, Measured, VectorAudit
 from realize.reasons import explain
@@ -134,6 +138,10 @@ def judge_one(audit: VectorAudit, nulls: Sequence[VectorAudit], positives: Seque
     match = None
     if axis == "behavior" and (null_match := effect_match(audit, nulls)) is not None:
         match = (null_match, effect_match(audit, positives))
+    hypotheses = tuple(  # each suspected prompt as if it were the best: the same rules, the same controls
+        judge_one(replace(audit, axes={**audit.axes, axis: evidence.as_best(h, audit.min_realism)}), nulls,
+                  positives, thresholds, axis=axis, seed=seed, n_resamples=n_resamples)
+        for h in evidence.hypotheses)
     return Judgement(
         verdict=decision.verdict, direction=decision.direction.verdict,
         reason=explain(audit, axis, decision.direction, content, thresholds, match),
@@ -141,6 +149,7 @@ def judge_one(audit: VectorAudit, nulls: Sequence[VectorAudit], positives: Seque
         score_interval=decided.stability.score_interval, value_interval=decided.stability.value_interval,
         content=content, prompt_verdicts=decided.prompt_verdicts,
         controls={"null": tuple(a.vector_id for a in nulls), "positive": tuple(a.vector_id for a in positives)},
+        hypotheses=hypotheses,
     )
 
 

@@ -21,7 +21,9 @@ from realize.data.atomic import write_text_atomic
 from realize.data.errors import UserInputError, arg
 from realize.data.results_dataset import export_dataset, write_rows
 from realize.data.safe_text import printable
-from realize.evidence import ActivationScore, Axis, BehaviorScore, JudgedAudit, VectorAudit
+from realize.evidence import (
+    ActivationScore, Axis, BehaviorScore, Judgement, JudgedAudit, Measured, Score, VectorAudit,
+)
 from realize.identity import AuditIdentity
 from realize.judging import judge_all
 from realize.report import render_report, write_report
@@ -60,38 +62,52 @@ def _axis_columns(score: ActivationScore | BehaviorScore, audit: VectorAudit, is
             "effect_kl": _num(facts.effect if facts is not None else None)}
 
 
+def _judgement_columns(judgement: Judgement, unrelated: Measured | None) -> dict[str, Any]:
+    """The columns one judgement fills (the item's, or a suspected prompt's judged as if it were the best)."""
+    cal, interval, content = judgement.calibration, judgement.score_interval, judgement.content
+    return {
+        "verdict": judgement.verdict, "direction_verdict": judgement.direction,
+        "content": content.outcome if content else "", "content_margin": _num(content.margin if content else None),
+        "true_content_margin": _num(content.true_margin if content else None),
+        "unrelated_value": _num(unrelated.score.value if unrelated else None),
+        "verdict_stability": judgement.stability, "null_percentile": cal.null_percentile if cal else NAN,
+        "realizability_score": cal.score if cal else NAN, "score_low": interval[0] if interval else NAN,
+        "score_high": interval[1] if interval else NAN,
+    }
+
+
+def _prompt_columns(score: Score, audit: VectorAudit, is_best: bool) -> dict[str, Any]:
+    return {"attack": score.attack, "prompt": score.prompt, "prompt_ids": list(score.ids), "is_best": is_best,
+            "perplexity": score.perplexity, "worst_window_perplexity": score.worst_window_perplexity,
+            "realism": score.realism, **_axis_columns(score, audit, is_best)}
+
+
 def audit_rows(judged: JudgedAudit, identity: AuditIdentity) -> list[dict[str, Any]]:
-    """One row per evaluated prompt of one item and axis (the verdict's prompt flagged `is_best`)."""
+    """One row per evaluated prompt of one item and axis (the verdict's prompt flagged `is_best`), then one per
+    suspected prompt (attack "hypothesis"), whose verdict columns are its own judgement's."""
     audit, config = judged.audit, identity.config
     rows = []
     for axis, judgement in judged.judgements.items():
         evidence = audit.axes[axis]
-        cal, interval, content = judgement.calibration, judgement.score_interval, judgement.content
         common = {
             "vector_id": audit.vector_id, "vector_name": audit.name, "source_file": audit.source,
             "source_sha256": audit.source_sha256 or "", "kind": audit.kind, "axis": axis, "model": identity.model,
             "model_sha256": identity.model_file_sha256 or "", "realize_version": identity.realize_version,
             "source_digest": identity.source, "layer": audit.layer, "layers": list(audit.layers),
             "scale": audit.scale, "target_norm": audit.target_norm, "strength": list(audit.strength),
-            "method": audit.method, "verdict": judgement.verdict, "direction_verdict": judgement.direction,
-            "content": content.outcome if content else "", "content_margin": _num(content.margin if content else None),
-            "true_content_margin": _num(content.true_margin if content else None),
-            "unrelated_value": _num(evidence.unrelated.score.value if evidence.unrelated else None),
-            "verdict_stability": judgement.stability, "null_percentile": cal.null_percentile if cal else NAN,
-            "realizability_score": cal.score if cal else NAN, "score_low": interval[0] if interval else NAN,
-            "score_high": interval[1] if interval else NAN, "magnitude_factor": audit.magnitude.factor,
+            "method": audit.method, "magnitude_factor": audit.magnitude.factor,
             "realizable_scale": audit.magnitude.realizable_scale, "seed": config.seed, "budget": config.budget,
             "seconds": audit.seconds,
         }
+        own = _judgement_columns(judgement, evidence.unrelated)
         best_ids = evidence.best.score.ids if evidence.best is not None else None
         for i, score in enumerate(evidence.frontier):
             is_best = score.ids == best_ids
-            rows.append({
-                **common, "attack": score.attack, "prompt": score.prompt, "prompt_ids": list(score.ids),
-                "is_best": is_best, "prompt_verdict": judgement.prompt_verdicts[i],
-                "perplexity": score.perplexity, "worst_window_perplexity": score.worst_window_perplexity,
-                "realism": score.realism, **_axis_columns(score, audit, is_best),
-            })
+            rows.append({**common, **own, **_prompt_columns(score, audit, is_best),
+                         "prompt_verdict": judgement.prompt_verdicts[i]})
+        for hypothesis, verdict in zip(evidence.hypotheses, judgement.hypotheses, strict=True):
+            rows.append({**common, **_judgement_columns(verdict, evidence.unrelated),
+                         **_prompt_columns(hypothesis.measured.score, audit, False), "prompt_verdict": verdict.verdict})
     return rows
 
 
@@ -171,10 +187,24 @@ def _prompt_note(judged: JudgedAudit, axis: Axis) -> str:
             f"{best.score.realism:.2f})")
 
 
+def _hypothesis_notes(judged: JudgedAudit, axis: Axis) -> list[str]:
+    what = "test specific cos" if axis == "activation" else "test recovery"
+    notes = []
+    for h, j in zip(judged.audit.axes[axis].hypotheses, judged.judgements[axis].hypotheses, strict=True):
+        score = h.measured.score
+        notes.append(f'  your prompt "{printable(score.prompt, limit=120)}" ({what} {score.value:.2f}, realism '
+                     f"{score.realism:.2f}): {j.verdict} (stability {j.stability:.2f}) - {j.reason}")
+    return notes
+
+
 def summary_line(judged: JudgedAudit) -> str:
-    """Per item for the terminal: each axis's verdict, why, and the prompt it rests on."""
-    parts = [f"{axis}: {j.verdict} (stability {j.stability:.2f}) - {j.reason}; best prompt {_prompt_note(judged, axis)}"
-             for axis, j in judged.judgements.items()]
+    """Per item for the terminal: each axis's verdict, why, and the prompt it rests on; then each prompt the user
+    suspected, judged the same way."""
+    parts = []
+    for axis, j in judged.judgements.items():
+        parts.append(f"{axis}: {j.verdict} (stability {j.stability:.2f}) - {j.reason}; best prompt "
+                     f"{_prompt_note(judged, axis)}")
+        parts += _hypothesis_notes(judged, axis)
     return f"{printable(judged.audit.name, limit=200)}:\n    " + "\n    ".join(parts)
 
 

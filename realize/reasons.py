@@ -16,6 +16,11 @@ def explain(audit: VectorAudit, axis: Axis, direction: DirectionJudgement, conte
     facts = evidence.behavior
     if direction.verdict == "no natural candidate":
         band = audit.unnatural_below
+        if [s.attack for s in evidence.frontier] == ["hypothesis"]:  # a suspected prompt judged on its own
+            realism = evidence.frontier[0].realism
+            where = ("in the judge's unverified band: it cannot tell whether it is natural"
+                     if band is not None and realism >= band else "the judge calls it unnatural")
+            return f"the prompt's realism {realism:.2f} is below the threshold {audit.min_realism:.3g} ({where})"
         unverified = sum(band is not None and band <= s.realism < audit.min_realism for s in evidence.frontier)
         return (f"no searched prompt passed the realism threshold {audit.min_realism:.3g}"
                 + (f" ({unverified} of {len(evidence.frontier)} in the judge's unverified band: it cannot tell whether"

@@ -1,9 +1,9 @@
 """Self-contained HTML report (no network): a summary table with every axis's verdict, the controls, and per item one
 section per axis, the same on every axis: why, calibration, the content test (the best prompt beside its form
 siblings and the unrelated instruction; positives also their own prompt and its siblings), the frontier plot with the
-null and positive ranges, per-context values, every evaluated prompt with its own verdict; then what only that axis
-has (activation: magnitude and the per-layer table; behavior: effect size and the generations side by side). Pieces
-live in `realize.report_parts`."""
+null and positive ranges, per-context values, every evaluated prompt with its own verdict, the prompts the user
+suspected (`--prompt`) with theirs; then what only that axis has (activation: magnitude and the per-layer table;
+behavior: effect size and the generations side by side). Pieces live in `realize.report_parts`."""
 
 from __future__ import annotations
 
@@ -64,6 +64,22 @@ def _content_table(evidence: AxisEvidence, judgement: Judgement) -> str:
         f"{fmt(content.unrelated)} (paired spread {fmt(content.unrelated_spread)}).</p>")
     body = "".join(f"<tr><td>{h(label)}</td><td>{score_cell(score)}</td></tr>" for label, score in rows)
     return note + f"<table><tr><th>prompt</th><th>test numbers</th></tr>{body}</table>"
+
+
+def _hypotheses_block(evidence: AxisEvidence, judgement: Judgement) -> str:
+    """The prompts the user suspected, each judged as if it were the best (not chosen on the data)."""
+    if not evidence.hypotheses:
+        return ""
+    rows = []
+    for hyp, verdict in zip(evidence.hypotheses, judgement.hypotheses, strict=True):
+        siblings = ", ".join(fmt(s.score.value) for s in hyp.siblings) or "–"
+        rows.append(f"<tr><td><code>{h(hyp.measured.score.prompt, multiline=True)}</code></td><td>"
+                    f"{badge(verdict.verdict)} {verdict.stability:.2f}</td><td>{h(verdict.reason)}</td>"
+                    f"<td>{score_cell(hyp.measured.score)}</td><td>{siblings}</td></tr>")
+    return ("<p><b>Your prompts</b> (given with <code>--prompt</code>; each judged as if it were the best prompt, by "
+            "the same rules against the same controls; not chosen on any context, so the controls' searched best "
+            "prompts make the comparison conservative)</p><table><tr><th>prompt</th><th>verdict, stability</th>"
+            "<th>why</th><th>test numbers</th><th>its form siblings (test)</th></tr>" + "".join(rows) + "</table>")
 
 
 def _magnitude_block(audit: VectorAudit) -> str:
@@ -159,6 +175,7 @@ def _item_section(judged: JudgedAudit, pool: Sequence[VectorAudit]) -> str:
         if axis == "activation":
             parts.append(_magnitude_block(audit))
         parts.append(_content_table(evidence, judgement))
+        parts.append(_hypotheses_block(evidence, judgement))
         parts.append(_frontier(audit, axis, judgement, null, positive))
         parts.append(_behavior_block(evidence))
     parts.append("</div>")

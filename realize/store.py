@@ -18,13 +18,13 @@ from typing import Any
 
 from realize.data.atomic import write_text_atomic
 from realize.evidence import (
-    ActivationScore, AxisEvidence, BehaviorFacts, BehaviorScore, Generation, Measured, Score, VectorAudit,
+    ActivationScore, AxisEvidence, BehaviorFacts, BehaviorScore, Generation, Hypothesis, Measured, Score, VectorAudit,
 )
 from realize.magnitude import Magnitude
 from realize.resampling import AnyEvidence, ContextEvidence, LayersEvidence, RatioEvidence
 
 logger = logging.getLogger(__name__)
-STORE_VERSION = 6
+STORE_VERSION = 7
 
 _SCORES: dict[str, type] = {"activation": ActivationScore, "behavior": BehaviorScore}
 
@@ -117,6 +117,8 @@ def _axis_to(axis: AxisEvidence) -> dict[str, Any]:
         "siblings": [_measured_to(s) for s in axis.siblings], "unrelated": _measured_to(axis.unrelated),
         "true_prompt": _measured_to(axis.true_prompt), "true_siblings": [_measured_to(s) for s in axis.true_siblings],
         "behavior": _facts_to(axis.behavior),
+        "hypotheses": [{"measured": _measured_to(h.measured), "siblings": [_measured_to(s) for s in h.siblings]}
+                       for h in axis.hypotheses],
     }
 
 
@@ -133,7 +135,15 @@ def _axis_from(raw: Mapping[str, Any]) -> AxisEvidence:
         unrelated=_measured_from(raw["unrelated"]), true_prompt=_measured_from(raw["true_prompt"]),
         true_siblings=tuple(m for m in (_measured_from(s) for s in raw["true_siblings"]) if m is not None),
         behavior=_facts_from(raw["behavior"]),
+        hypotheses=tuple(_hypothesis_from(h) for h in raw["hypotheses"]),
     )
+
+
+def _hypothesis_from(raw: Mapping[str, Any]) -> Hypothesis:
+    measured = _measured_from(raw["measured"])
+    if measured is None:
+        raise ValueError("hypothesis: no measurement")
+    return Hypothesis(measured, tuple(m for m in (_measured_from(s) for s in raw["siblings"]) if m is not None))
 
 
 def to_dict(audit: VectorAudit) -> dict[str, Any]:

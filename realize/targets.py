@@ -108,8 +108,9 @@ def own_key(kind: str, key: Mapping[str, Any], axes: Sequence[Axis] | None = Non
             out.pop(name, None)
     if kind != "behavior-positive":
         out.pop("distill_steps", None)
-    if kind != "vector":
+    if kind != "vector":  # controls are the same items whatever prompts the user suspects
         out.pop("manifold", None)
+        out.pop("hypotheses", None)
     return out
 
 

@@ -14,14 +14,6 @@ from realize.data.shift import generic_direction, prompt_shifts, shift_metrics
 
 CONTEXTS = ["What is the capital of France?", "How do I bake bread?", "Write a poem."]
 LAYER = 2
-# Known defect (found 2026-12-04, fix pending because it changes the evidence digest and so needs a re-shipped
-# calibration): with the suffix placement the aligned positions include the context's own tokens, which come before
-# the prompt and so shift by exactly 0; their deltas are float noise (~1e-9) and the per-position cosine averages the
-# noise's random cosines. Two correct forwards (the objective's batch, data.shift's shared-prefix reuse) then disagree
-# on `per_position_cos` and on the opt-in `consistency` term (default 0; the audit never uses it, verdicts do not read
-# it). Strict: these fail the suite once the fix lands, so the marks cannot outlive the defect.
-SUFFIX_NOISE = pytest.mark.xfail(strict=True, reason="suffix placement: per-position cosine over positions the prompt "
-                                 "cannot reach (float noise); see the comment above")
 
 
 def _setup(tiny, placement="prefix", **cfg):
@@ -41,7 +33,7 @@ def _oracle(tiny, layout, ctxs, prompt, target, g, beta=0.1, gamma=1.0, consiste
     return loss + consistency * (1 - m.per_position_cos), m
 
 
-@pytest.mark.parametrize("placement", ["prefix", pytest.param("suffix", marks=SUFFIX_NOISE), "system"])
+@pytest.mark.parametrize("placement", ["prefix", "suffix", "system"])
 @pytest.mark.parametrize("kv_reuse", [True, False])
 def test_losses_match_data_shift_oracle(tiny, placement, kv_reuse):
     obj, layout, ctxs = _setup(tiny, placement, consistency=0.5, kv_reuse=kv_reuse, batch_size=2)
@@ -53,7 +45,7 @@ def test_losses_match_data_shift_oracle(tiny, placement, kv_reuse):
         assert losses[b].item() == pytest.approx(expected, abs=1e-4)
 
 
-@pytest.mark.parametrize("placement", ["prefix", pytest.param("suffix", marks=SUFFIX_NOISE)])
+@pytest.mark.parametrize("placement", ["prefix", "suffix"])
 def test_metrics_match_shift_metrics(tiny, placement):
     obj, layout, ctxs = _setup(tiny, placement)
     prompt = torch.tensor(encode(tiny.tokenizer, "Explain it like I am five"))
@@ -192,11 +184,12 @@ def test_smollm2_packed_kv_reuse_matches_reference():
 
 
 def test_suffix_positions_before_the_prompt_do_not_shift(tiny):
-    """The defect's cause, pinned: under the suffix placement the context's own positions precede the prompt, so a
-    prompt's delta there is float noise, while the positions after it carry the real shift."""
+    """Under the suffix placement the context's own positions precede the prompt: their delta is exactly 0 (computed,
+    it would be float noise whose cosine with the target is random, and two correct forwards would disagree on the
+    per-position cosine), while the positions after it carry the real shift."""
     _, layout, ctxs = _setup(tiny, "suffix")
     prompt = encode(tiny.tokenizer, "Explain it like I am five")
     deltas = prompt_shifts(tiny.model, layout, [prompt], ctxs, LAYER, pad_id=tiny.tokenizer.pad_token_id)[0]
     for context, delta in zip(ctxs, deltas, strict=True):
         norms = delta.norm(dim=-1)
-        assert norms[: len(context)].max() < 1e-6 < norms[len(context):].min()
+        assert (norms[: len(context)] == 0).all() and norms[len(context):].min() > 1e-6

@@ -8,6 +8,8 @@ steps on every axis:
     pick          the highest selection value among prompts at or above the realism threshold
     content test  the best prompt's form siblings (`realize.attacks.siblings`) and an unrelated-instruction panel,
                   scored the same way; positives also their own held-out prompt and its siblings
+    hypotheses    vectors: the prompts the user suspects (`AuditConfig.hypotheses`), scored like the frontier
+                  with their own siblings, never picked
     evidence      one `AxisEvidence`, the same shape on every axis
 
 so no step is written twice and nothing branches on the axis outside its own module.
@@ -25,7 +27,7 @@ import torch
 from realize.attacks.siblings import SiblingConfig, form_siblings
 from realize.config import AuditConfig
 from realize.data.chat import encode
-from realize.evidence import Axis, AxisEvidence, BehaviorFacts, Measured, Score
+from realize.evidence import Axis, AxisEvidence, BehaviorFacts, Hypothesis, Measured, Score
 from realize.scorers.perplexity import PerplexityScore, score_perplexity
 from realize.scorers.realism import realism_scores
 from realize.setting import AuditSetting
@@ -161,6 +163,11 @@ def measure_axis(axis: AuditAxis, setting: AuditSetting, target: Target, goal: d
         candidates = unique(probe.unrelated(config.n_unrelated))
         panel = probe.score(candidates, naturalness(setting, candidates, realism=False))
     chosen = pick([m.score for m in panel], -math.inf)
+    hypotheses: tuple[Hypothesis, ...] = ()
+    if target.kind == "vector" and config.hypotheses:  # the user's prompts: scored like the frontier, never picked
+        suspected = [(tuple(encode(setting.lm.tokenizer, text)), "hypothesis") for text in config.hypotheses]
+        hypotheses = tuple(Hypothesis(m, _siblings(setting, probe, m.score.ids, config))
+                           for m in _scored(setting, probe, suspected))
     true_prompt, true_siblings = None, ()
     if target.prompt:
         ids = tuple(encode(setting.lm.tokenizer, target.prompt))
@@ -171,5 +178,5 @@ def measure_axis(axis: AuditAxis, setting: AuditSetting, target: Target, goal: d
         best_corpus=None if corpus is None else frontier[corpus], best_search_alone=search_alone,
         siblings=() if best is None else _siblings(setting, probe, best.score.ids, config),
         unrelated=None if chosen is None else panel[chosen], true_prompt=true_prompt, true_siblings=true_siblings,
-        behavior=probe.facts(best),
+        behavior=probe.facts(best), hypotheses=hypotheses,
     )

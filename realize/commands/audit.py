@@ -61,6 +61,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         "what the vector does? (default both)")
     parser.add_argument("--behavior-tokens", type=int, help="steered tokens per context on the behavior axis "
                         f"(default budget: {default['behavior_tokens']})")
+    parser.add_argument("--prompt", action="append", default=[], metavar="TEXT",
+                        help="a prompt you suspect produces the steer (repeatable): measured on every vector and "
+                        "axis with its own form siblings, judged by the same rules against the same controls, and "
+                        "reported beside the search's best prompt")
     parser.add_argument("--min-realism", type=float, help="realism a prompt needs to count as natural (default: "
                         "the realism classifier's fitted threshold)")
     parser.add_argument("--no-manifold", action="store_true", help="skip the on-manifold diagnostic")
@@ -81,7 +85,8 @@ def _config(args: argparse.Namespace) -> AuditConfig:
     """The budget's preset (`AuditConfig(budget=...)`, the same as the library's), with the flags given on top."""
     values: dict[str, object] = {"budget": args.budget, "placement": args.placement, "seed": args.seed,
                                  "manifold": not args.no_manifold, "show_progress": not args.quiet,
-                                 "axes": ("activation", "behavior") if args.axes == "both" else (args.axes,)}
+                                 "axes": ("activation", "behavior") if args.axes == "both" else (args.axes,),
+                                 "hypotheses": tuple(args.prompt)}
     for flag in ("n_null", "n_isotropic", "n_positive", "n_opt_contexts", "n_selection", "n_test", "behavior_tokens"):
         if getattr(args, flag) is not None:
             values[flag] = getattr(args, flag)
