@@ -36,7 +36,8 @@ def main() -> None:
     files = sorted(VECTORS.glob(f"distill.L{args.layer}.*.safetensors"))
     if not files:
         raise SystemExit(f"no distilled steers at layer {args.layer} under {VECTORS}")
-    instructions = {load_vectors(str(f))[0].name: load_vectors(str(f))[0].notes for f in files}
+    vectors = [load_vectors(str(f))[0] for f in files]
+    instructions = {v.name: v.notes for v in vectors}
     flags = [x for text in instructions.values() for x in ("--prompt", text)]
     code = realize_main(["audit", *map(str, files), "--budget", args.budget, "--axes", "behavior", "--no-manifold",
                          "--quiet", "--out", str(out), *flags])

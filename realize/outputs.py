@@ -43,6 +43,7 @@ def _num(x: float | None) -> float:
 
 _ACTIVATION = ("selection_specific_cos", "cos_test", "specific_cos_test", "per_position_cos", "norm_ratio", "fve",
                "behavior_recovery")
+_TEST_VALUE: dict[Axis, str] = {"activation": "test specific cos", "behavior": "test recovery"}
 _BEHAVIOR = ("selection_recovery", "recovery_test", "direction_cos", "effect_ratio", "effect_kl")
 
 
@@ -182,13 +183,13 @@ def _prompt_note(judged: JudgedAudit, axis: Axis) -> str:
     best = judged.audit.axes[axis].best
     if best is None:
         return "none"
-    what = "test specific cos" if axis == "activation" else "test recovery"
+    what = _TEST_VALUE[axis]
     return (f'"{printable(best.score.prompt, limit=120)}" ({what} {best.score.value:.2f}, realism '
             f"{best.score.realism:.2f})")
 
 
 def _hypothesis_notes(judged: JudgedAudit, axis: Axis) -> list[str]:
-    what = "test specific cos" if axis == "activation" else "test recovery"
+    what = _TEST_VALUE[axis]
     notes = []
     for h, j in zip(judged.audit.axes[axis].hypotheses, judged.judgements[axis].hypotheses, strict=True):
         score = h.measured.score
@@ -234,7 +235,7 @@ def progress_line(audit: VectorAudit, left: float | None = None, remaining: int 
     """One line per finished item: its best value on each axis; with `left`, the `remaining` items' estimated time."""
     values = []
     for axis, evidence in audit.axes.items():
-        what = "test specific cos" if axis == "activation" else "test recovery"
+        what = _TEST_VALUE[axis]
         values.append(f"{what} {evidence.value:.2f}" if evidence.value is not None
                       else f"no natural-enough prompt ({axis})")
     line = f"finished {audit.kind} {printable(audit.name, limit=200)}: {', '.join(values)} ({audit.seconds:.0f} s)"
