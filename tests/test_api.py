@@ -117,9 +117,12 @@ def test_readme_python_example_runs_from_a_project_directory(hostile_project, tm
     torch.manual_seed(0)
     save_safetensors([SteeringVector(directions={7: 40 * torch.randn(576) / 24, }, scale=1.0, name="melbo.0")],
                      vectors / "melbo.safetensors")
+    save_safetensors([SteeringVector(directions={7: 40 * torch.randn(576) / 24, }, scale=1.0, name="pirate")],
+                     vectors / "pirate.safetensors")
     # the quick preset on the activation axis at the demo's layer and norm bin: its controls are shipped
     quick = 'config=realize.AuditConfig(budget="quick", axes=("activation",), manifold=False, show_progress=False)'
-    code = code.replace('budget="quick")', quick + ")")
+    assert code.count('budget="quick"') == 2, "both README calls get the shipped-controls config"
+    code = code.replace('budget="quick"', quick)
     script = hostile_project / "example.py"
     script.write_text(code + "\nprint('VERDICTS', report.verdicts)\n", encoding="utf-8")
     env = {**_env(), **({"REALIZE_CACHE": os.environ["REALIZE_CACHE"]} if "REALIZE_CACHE" in os.environ else {})}
@@ -129,7 +132,7 @@ def test_readme_python_example_runs_from_a_project_directory(hostile_project, tm
     done = subprocess.run([sys.executable, str(script)], cwd=hostile_project, env=env,
                           capture_output=True, text=True, timeout=1800)
     assert done.returncode == 0, done.stderr[-3000:]
-    assert "VERDICTS {'melbo.0':" in done.stdout
+    assert "VERDICTS {'pirate':" in done.stdout
     assert (hostile_project / "runs" / "audit" / "report.html").is_file()
     shutil.rmtree(hostile_project / "runs")
 
