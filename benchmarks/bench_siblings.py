@@ -13,12 +13,16 @@ contexts the audit never used, the best prompt p is measured against both target
 
 The issue's bar: separation >= half the true margin, or a verdict other than plain "realizable". A control steer
 whose prompt the retrieval corpus holds verbatim must stay "realizable" (it is audited beside the pairs).
+Verdicts are given for both form-test references (`VerdictThresholds.content_reference`: the siblings' mean, the
+nearest sibling), judged from the same items; `--reuse` judges an earlier run's items again without searching.
 Writes OUT/summary.json (benchmarks/results/siblings_<budget>.json when --results is given).
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import json
 import time
 from pathlib import Path
 
@@ -35,7 +39,10 @@ from realize.data.results_dataset import read_rows
 from realize.data.shift import specific_cosine
 from realize.data.vectors import SteeringVector, save_safetensors
 from realize.attacks.objectives import estimate_generics
+from realize.judging import judge_all
+from realize.outputs import read_items
 from realize.setting import ContextSplit
+from realize.verdict import CONTENT_REFERENCES, VerdictThresholds
 
 VERBATIM = 3  # corpus prompts audited as steers whose prompt the corpus holds verbatim
 
@@ -47,6 +54,17 @@ def unused(config: AuditConfig) -> list[str]:
     return [c for c in contexts if c not in used]
 
 
+def verdicts_by_reference(audit_dir: Path, thresholds: VerdictThresholds, seed: int) -> dict[str, dict[str, str]]:
+    """{reference: {vector name: verdict}}: the directory's items judged with each form-test reference."""
+    plan = json.loads((audit_dir / "plan.json").read_text(encoding="utf-8"))
+    items = read_items(audit_dir, [(str(i["id"]), str(i["name"])) for i in plan["items"]])
+    out = {}
+    for reference in CONTENT_REFERENCES:
+        judged = judge_all(items, dataclasses.replace(thresholds, content_reference=reference), seed=seed)
+        out[reference] = {j.audit.name: j.judgement("activation").verdict for j in judged if j.audit.kind == "vector"}
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--pairs", type=Path, required=True)
@@ -54,6 +72,7 @@ def main() -> None:
     parser.add_argument("--budget", default="quick")
     parser.add_argument("--out", type=Path, default=Path("runs/bench-siblings"))
     parser.add_argument("--results", type=Path, help="also write the summary here")
+    parser.add_argument("--reuse", action="store_true", help="judge the items already in --out (no search)")
     args = parser.parse_args()
     config = AuditConfig(budget=args.budget)
     rest = unused(config)
@@ -80,12 +99,14 @@ def main() -> None:
                                              method="natural-prompt shift", notes=text)], path)
             files.append(str(path))
         start = time.perf_counter()
-        code = realize_main(["audit", *files, "--budget", args.budget, "--axes", "activation", "--out",
-                             str(args.out / f"L{layer}" / "audit"), "--quiet", "--overwrite", "--no-manifold"])
+        audit_dir = args.out / f"L{layer}" / "audit"
+        code = 0 if args.reuse else realize_main(["audit", *files, "--budget", args.budget, "--axes", "activation",
+                                                  "--out", str(audit_dir), "--quiet", "--overwrite", "--no-manifold"])
         seconds = time.perf_counter() - start
-        rows = [r for r in read_rows(args.out / f"L{layer}" / "audit" / "results.parquet") if r["kind"] == "vector"]
+        rows = [r for r in read_rows(audit_dir / "results.parquet") if r["kind"] == "vector"]
         best = {r["vector_name"]: r for r in rows if r["is_best"]}
-        verdicts = {r["vector_name"]: r["verdict"] for r in rows}
+        by_reference = verdicts_by_reference(audit_dir, config.thresholds, config.seed)
+        verdicts = by_reference[config.thresholds.content_reference]
         prompts = {name: r["prompt"] for name, r in best.items()}
         measured = mean_shifts_at(lm, layout, [layer], list(prompts.values()) + texts, measure_contexts)[layer]
         shift = dict(zip(list(prompts) + [f"true{i}" for i in range(len(texts))], measured, strict=True))
@@ -99,22 +120,30 @@ def main() -> None:
                 true_margin = cos(shift[f"true{own}"], t_own) - cos(shift[f"true{own}"], t_other)
                 found = name in shift
                 separation = cos(shift[name], t_own) - cos(shift[name], t_other) if found else None
+                separates = separation is not None and separation >= true_margin / 2
+                met = {ref: v[name] != "realizable" or separates for ref, v in by_reference.items() if name in v}
                 verdict = verdicts.get(name, "missing")
-                ok = verdict != "realizable" or (separation is not None and separation >= true_margin / 2)
+                ok = met.get(config.thresholds.content_reference, False)
                 entries.append({"pair": pair, "target": texts[own], "verdict": verdict,
+                                "verdicts": {ref: v.get(name) for ref, v in by_reference.items()},
                                 "best_prompt": prompts.get(name), "separation": separation,
-                                "true_margin": true_margin, "bar_met": ok,
+                                "true_margin": true_margin, "bar_met": ok, "bar_met_by_reference": met,
                                 "content": best[name]["content"] if found else None,
                                 "content_margin": best[name]["content_margin"] if found else None})
-                print(f"L{layer} {name:8s} {verdict:24s} sep {separation if separation is not None else float('nan'):+.3f} "
+                others = " ".join(f"{ref}:{v.get(name)}" for ref, v in by_reference.items())
+                print(f"L{layer} {name:8s} [{others}] sep {separation if separation is not None else float('nan'):+.3f} "
                       f"true {true_margin:+.3f} {'ok' if ok else 'FAIL'}  {prompts.get(name)!r}", flush=True)
         controls = [{"prompt": texts[2 * len(pairs) + j], "verdict": verdicts.get(f"verbatim{j}"),
+                     "verdicts": {ref: v.get(f"verbatim{j}") for ref, v in by_reference.items()},
                      "best_prompt": prompts.get(f"verbatim{j}")} for j in range(len(verbatim))]
         for c in controls:
-            print(f"L{layer} verbatim {c['verdict']:24s} {c['prompt']!r} -> {c['best_prompt']!r}", flush=True)
+            print(f"L{layer} verbatim {c['verdicts']} {c['prompt']!r} -> {c['best_prompt']!r}", flush=True)
+        met_by_reference = {ref: sum(e["bar_met_by_reference"].get(ref, False) for e in entries)
+                            for ref in CONTENT_REFERENCES}
+        print(f"L{layer} bar met: {met_by_reference} of {len(entries)}", flush=True)
         summary["layers"][str(layer)] = {"exit_code": code, "seconds": seconds, "pairs": entries,  # type: ignore[index]
-                                         "verbatim": controls,
-                                         "bar_met": sum(e["bar_met"] for e in entries), "n": len(entries)}
+                                         "verbatim": controls, "bar_met": sum(e["bar_met"] for e in entries),
+                                         "bar_met_by_reference": met_by_reference, "n": len(entries)}
     write_json(args.out / "summary.json", summary)
     if args.results:
         write_json(args.results, summary)

@@ -7,8 +7,8 @@ controls of the same layer(s).
   axis: inert), is not usable: it can make a verdict "inconclusive" but never counts as a measured value.
 - Direction, content and magnitude rules: `realize.verdict`. The form test compares prompts in the content metric
   (activation: the whitened cosine, `realize.setting.whitening`; behavior: the recovery); its calibration is the
-  median margin by which the positives' own held-out prompts beat their form siblings on this axis
-  (`AxisEvidence.true_margin`).
+  median margin by which the positives' own held-out prompts beat their form siblings (mean or nearest,
+  `VerdictThresholds.content_reference`) on this axis (`own_margin`).
 - Stability: `joint_bootstrap` resamples the test contexts jointly for the item, its controls, its siblings and its
   unrelated instruction, and recomputes the whole verdict.
 - Prompts the user suspects (`AuditConfig.hypotheses`) are each judged as if they were the best prompt, by the same
@@ -29,7 +29,8 @@ from realize.evidence import POSITIVE_KIND, Axis, ContentTest, Judgement, Judged
 from realize.reasons import explain
 from realize.resampling import Evidence, paired_spread
 from realize.targets import norm_bin
-from realize.verdict import AxisInputs, PromptInputs, RealismBand, VerdictThresholds, judge_axis
+from realize.verdict import (AxisInputs, ContentReference, PromptInputs, RealismBand, VerdictThresholds, judge_axis,
+                             sibling_margin)
 
 EXPORT_REALISM_MARGIN = 0.1  # a prompt kept in a dataset must pass the realism threshold by this much
 WHAT: dict[Axis, str] = {"activation": "specific cos", "behavior": "recovery"}
@@ -97,9 +98,19 @@ def _best(audit: VectorAudit, axis: Axis) -> Measured:
     return best
 
 
-def true_margin(positives: Sequence[VectorAudit], axis: Axis) -> float | None:
+def own_margin(audit: VectorAudit, axis: Axis, reference: ContentReference) -> float | None:
+    """A positive's margin: its own held-out prompt over its form siblings, in the content test's metric (None:
+    not measured)."""
+    evidence = audit.axes[axis]
+    if evidence.true_prompt is None:
+        return None
+    return sibling_margin(evidence.true_prompt.content.value(), [s.content.value() for s in evidence.true_siblings],
+                          reference)
+
+
+def true_margin(positives: Sequence[VectorAudit], axis: Axis, reference: ContentReference) -> float | None:
     """The median margin by which the positives' own prompts beat their form siblings (None: none measured)."""
-    margins = [m for a in positives if (m := a.axes[axis].true_margin) is not None]
+    margins = [m for a in positives if (m := own_margin(a, axis, reference)) is not None]
     return statistics.median(margins) if margins else None
 
 
@@ -112,7 +123,7 @@ def judge_one(audit: VectorAudit, nulls: Sequence[VectorAudit], positives: Seque
     spread = math.nan
     if best is not None and unrelated is not None:
         spread = paired_spread(best.evidence, unrelated.evidence, level=thresholds.generic_level, seed=seed)
-    calibration = true_margin(positives, axis)
+    calibration = true_margin(positives, axis, thresholds.content_reference)
     inputs = AxisInputs(
         value=evidence.value, null=tuple(_best(a, axis).score.value for a in nulls),
         positive=tuple(_best(a, axis).score.value for a in positives),
@@ -133,7 +144,7 @@ def judge_one(audit: VectorAudit, nulls: Sequence[VectorAudit], positives: Seque
                          band, thresholds, seed=seed, n_resamples=n_resamples)
     decision = decided.decision
     content = None if decision.content is None or best is None else ContentTest(
-        outcome=decision.content, margin=evidence.content_margin, true_margin=calibration,
+        outcome=decision.content, margin=decision.content_margin, true_margin=calibration,
         unrelated=inputs.unrelated, unrelated_spread=None if not math.isfinite(spread) else spread)
     match = None
     if axis == "behavior" and (null_match := effect_match(audit, nulls)) is not None:

@@ -12,7 +12,9 @@ from collections.abc import Sequence
 
 from realize.data.atomic import write_text_atomic
 from realize.evidence import AXES, POSITIVE_KIND, ActivationScore, Axis, AxisEvidence, Judgement, JudgedAudit, VectorAudit
+from realize.judging import own_margin
 from realize.report_parts import CSS, badge, bars_plot, fmt, h, pair, scatter_plot, score_cell
+from realize.verdict import CONTENT_REFERENCES
 
 WHAT: dict[Axis, tuple[str, str]] = {"activation": ("specific cos", "test-context specific cosine"),
                                      "behavior": ("recovery", "test-context behavior recovery")}
@@ -198,8 +200,10 @@ def _controls_table(audits: Sequence[VectorAudit]) -> str:
             if not items:
                 continue
             values = _values(items, axis)
-            margins = [m for a in items if (m := a.axes[axis].true_margin) is not None]
-            extra = f"own prompt over its form siblings {fmt(_mean(margins))}" if margins else ""
+            margins = {reference: [m for a in items if (m := own_margin(a, axis, reference)) is not None]
+                       for reference in CONTENT_REFERENCES}
+            extra = (f"own prompt over its form siblings: {fmt(_mean(margins['mean']))} (their mean), "
+                     f"{fmt(_mean(margins['nearest']))} (the nearest)" if margins["mean"] else "")
             if axis == "behavior":
                 effects = [e.behavior.effect for a in items if (e := a.axes[axis]).behavior is not None]
                 extra += f"; effect {fmt(_mean(effects), 3)} nats/token"

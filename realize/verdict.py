@@ -33,6 +33,8 @@ an unrelated instruction, do as well?"):
     form       the best prompt beats its form siblings (same template, content words swapped) by less than
                `content_fraction` of the margin the positives' own prompts show over theirs (or no such margin can
                be calibrated, or the prompt has no content word to swap)        -> "form realizable"
+               `content_reference`: the margin is over the siblings' mean ("mean") or over the nearest sibling
+               ("nearest": every sibling must be beaten), for the best prompt and the positives' alike
     specific   otherwise: what the prompt says matters                          -> the direction verdict
 
 Magnitude (activation; `realize.magnitude`): "realizable" becomes "direction realizable" (and "partially
@@ -52,6 +54,8 @@ from realize.stats import mean_sd, prediction_bound
 DirectionVerdict = Literal["realizable", "partially realizable", "not realizable", "inconclusive",
                            "no natural candidate"]
 Content = Literal["specific", "form", "generic"]
+ContentReference = Literal["mean", "nearest"]
+CONTENT_REFERENCES: tuple[ContentReference, ...] = ("mean", "nearest")
 Verdict = Literal["realizable", "partially realizable", "direction realizable", "direction partially realizable",
                   "form realizable", "generically realizable", "not realizable", "inconclusive",
                   "no natural candidate"]
@@ -72,6 +76,7 @@ class VerdictThresholds:
     magnitude_factor: float = 1.5  # c: beyond natural when a > c * a*
     min_realism: float | None = None  # realism a prompt needs to count as natural; None = the classifier's threshold
     content_fraction: float = 0.5  # form test: share of the positives' own content margin the prompt must reach
+    content_reference: ContentReference = "mean"  # form test: margin over the siblings' "mean" or the "nearest" one
     generic_level: float = 0.95  # generic test: one-sided level of the paired bootstrap spread of x - g
 
     def __post_init__(self) -> None:
@@ -89,6 +94,9 @@ class VerdictThresholds:
                 raise ValueError(f"{name}: expected a probability in (0, 0.5), got {value}")
         if self.realizable_alpha > self.partial_alpha:
             raise ValueError("realizable_alpha: expected <= partial_alpha (realizable is the stricter test)")
+        if self.content_reference not in CONTENT_REFERENCES:
+            raise ValueError(f"content_reference: expected one of {', '.join(CONTENT_REFERENCES)}, got "
+                             f"{self.content_reference!r}")
         if not 0.5 <= self.generic_level < 1.0:
             raise ValueError(f"generic_level: expected a level in [0.5, 1), got {self.generic_level}")
         if self.separation_sd < 0:
@@ -230,16 +238,23 @@ class Decision:
     verdict: Verdict
     direction: DirectionJudgement
     content: Content | None
-    content_margin: float | None  # the best prompt's margin over its form siblings (mean), in the content metric
+    content_margin: float | None  # the best prompt's margin over its form siblings (`content_reference`)
+
+
+def sibling_margin(value: float | None, siblings: Sequence[float], reference: ContentReference) -> float | None:
+    """A prompt's content-test value minus its form siblings' mean, or minus the nearest (largest) sibling's
+    (None: no value or no finite sibling)."""
+    finite = [v for v in siblings if math.isfinite(v)]
+    if value is None or not math.isfinite(value) or not finite:
+        return None
+    return value - (max(finite) if reference == "nearest" else sum(finite) / len(finite))
 
 
 def content_outcome(inputs: AxisInputs, direction: DirectionJudgement,
                     thresholds: VerdictThresholds) -> tuple[Content | None, float | None]:
     """The content outcome of a passing direction (None otherwise) and the form-test margin: generic (the
     unrelated instruction) before form (the siblings)."""
-    finite = [v for v in inputs.siblings if math.isfinite(v)]
-    margin = (inputs.content_value - sum(finite) / len(finite)
-              if finite and inputs.content_value is not None else None)
+    margin = sibling_margin(inputs.content_value, inputs.siblings, thresholds.content_reference)
     if direction.verdict not in PASSING or direction.calibration is None or inputs.value is None:
         return None, margin
     if is_generic(inputs.value, inputs.unrelated, direction.calibration.partial_bound, inputs.spread):

@@ -61,6 +61,17 @@ def test_audit_without_vectors_exit_2(capsys):
     assert "--demo" in capsys.readouterr().err
 
 
+def test_audit_flags_reach_the_verdict_thresholds():
+    from realize.cli import build_parser
+    from realize.commands.audit import _config
+
+    config = _config(build_parser().parse_args(["audit", "v.safetensors", "--content-test", "nearest",
+                                                "--min-realism", "0.3"]))
+    assert (config.thresholds.content_reference, config.thresholds.min_realism) == ("nearest", 0.3)
+    default = _config(build_parser().parse_args(["audit", "v.safetensors"]))
+    assert default.thresholds == default.thresholds.__class__()
+
+
 def test_export_filters_verdicts(tmp_path, capsys):
     import datasets
 

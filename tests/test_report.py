@@ -117,6 +117,18 @@ def test_form_siblings_that_do_as_well_make_it_form_realizable():
     assert judged(0.85, siblings=()).verdict == "form realizable"  # no content word to swap: all form
 
 
+def test_nearest_sibling_reference_calibrates_on_the_positives_nearest_siblings():
+    """With content_reference "nearest" the positives' margins are over their nearest sibling too (0.9 - 0.72), and
+    one close sibling makes the best prompt form realizable where the siblings' mean would not."""
+    nearest = VerdictThresholds(content_reference="nearest")
+    audit = item("v", activation=axis_evidence("activation", 0.85, siblings=(0.5, 0.82)))
+    by_mean = judge_all([audit, *controls()], VerdictThresholds())[0].judgement("activation")
+    by_nearest = judge_all([audit, *controls()], nearest)[0].judgement("activation")
+    assert by_mean.verdict == "realizable" and by_mean.content.margin == pytest.approx(0.19)
+    assert by_nearest.verdict == "form realizable" and by_nearest.content.margin == pytest.approx(0.03)
+    assert by_nearest.content.true_margin == pytest.approx(0.18)
+
+
 def test_form_test_without_calibration_is_not_plain_realizable():
     """Positives whose own prompts do not beat their siblings: content cannot be told from form here."""
     audit = item("v", activation=axis_evidence("activation", 0.85, siblings=(0.2,)))

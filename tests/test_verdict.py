@@ -24,6 +24,7 @@ from realize.verdict import (
     is_generic,
     judge_direction,
     qualify,
+    sibling_margin,
 )
 
 TH = VerdictThresholds()
@@ -164,6 +165,28 @@ def test_content_rule(margin, true_margin, expected):
     """The best prompt must beat its form siblings by half the margin true prompts show over theirs; no calibration
     (no positive margin, or none above 0) or no content word fails."""
     assert content_passes(margin, true_margin, TH) is expected
+
+
+def test_sibling_margin_over_the_mean_or_the_nearest_sibling():
+    assert sibling_margin(0.8, (0.5, 0.7, math.nan), "mean") == pytest.approx(0.2)
+    assert sibling_margin(0.8, (0.5, 0.7, math.nan), "nearest") == pytest.approx(0.1)
+    assert sibling_margin(0.8, (0.9, 0.5), "nearest") == pytest.approx(-0.1)  # one sibling does better
+    assert sibling_margin(0.8, (math.nan,), "mean") is None  # no finite sibling: nothing to compare
+    assert sibling_margin(None, (0.5,), "nearest") is None
+    with pytest.raises(ValueError, match="content_reference"):
+        VerdictThresholds(content_reference="median")  # type: ignore[arg-type]
+
+
+def test_nearest_reference_needs_every_sibling_beaten():
+    """One sibling close to the prompt fails the nearest-sibling test where the mean of the others would hide it; the
+    calibration margin is the caller's (the positives' own margins, taken with the same reference)."""
+    inputs = _inputs(siblings=(0.3, 0.84), true_margin=0.2)  # mean margin 0.29, nearest 0.02
+    assert decide(inputs, TH).content == "specific"
+    nearest = decide(inputs, VerdictThresholds(content_reference="nearest"))
+    assert (nearest.verdict, nearest.content) == ("form realizable", "form")
+    assert nearest.content_margin == pytest.approx(0.02)
+    assert decide(_inputs(siblings=(0.3, 0.7), true_margin=0.2),
+                  VerdictThresholds(content_reference="nearest")).content == "specific"  # 0.16 >= 0.1
 
 
 def test_qualify_orders_generic_form_and_magnitude():

@@ -30,7 +30,7 @@ from realize.pipeline import AuditPlan, run_audit
 from realize.scorers.realism import load_classifier
 from realize.store import ItemStore
 from realize.vector_training import MelboConfig, train_melbo
-from realize.verdict import VerdictThresholds
+from realize.verdict import CONTENT_REFERENCES, VerdictThresholds
 
 DEMO_PROMPTS = ("Tell me a story about a dragon.", "What is the best way to learn a new language?")
 
@@ -67,6 +67,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         "reported beside the search's best prompt")
     parser.add_argument("--min-realism", type=float, help="realism a prompt needs to count as natural (default: "
                         "the realism classifier's fitted threshold)")
+    parser.add_argument("--content-test", choices=CONTENT_REFERENCES, help="the form test's margin: the best "
+                        "prompt over its form siblings' mean, or over the nearest sibling (every sibling beaten), for "
+                        "the best prompt and the positives alike (default: "
+                        f"{VerdictThresholds().content_reference}); a rerun on the same --out only judges again")
     parser.add_argument("--no-manifold", action="store_true", help="skip the on-manifold diagnostic")
     parser.add_argument("--overwrite", action="store_true", help="discard results of another configuration in --out")
     parser.add_argument("--no-control-cache", action="store_true",
@@ -90,8 +94,10 @@ def _config(args: argparse.Namespace) -> AuditConfig:
     for flag in ("n_null", "n_isotropic", "n_positive", "n_opt_contexts", "n_selection", "n_test", "behavior_tokens"):
         if getattr(args, flag) is not None:
             values[flag] = getattr(args, flag)
-    if args.min_realism is not None:
-        values["thresholds"] = build_config(VerdictThresholds, {"min_realism": args.min_realism})
+    thresholds = {name: value for name, value in (("min_realism", args.min_realism),
+                                                   ("content_reference", args.content_test)) if value is not None}
+    if thresholds:
+        values["thresholds"] = build_config(VerdictThresholds, thresholds)
     return build_config(AuditConfig, values)
 
 
