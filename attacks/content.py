@@ -58,7 +58,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from realize.data.chat import ChatLayout, encode
-from realize.data.models import LoadedModel, weights_digest
+from realize.data.models import LoadedModel, model_digest
 from realize.data.shift import project_out
 
 logger = logging.getLogger(__name__)
@@ -227,7 +227,7 @@ def lexicon_for(objective: object, lm: LoadedModel, layout: ChatLayout, size: in
             _MEMO.pop(next(iter(_MEMO)))
         logger.info("content lexicon: %d words at layers %s (once per model and layers; cached)", size, layers)
         _MEMO[key] = build_lexicon(lm, layout, layers, lexicon_words(size), cache_dir=cache_root() / "content_lexicon",
-                                   fingerprint=weights_digest(lm))
+                                   fingerprint=model_digest(lm))
     return _MEMO[key]
 
 

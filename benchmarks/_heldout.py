@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from realize.identity import weights_digest
+from realize.identity import model_digest
 from realize.setting import AuditSetting, ContextSplit, make_setting
 from realize.config import PRESETS
 from realize.corpus_shifts import mean_shifts
@@ -40,7 +40,7 @@ def split_for(preset: str, seed: int = 0) -> ContextSplit:
 
 def setting_for(lm: LoadedModel, layer: int, preset: str = "default", seed: int = 0) -> AuditSetting:
     return make_setting(lm, layer, "prefix", split_for(preset, seed), load_classifier(), None,
-                        fingerprint=weights_digest(lm), cache_dir=cache_root() / "corpus_shifts",
+                        fingerprint=model_digest(lm), cache_dir=cache_root() / "corpus_shifts",
                         show_progress=True)
 
 

@@ -35,7 +35,7 @@ from realize.attacks.fluency import encode_head, lm_head_ids, prompt_ce
 from realize.attacks.natural import NaturalConfig
 from realize.attacks.natural import run as natural_run
 from realize.attacks.objectives import ActivationObjectiveConfig, ActivationShiftObjective, estimate_generics
-from realize.data.models import weights_digest as model_fingerprint
+from realize.data.models import model_digest as model_fingerprint
 from realize.setting import ContextSplit
 from realize.corpus_shifts import corpus_shifts_at, mean_shifts_at, retrieval_losses
 from realize.data.chat import chat_layout, encode

@@ -37,7 +37,7 @@ from realize.data.chat import chat_layout
 from realize.data.corpora import load_corpus
 from realize.data.models import cache_root, load_model
 from realize.data.shift import project_out
-from realize.identity import weights_digest
+from realize.identity import model_digest
 from realize.setting import ContextSplit
 from realize.targets import natural_nulls
 
@@ -106,7 +106,7 @@ def main() -> None:
     texts = [p for _, a, b in pairs for p in (a, b)]
     targets = mean_shifts_at(lm, layout, args.layers, texts, target_contexts)
     shifts = mean_shifts_at(lm, layout, args.layers, texts, prompt_contexts)
-    corpora = corpus_shifts_at(lm, layout, args.layers, split.optimization, fingerprint=weights_digest(lm),
+    corpora = corpus_shifts_at(lm, layout, args.layers, split.optimization, fingerprint=model_digest(lm),
                                cache_dir=cache_root() / "corpus_shifts")
     generics = estimate_generics(lm, layout, args.layers, prompt_contexts)
     report: dict[str, object] = {"machine": machine(), "pairs": [p for p, _, _ in pairs], "layers": {}}

@@ -29,7 +29,7 @@ from _setup import machine, write_json
 
 from realize.cli import main as realize_main
 from realize.config import AuditConfig
-from realize.identity import weights_digest
+from realize.identity import model_digest
 from realize.corpus_shifts import corpus_shifts, corpus_shifts_at, mean_shifts, mean_shifts_at
 from realize.data.chat import chat_layout
 from realize.data.corpora import load_corpus, read_clustered_file
@@ -62,7 +62,7 @@ def build_vectors(layer: int, n_targets: int, config: AuditConfig, seed: int) ->
     shifts = mean_shifts(lm, layout, layer, [t.prompt for t in targets], contexts)
     split = ContextSplit.of(load_corpus("contexts"), config.n_opt_contexts, config.n_selection, config.n_test,
                             config.seed)  # the audit's own corpus-shift cache: computed here once, reused there
-    corpus = corpus_shifts(lm, layout, layer, split.optimization, fingerprint=weights_digest(lm),
+    corpus = corpus_shifts(lm, layout, layer, split.optimization, fingerprint=model_digest(lm),
                            cache_dir=cache_root() / "corpus_shifts")
     natural = corpus.shifts[corpus.select("natural_prompts")[0]]
     vectors = [SteeringVector(directions={layer: s}, scale=1.0, method="natural-prompt shift",
@@ -96,7 +96,7 @@ def build_distilled(layer: int, n: int, config: AuditConfig, seed: int) -> list[
                                   notes=target.prompt))
     split = ContextSplit.of(load_corpus("contexts"), config.n_opt_contexts, config.n_selection, config.n_test,
                             config.seed)
-    corpus = corpus_shifts(lm, layout, layer, split.optimization, fingerprint=weights_digest(lm),
+    corpus = corpus_shifts(lm, layout, layer, split.optimization, fingerprint=model_digest(lm),
                            cache_dir=cache_root() / "corpus_shifts")
     natural = corpus.shifts[corpus.select("natural_prompts")[0]]
     gen = torch.Generator().manual_seed(seed + 4242)
@@ -116,7 +116,7 @@ def build_multilayer(layers: list[int], config: AuditConfig, seed: int, folder: 
     shifts = mean_shifts_at(lm, layout, layers, [target.prompt], unused_contexts(config, 8))
     split = ContextSplit.of(load_corpus("contexts"), config.n_opt_contexts, config.n_selection, config.n_test,
                             config.seed)
-    corpora = corpus_shifts_at(lm, layout, layers, split.optimization, fingerprint=weights_digest(lm),
+    corpora = corpus_shifts_at(lm, layout, layers, split.optimization, fingerprint=model_digest(lm),
                                cache_dir=cache_root() / "corpus_shifts")
     gen = torch.Generator().manual_seed(seed + 777)
     natural = {i: shifts[i][0] for i in layers}

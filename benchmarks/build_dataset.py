@@ -39,7 +39,7 @@ from realize.data.corpora import load_corpus
 from realize.data.models import cache_root, load_model
 from realize.data.vectors import SteeringVector, load_vectors, save_control_vector_gguf, save_safetensors
 from realize.distill import DistillConfig, train_distilled
-from realize.identity import weights_digest
+from realize.identity import model_digest
 from realize.setting import ContextSplit
 from realize.targets import natural_nulls
 from realize.vector_training import CaaConfig, MelboConfig, train_caa, train_melbo
@@ -131,7 +131,7 @@ def build(folder: Path, config: AuditConfig) -> list[Path]:
                                 name=f"natural.L{layer}.{j}", notes=prompt))
         split = ContextSplit.of(load_corpus("contexts"), config.n_opt_contexts, config.n_selection, config.n_test,
                                 config.seed)
-        corpus = corpus_shifts_at(lm, layout, [layer], split.optimization, fingerprint=weights_digest(lm),
+        corpus = corpus_shifts_at(lm, layout, [layer], split.optimization, fingerprint=model_digest(lm),
                                   cache_dir=cache_root() / "corpus_shifts")[layer]
         natural = corpus.shifts[corpus.select("natural_prompts")[0]]
         gen = torch.Generator().manual_seed(layer)
@@ -153,7 +153,7 @@ def build(folder: Path, config: AuditConfig) -> list[Path]:
         multi[f"natural.L3-9.{j}"] = {i: shifts[i][j] for i in MULTI_LAYERS}
     split = ContextSplit.of(load_corpus("contexts"), config.n_opt_contexts, config.n_selection, config.n_test,
                             config.seed)
-    corpora = corpus_shifts_at(lm, layout, list(MULTI_LAYERS), split.optimization, fingerprint=weights_digest(lm),
+    corpora = corpus_shifts_at(lm, layout, list(MULTI_LAYERS), split.optimization, fingerprint=model_digest(lm),
                                cache_dir=cache_root() / "corpus_shifts")
     gen = torch.Generator().manual_seed(39)
     multi["random.L3-9.0"] = {

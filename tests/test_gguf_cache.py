@@ -36,6 +36,51 @@ def test_chunked_rows_equal_whole_tensor(monkeypatch, kind):
         assert not np.array_equal(whole, values)  # it was really quantized: the test compares two dequantizations
 
 
+def test_one_metadata_parse_memoizes_and_restores(monkeypatch, tmp_path):
+    import gguf
+    import transformers.modeling_gguf_pytorch_utils as hf_gguf
+
+    calls = {"reader": 0, "load": 0, "map": 0}
+
+    class Reader:
+        def __init__(self, path, mode="r"):
+            calls["reader"] += 1
+
+    def load(path, return_tensors=False, **kwargs):
+        calls["load"] += 1
+        return {"config": {"n": [1, 2]}, "tokenizer": {"tokens": ["a", "b"], "pairs": [["a", "b"]]},
+                "tensors": "x" if return_tensors else None}
+
+    def name_map(arch, n_blocks):
+        calls["map"] += 1
+        return (arch, n_blocks)
+
+    monkeypatch.setattr(gguf, "GGUFReader", Reader)
+    monkeypatch.setattr(hf_gguf, "load_gguf_checkpoint", load)
+    monkeypatch.setattr(gguf, "get_tensor_name_map", name_map)
+    path = tmp_path / "m.gguf"
+    with pytest.raises(RuntimeError, match="inside"):
+        with gguf_cache.one_metadata_parse():
+            first = gguf.GGUFReader(str(path))
+            assert gguf.GGUFReader(path) is first and calls["reader"] == 1  # str and Path name one file
+            gguf.GGUFReader(tmp_path / "other.gguf")
+            assert calls["reader"] == 2
+            a = hf_gguf.load_gguf_checkpoint(str(path), return_tensors=False)
+            a["config"]["n"].append(3)  # a caller's edit does not reach the next caller
+            a["tokenizer"]["tokens"][0] = "z"
+            a["tokenizer"]["pairs"][0].append("c")
+            b = hf_gguf.load_gguf_checkpoint(path)
+            assert b["config"]["n"] == [1, 2] and calls["load"] == 1
+            assert b["tokenizer"] == {"tokens": ["a", "b"], "pairs": [["a", "b"]]}
+            assert hf_gguf.load_gguf_checkpoint(path, return_tensors=True)["tensors"] == "x"  # never memoized
+            assert calls["load"] == 2
+            assert gguf.get_tensor_name_map("llama", 30) == gguf.get_tensor_name_map("llama", 30) == ("llama", 30)
+            assert calls["map"] == 1
+            raise RuntimeError("inside")
+    assert gguf.GGUFReader is Reader and hf_gguf.load_gguf_checkpoint is load  # restored after the error
+    assert gguf.get_tensor_name_map is name_map
+
+
 @pytest.mark.slow
 def test_cache_equals_transformers_loading(tmp_path):
     from safetensors.torch import load_file
@@ -54,3 +99,10 @@ def test_cache_equals_transformers_loading(tmp_path):
     config = json.loads((tmp_path / "cache" / "config.json").read_text())
     assert "quantization_config" not in config and config["dtype"] == "float32"
     assert not list(tmp_path.glob("cache.tmp*"))  # the temp dir was renamed, not left behind
+    from transformers import AutoTokenizer
+
+    cached = AutoTokenizer.from_pretrained(tmp_path / "cache")
+    direct = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)  # transformers' own parse, unmemoized
+    assert cached.get_vocab() == direct.get_vocab()
+    for text in ("Hello, world!", "  two spaces and émojis 🙂", "<|im_start|>user\nHi<|im_end|>"):
+        assert cached(text)["input_ids"] == direct(text)["input_ids"], text

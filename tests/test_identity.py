@@ -13,7 +13,7 @@ import torch
 import realize.identity as identity_module
 from realize.config import BUDGETS, AuditConfig
 from realize.data.models import LoadedModel
-from realize.identity import AuditIdentity, realism_digest, source_digest, weights_digest
+from realize.identity import AuditIdentity, realism_digest, source_digest, model_digest
 from realize.scorers.realism import RealismClassifier
 from realize.scorers.realism import FEATURE_NAMES
 from realize.targets import item_id
@@ -53,7 +53,30 @@ def test_every_input_changes_the_item_id(tiny, classifier, monkeypatch):
     # the count of controls and the verdict thresholds do not change an item (verdicts are recomputed)
     more = dataclasses.replace(config, n_null=9, thresholds=dataclasses.replace(config.thresholds, partial_score=0.3))
     assert _id(dataclasses.replace(base, config=more)) == ids["base"]
-    assert weights_digest(tiny) != weights_digest(LoadedModel(model, tiny.tokenizer, tiny.name, tiny.path))
+    assert model_digest(tiny) != model_digest(LoadedModel(model, tiny.tokenizer, tiny.name, tiny.path))
+
+
+def test_model_digest_covers_config_and_tokenizer_not_where_the_model_was_saved(tiny):
+    base = model_digest(tiny)
+    model = copy.deepcopy(tiny.model)
+    model.config.rms_norm_eps = 1e-3  # same weights, other arithmetic
+    assert model_digest(LoadedModel(model, tiny.tokenizer, tiny.name, tiny.path)) != base
+    model = copy.deepcopy(tiny.model)
+    model.config._name_or_path = "/somewhere/else"  # provenance only
+    assert model_digest(LoadedModel(model, tiny.tokenizer, tiny.name, "/somewhere/else")) == base
+    tokenizer = copy.deepcopy(tiny.tokenizer)
+    tokenizer.chat_template = "{{ messages[0]['content'] }}"
+    assert model_digest(LoadedModel(tiny.model, tokenizer, tiny.name, tiny.path)) != base
+    tokenizer = copy.deepcopy(tiny.tokenizer)
+    tokenizer.add_tokens(["<extra>"])
+    assert model_digest(LoadedModel(tiny.model, tokenizer, tiny.name, tiny.path)) != base
+    assert model_digest(tiny) == base  # nothing above touched the fixture
+
+
+def test_the_gguf_cache_writer_is_not_in_item_keys():
+    # its product is: a faster writer that yields the same model keeps every key (and the shipped calibration)
+    assert any(name == "data/gguf_cache.py" for name, _ in identity_module._package_files())
+    assert "data/gguf_cache.py" in identity_module.NOT_EVIDENCE
 
 
 def test_source_digest_follows_evidence_code_only(tmp_path, monkeypatch):
