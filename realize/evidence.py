@@ -22,7 +22,8 @@ from typing import Literal
 
 from realize.magnitude import Magnitude
 from realize.resampling import AnyEvidence
-from realize.verdict import Calibration, Content, DirectionVerdict, Verdict
+from realize.stats import Calibration
+from realize.verdict import Content, DirectionVerdict, Verdict
 
 Kind = Literal["vector", "null", "null-isotropic", "positive", "behavior-positive"]
 KINDS: tuple[Kind, ...] = ("vector", "null", "null-isotropic", "positive", "behavior-positive")

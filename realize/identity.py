@@ -39,8 +39,8 @@ from realize.scorers.realism.model import feature_code_digest
 # Modules that only judge, print or write (relative to the package roots), and the GGUF cache writer (its product,
 # the loaded model, is in item keys whole: `model_digest`): their source is not in item keys.
 NOT_EVIDENCE = ("data/gguf_cache.py", "realize/cli.py", "realize/__main__.py", "realize/commands/",
-                "realize/report.py", "realize/report_parts.py", "realize/outputs.py", "realize/api.py", "realize/judging.py",
-                "realize/verdict.py", "realize/reasons.py", "realize/stats.py", "realize/pipeline.py",
+                "realize/report.py", "realize/report_parts.py", "realize/outputs.py", "realize/api.py",
+                "realize/judging.py", "realize/verdict.py", "realize/reasons.py", "realize/stats.py", "realize/pipeline.py",
                 "realize/distributed.py", "realize/identity.py", "data/results_dataset.py")
 _ROOTS = {"realize": "realize", "data": "realize.data", "attacks": "realize.attacks", "scorers": "realize.scorers"}
 

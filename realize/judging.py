@@ -9,8 +9,11 @@ controls of the same layer(s).
   (activation: the whitened cosine, `realize.setting.whitening`; behavior: the recovery); its calibration is the
   median margin by which the positives' own held-out prompts beat their form siblings (mean or nearest,
   `VerdictThresholds.content_reference`) on this axis (`own_margin`).
-- Stability: `joint_bootstrap` resamples the test contexts jointly for the item, its controls, its siblings and its
-  unrelated instruction, and recomputes the whole verdict.
+- Stability: `resampled_values` resamples the test contexts jointly for the item, its controls, its siblings and
+  its unrelated instruction; the whole verdict is recomputed on each resample.
+- One pass per item and axis: its numbers are gathered here, then resampled (`realize.resampling`), then their
+  statistics computed (`realize.stats`), then the rules applied once (`realize.verdict.judge_axis`), then worded
+  (`realize.reasons.explain`).
 - Prompts the user suspects (`AuditConfig.hypotheses`) are each judged as if they were the best prompt, by the same
   rules against the same controls. They were not chosen on the data, so their test values carry no selection bias
   (the controls' best prompts were chosen by a search: the comparison is conservative for the suspected prompt).
@@ -21,16 +24,15 @@ controls of the same layer(s).
 from __future__ import annotations
 
 import math
-import statistics
 from collections.abc import Sequence
 from dataclasses import replace
 
 from realize.evidence import POSITIVE_KIND, Axis, ContentTest, Judgement, JudgedAudit, Measured, VectorAudit
 from realize.reasons import explain
-from realize.resampling import Evidence, paired_spread
+from realize.resampling import Evidence, paired_spread, resampled_values
+from realize.stats import AxisInputs, ContentReference, axis_case, median_margin, place, sibling_margin
 from realize.targets import norm_bin
-from realize.verdict import (AxisInputs, ContentReference, PromptInputs, RealismBand, VerdictThresholds, judge_axis,
-                             sibling_margin)
+from realize.verdict import PromptInputs, RealismBand, VerdictThresholds, judge_axis
 
 EXPORT_REALISM_MARGIN = 0.1  # a prompt kept in a dataset must pass the realism threshold by this much
 WHAT: dict[Axis, str] = {"activation": "specific cos", "behavior": "recovery"}
@@ -98,61 +100,77 @@ def _best(audit: VectorAudit, axis: Axis) -> Measured:
     return best
 
 
-def own_margin(audit: VectorAudit, axis: Axis, reference: ContentReference) -> float | None:
-    """A positive's margin: its own held-out prompt over its form siblings, in the content test's metric (None:
-    not measured)."""
+def _own_prompt(audit: VectorAudit, axis: Axis) -> tuple[float, tuple[float, ...]] | None:
+    """A positive's own held-out prompt and its form siblings, in the content test's metric (None: not measured)."""
     evidence = audit.axes[axis]
     if evidence.true_prompt is None:
         return None
-    return sibling_margin(evidence.true_prompt.content.value(), [s.content.value() for s in evidence.true_siblings],
-                          reference)
+    return evidence.true_prompt.content.value(), tuple(s.content.value() for s in evidence.true_siblings)
 
 
-def true_margin(positives: Sequence[VectorAudit], axis: Axis, reference: ContentReference) -> float | None:
-    """The median margin by which the positives' own prompts beat their form siblings (None: none measured)."""
-    margins = [m for a in positives if (m := own_margin(a, axis, reference)) is not None]
-    return statistics.median(margins) if margins else None
+def own_margin(audit: VectorAudit, axis: Axis, reference: ContentReference) -> float | None:
+    """A positive's margin: its own held-out prompt over its form siblings (None: not measured)."""
+    own = _own_prompt(audit, axis)
+    return None if own is None else sibling_margin(*own, reference)
 
 
 def judge_one(audit: VectorAudit, nulls: Sequence[VectorAudit], positives: Sequence[VectorAudit],
               thresholds: VerdictThresholds, *, axis: Axis, seed: int = 0, n_resamples: int = 200) -> Judgement:
-    """The verdict of one item on `axis` from its evidence and its usable controls' evidence: the numbers are
-    gathered here, decided once by `realize.verdict.judge_axis`, and worded by `realize.reasons.explain`."""
+    """The verdict of one item on `axis` (`judge_best`), with each prompt the user suspects judged as if it were
+    the best prompt: the same rules, the same controls."""
+    evidence = audit.axes[axis]
+    suspected = [replace(audit, axes={**audit.axes, axis: evidence.as_best(h, audit.min_realism)})
+                 for h in evidence.hypotheses]
+    judged = [judge_best(a, nulls, positives, thresholds, axis=axis, seed=seed, n_resamples=n_resamples)
+              for a in (audit, *suspected)]
+    return replace(judged[0], hypotheses=tuple(judged[1:]))
+
+
+def judge_best(audit: VectorAudit, nulls: Sequence[VectorAudit], positives: Sequence[VectorAudit],
+               thresholds: VerdictThresholds, *, axis: Axis, seed: int = 0, n_resamples: int = 200) -> Judgement:
+    """The verdict of one item's best prompt on `axis` from its evidence and its usable controls' evidence: the
+    numbers are gathered here, resampled, given their statistics, decided once by `realize.verdict.judge_axis`,
+    and worded by `realize.reasons.explain`."""
     evidence = audit.axes[axis]
     best, unrelated = evidence.best, evidence.unrelated
+    null_best, positive_best = [_best(a, axis) for a in nulls], [_best(a, axis) for a in positives]
+    own = [pair for a in positives if (pair := _own_prompt(a, axis)) is not None]
+    groups: list[list[Evidence]] = [
+        [best.evidence] if best is not None else [], [b.evidence for b in null_best],
+        [b.evidence for b in positive_best], [s.content for s in evidence.siblings],
+        [unrelated.evidence] if unrelated is not None else [], [best.content] if best is not None else []]
+    band = RealismBand(audit.unnatural_below if audit.unnatural_below is not None else audit.min_realism,
+                       audit.min_realism, EXPORT_REALISM_MARGIN)
+    match = None
+    if axis == "behavior" and (null_match := effect_match(audit, nulls)) is not None:
+        match = (null_match, effect_match(audit, positives))
+    # resampled: the paired spread of x - g, and every value on every joint resample of the test contexts
     spread = math.nan
     if best is not None and unrelated is not None:
         spread = paired_spread(best.evidence, unrelated.evidence, level=thresholds.generic_level, seed=seed)
-    calibration = true_margin(positives, axis, thresholds.content_reference)
+    table = resampled_values(groups, n_resamples=n_resamples, seed=seed)
+    # statistics, for the point and each resample, then the rules once
+    reference = thresholds.content_reference
+    alphas = {"realizable_alpha": thresholds.realizable_alpha, "partial_alpha": thresholds.partial_alpha}
+    calibration = median_margin(own, reference)
     inputs = AxisInputs(
-        value=evidence.value, null=tuple(_best(a, axis).score.value for a in nulls),
-        positive=tuple(_best(a, axis).score.value for a in positives),
+        value=evidence.value, null=tuple(b.score.value for b in null_best),
+        positive=tuple(b.score.value for b in positive_best),
         content_value=None if best is None else best.content.value(),
         siblings=tuple(s.content.value() for s in evidence.siblings),
         unrelated=None if unrelated is None else unrelated.score.value, spread=spread, true_margin=calibration,
         beyond_magnitude=axis == "activation" and audit.magnitude.beyond(thresholds.magnitude_factor),
         inert=evidence.behavior is not None and evidence.behavior.inert, what=WHAT[axis])
-    groups: list[list[Evidence]] = [
-        [best.evidence] if best is not None else [], [_best(a, axis).evidence for a in nulls],
-        [_best(a, axis).evidence for a in positives], [s.content for s in evidence.siblings],
-        [unrelated.evidence] if unrelated is not None else [], [best.content] if best is not None else []]
-    band = RealismBand(audit.unnatural_below if audit.unnatural_below is not None else audit.min_realism,
-                       audit.min_realism, EXPORT_REALISM_MARGIN)
-    decided = judge_axis(inputs, groups, [PromptInputs(p.realism, p.selection) for p in evidence.frontier],
-                         ([_best(a, axis).score.selection for a in nulls],
-                          [_best(a, axis).score.selection for a in positives]),
-                         band, thresholds, seed=seed, n_resamples=n_resamples)
+    point = axis_case(inputs, reference=reference, **alphas)
+    resamples = [axis_case(inputs.resampled(values), reference=reference, **alphas) for values in table]
+    null_sel, positive_sel = [b.score.selection for b in null_best], [b.score.selection for b in positive_best]
+    prompts = [(PromptInputs(p.realism, p.selection), place(p.selection, null_sel, positive_sel, **alphas))
+               for p in evidence.frontier]
+    decided = judge_axis(point, resamples, prompts, band, thresholds)
     decision = decided.decision
     content = None if decision.content is None or best is None else ContentTest(
         outcome=decision.content, margin=decision.content_margin, true_margin=calibration,
         unrelated=inputs.unrelated, unrelated_spread=None if not math.isfinite(spread) else spread)
-    match = None
-    if axis == "behavior" and (null_match := effect_match(audit, nulls)) is not None:
-        match = (null_match, effect_match(audit, positives))
-    hypotheses = tuple(  # each suspected prompt as if it were the best: the same rules, the same controls
-        judge_one(replace(audit, axes={**audit.axes, axis: evidence.as_best(h, audit.min_realism)}), nulls,
-                  positives, thresholds, axis=axis, seed=seed, n_resamples=n_resamples)
-        for h in evidence.hypotheses)
     return Judgement(
         verdict=decision.verdict, direction=decision.direction.verdict,
         reason=explain(audit, axis, decision.direction, content, thresholds, match),
@@ -160,7 +178,6 @@ def judge_one(audit: VectorAudit, nulls: Sequence[VectorAudit], positives: Seque
         score_interval=decided.stability.score_interval, value_interval=decided.stability.value_interval,
         content=content, prompt_verdicts=decided.prompt_verdicts,
         controls={"null": tuple(a.vector_id for a in nulls), "positive": tuple(a.vector_id for a in positives)},
-        hypotheses=hypotheses,
     )
 
 

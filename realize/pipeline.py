@@ -69,25 +69,30 @@ def plan_audit(lm: LoadedModel, vectors: Sequence[SteeringVector], config: Audit
     key = identity.item_key()
     contexts = ContextSplit.of(load_corpus("contexts"), config.n_opt_contexts, config.n_selection, config.n_test,
                                config.seed)
-    vector_items = vector_targets(vectors, key, config)
+    unscaled = [f"vectors[{i}] ({v.name or v.source or 'unnamed'})" for i, v in enumerate(vectors) if v.scale is None]
+    if unscaled:  # before any forward: a steer without its coefficient cannot be audited
+        raise ValueError(f"{', '.join(unscaled)}: no scale; give the coefficient a (steering adds a*v)")
     behavior = None
     if "behavior" in config.axes:
         behavior = contexts.subset(config.behavior_contexts, config.behavior_contexts, config.behavior_test_contexts)
     settings: dict[tuple[int, ...], AuditSetting] = {}
     targets: list[Target] = []
-    for layers in sorted({t.layers for t in vector_items}):
+    for layers in sorted({tuple(sorted(v.directions)) for v in vectors}):
         setting = make_setting(lm, layers, config.placement, contexts, classifier, config.thresholds.min_realism,
                                fingerprint=identity.weights, cache_dir=shifts_dir, behavior_contexts=behavior,
                                show_progress=config.show_progress)
         settings[layers] = setting
-        items = [t for t in vector_items if t.layers == layers]
+        here = [v for v in vectors if tuple(sorted(v.directions)) == layers]
+        effects: list[float | None] = [None] * len(here)
         positive_effects = None
-        if behavior is not None:
-            items = [replace(t, effect=(e := steer_effect(lm, setting.layout, t.goal, behavior.optimization)),
-                             effect_bin=effect_bin(e)) for t in items]
+        if behavior is not None:  # the steers' first-answer effects, and the positive prompts' they are matched on
+            goals = [{i: float(v.scale) * t.float() for i, t in v.directions.items()} for v in here]
+            effects = [steer_effect(lm, setting.layout, goal, behavior.optimization) for goal in goals]
             positives = setting.corpus.select("positive_prompts")[1]
             positive_effects = dict(zip(positives, prompt_effects(lm, setting.layout, positives,
                                                                   behavior.optimization), strict=True))
+        items = [t if e is None else replace(t, effect=e, effect_bin=effect_bin(e))
+                 for t, e in zip(vector_targets(here, key, config), effects, strict=True)]
         targets += control_targets(setting.corpora, setting.generic_opt, items, positive_effects, config, key) + items
     plan = AuditPlan(identity, settings, tuple(targets))
     for target in plan.targets:  # no target may be planned that the plan cannot serve

@@ -9,20 +9,20 @@ or logits:
 - `RatioEvidence` (behavior): the pooled recovery 1 - sum_k w_k KL(S||P)_k / sum_k w_k KL(S||B)_k, never floored
   (a prompt that makes the steered text less likely than no prompt scores below 0, and that is a measurement).
 
-`joint_bootstrap` resamples the test contexts once per draw for *every* group of evidence an item's verdict rests on
-(the item, its nulls, its positives, its siblings, ...), so the verdict is recomputed on paired data.
+`resampled_values` resamples the test contexts once per draw for *every* group of evidence an item's verdict rests
+on (the item, its nulls, its positives, its siblings, ...), so the verdict is recomputed on paired data.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
 import torch
 
-from realize.data.resample import percentile_interval, resample_weights
+from realize.data.resample import resample_weights
 
 
 class Evidence(Protocol):
@@ -121,38 +121,20 @@ class RatioEvidence:
 AnyEvidence = ContextEvidence | LayersEvidence | RatioEvidence
 
 
-@dataclass(frozen=True)
-class Stability:
-    share_same: float  # share of resamples whose verdict equals the point verdict
-    score_interval: tuple[float, float] | None  # percentile interval of the score (None: no calibration)
-    value_interval: tuple[float, float] | None  # percentile interval of the item's value
-
-
-Decide = Callable[[Sequence[Sequence[float]]], tuple[str, float | None]]
-
-
-def joint_bootstrap(groups: Sequence[Sequence[Evidence]], decide: Decide, *, n_resamples: int = 200,
-                    level: float = 0.9, seed: int = 0) -> Stability:
-    """Resample test contexts jointly for every group; `decide(values per group) -> (verdict, score | None)`
-    recomputes the verdict on each resample. The first group is the item itself (one evidence, or none)."""
+def resampled_values(groups: Sequence[Sequence[Evidence]], *, n_resamples: int = 200,
+                     seed: int = 0) -> list[list[list[float]]]:
+    """Every evidence's value on each of `n_resamples` joint resamples of the test contexts, [resample][group]
+    [member]: one draw of context multiplicities per resample, shared by every group, so whatever is recomputed
+    from them (the verdict) is recomputed on paired data. No evidence at all: no resamples ([])."""
     items = [e for group in groups for e in group]
-    point, _ = decide([[e.value() for e in group] for group in groups])
     if not items:
-        return Stability(1.0, None, None)
+        return []
     k = items[0].size
     if any(e.size != k for e in items):
         raise ValueError("evidence: every item must come from the same test contexts")
     weights = torch.stack(list(resample_weights(k, n_resamples, seed)))  # (R, K)
     table = [[e.values(weights).tolist() for e in group] for group in groups]  # every value of every resample at once
-    same, scores, values = 0, [], []
-    for r in range(n_resamples):
-        resampled = [[column[r] for column in group] for group in table]
-        verdict, score = decide(resampled)
-        same += verdict == point
-        if score is not None:
-            scores.append(score)
-        values += [v for v in resampled[0] if math.isfinite(v)]
-    return Stability(same / n_resamples, percentile_interval(scores, level), percentile_interval(values, level))
+    return [[[column[r] for column in group] for group in table] for r in range(n_resamples)]
 
 
 def paired_spread(first: Evidence, second: Evidence, *, n_resamples: int = 200, level: float = 0.95,

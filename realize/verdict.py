@@ -1,10 +1,11 @@
-"""The rules of the calibrated verdict, and the statistics they apply (`realize.stats` holds the numerics).
+"""The rules of the calibrated verdict, applied to statistics computed beforehand (`realize.stats`).
 
-    judge_axis(inputs, groups, prompts, selection, band, thresholds) -> AxisDecision   # the one entry
-    decide(inputs, thresholds) -> Decision      # the rule chain: direction, then content, then magnitude
+    judge_axis(point, resamples, prompts, band, thresholds) -> AxisDecision   # the one entry
+    decide(case, thresholds) -> Decision      # the rule chain: direction, then content, then magnitude
 
-`realize.judging` gathers an item's numbers (`AxisInputs`) and its controls' numbers and calls `judge_axis` once;
-`realize.reasons` words the outcome.
+`realize.judging` gathers an item's numbers (`AxisInputs`) and its controls', has them resampled
+(`realize.resampling`) and their statistics computed (`realize.stats.axis_case`, one `AxisCase` for the point and
+one per resample), and calls `judge_axis` once; `realize.reasons` words the outcome.
 
 Every target (a vector, or a control) gets the same search; its best prompt is *chosen* on selection contexts and
 *measured* on test contexts. Its value x (activation: specific cosine; behavior: pooled recovery) is placed between
@@ -45,17 +46,15 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Literal
 
-from realize.resampling import Evidence, Stability, joint_bootstrap
-from realize.stats import mean_sd, prediction_bound
+from realize.data.resample import percentile_interval
+from realize.stats import CONTENT_REFERENCES, AxisCase, Calibration, ContentReference, Placed
 
 DirectionVerdict = Literal["realizable", "partially realizable", "not realizable", "inconclusive",
                            "no natural candidate"]
 Content = Literal["specific", "form", "generic"]
-ContentReference = Literal["mean", "nearest"]
-CONTENT_REFERENCES: tuple[ContentReference, ...] = ("mean", "nearest")
 Verdict = Literal["realizable", "partially realizable", "direction realizable", "direction partially realizable",
                   "form realizable", "generically realizable", "not realizable", "inconclusive",
                   "no natural candidate"]
@@ -109,67 +108,26 @@ class VerdictThresholds:
 
 
 @dataclass(frozen=True)
-class Calibration:
-    """Where a value sits among the null and positive controls (all on test contexts)."""
-
-    value: float
-    score: float  # 0 = null mean, 1 = positive mean (clipped to [0, 1])
-    null_mean: float
-    null_sd: float
-    positive_mean: float
-    positive_sd: float
-    n_null: int
-    n_positive: int
-    realizable_bound: float  # null prediction bound at realizable_alpha
-    partial_bound: float  # null prediction bound at partial_alpha
-    separation: float  # (positive mean - null mean) / pooled sd
-    null_percentile: float  # share of null values strictly below `value`
-    positive_percentile: float  # share of positive values strictly below `value`
-
-
-def calibrate(value: float, null: Sequence[float], positive: Sequence[float],
-              thresholds: VerdictThresholds) -> Calibration:
-    """Place `value` among the controls (at least 2 of each)."""
-    if len(null) < 2 or len(positive) < 2:
-        raise ValueError("null/positive: expected at least two control values each")
-    mu0, sd0 = mean_sd(null)
-    mu1, sd1 = mean_sd(positive)
-    n, m = len(null), len(positive)
-    pooled = math.sqrt(((n - 1) * sd0**2 + (m - 1) * sd1**2) / (n + m - 2))
-    span = mu1 - mu0
-    score = (value - mu0) / span if span > 0 else 0.0
-    return Calibration(
-        value=value, score=min(max(score, 0.0), 1.0), null_mean=mu0, null_sd=sd0, positive_mean=mu1,
-        positive_sd=sd1, n_null=n, n_positive=m,
-        realizable_bound=prediction_bound(null, thresholds.realizable_alpha),
-        partial_bound=prediction_bound(null, thresholds.partial_alpha),
-        separation=span / pooled if pooled > 0 else (math.inf if span > 0 else -math.inf),
-        null_percentile=sum(v < value for v in null) / n,
-        positive_percentile=sum(v < value for v in positive) / m,
-    )
-
-
-@dataclass(frozen=True)
 class DirectionJudgement:
     verdict: DirectionVerdict
     calibration: Calibration | None
     reason: str  # one sentence a user can act on
 
 
-def judge_direction(value: float | None, null: Sequence[float], positive: Sequence[float],
-                    thresholds: VerdictThresholds, *, what: str = "value") -> DirectionJudgement:
-    """The direction verdict of one value against its controls (see module docstring); `what` names the value in
+def judge_direction(placed: Placed, thresholds: VerdictThresholds, *, what: str = "value") -> DirectionJudgement:
+    """The direction verdict of one value among its controls (see module docstring); `what` names the value in
     the reason ("specific cos", "recovery")."""
+    value, null, positive = placed.value, placed.null, placed.positive
     if value is None or not math.isfinite(value):
         return DirectionJudgement("no natural candidate", None, "no searched prompt passed the realism threshold")
     need = thresholds.min_controls
-    if len(null) < need or len(positive) < need:
+    if len(null) < need or len(positive) < need or placed.calibration is None:
         return DirectionJudgement("inconclusive", None, f"only {len(null)} usable null and {len(positive)} positive "
                                   f"controls (at least {need} of each are needed)")
-    if mean_sd(null)[1] <= 1e-12:
+    cal = placed.calibration
+    if cal.null_sd <= 1e-12:
         return DirectionJudgement("inconclusive", None, f"the {len(null)} nulls all have the same {what} "
                                   f"({null[0]:.3g}): with zero spread no prediction bound exists")
-    cal = calibrate(value, null, positive, thresholds)
     if not cal.separation >= thresholds.separation_sd:
         return DirectionJudgement("inconclusive", cal, f"the positive controls (mean {cal.positive_mean:.2f}) do not "
                                   f"beat the nulls (mean {cal.null_mean:.2f}) by {thresholds.separation_sd:g} pooled "
@@ -217,23 +175,6 @@ def qualify(direction: DirectionVerdict, content: Content | None, beyond_magnitu
 
 
 @dataclass(frozen=True)
-class AxisInputs:
-    """The numbers one item's verdict on one axis is decided on (test contexts, unfloored)."""
-
-    value: float | None  # x: the best prompt's value (None: no natural candidate)
-    null: tuple[float, ...]  # the usable nulls' values
-    positive: tuple[float, ...]  # the usable positives' values
-    content_value: float | None  # the best prompt in the content test's metric
-    siblings: tuple[float, ...]  # its form siblings in that metric
-    unrelated: float | None  # the best unrelated instruction's value g (None: no panel)
-    spread: float  # one-sided paired bootstrap spread of x - g (nan: none)
-    true_margin: float | None  # the form test's calibration: the positives' median own-minus-sibling margin
-    beyond_magnitude: bool  # activation: a > magnitude_factor * a*
-    inert: bool  # behavior: the steer barely changes the outputs (nothing to reproduce)
-    what: str  # the value's name in reasons ("specific cos", "recovery")
-
-
-@dataclass(frozen=True)
 class Decision:
     verdict: Verdict
     direction: DirectionJudgement
@@ -241,34 +182,25 @@ class Decision:
     content_margin: float | None  # the best prompt's margin over its form siblings (`content_reference`)
 
 
-def sibling_margin(value: float | None, siblings: Sequence[float], reference: ContentReference) -> float | None:
-    """A prompt's content-test value minus its form siblings' mean, or minus the nearest (largest) sibling's
-    (None: no value or no finite sibling)."""
-    finite = [v for v in siblings if math.isfinite(v)]
-    if value is None or not math.isfinite(value) or not finite:
-        return None
-    return value - (max(finite) if reference == "nearest" else sum(finite) / len(finite))
-
-
-def content_outcome(inputs: AxisInputs, direction: DirectionJudgement,
-                    thresholds: VerdictThresholds) -> tuple[Content | None, float | None]:
-    """The content outcome of a passing direction (None otherwise) and the form-test margin: generic (the
-    unrelated instruction) before form (the siblings)."""
-    margin = sibling_margin(inputs.content_value, inputs.siblings, thresholds.content_reference)
+def content_outcome(case: AxisCase, direction: DirectionJudgement, thresholds: VerdictThresholds) -> Content | None:
+    """The content outcome of a passing direction (None otherwise): generic (the unrelated instruction) before form
+    (the siblings)."""
+    inputs = case.inputs
     if direction.verdict not in PASSING or direction.calibration is None or inputs.value is None:
-        return None, margin
+        return None
     if is_generic(inputs.value, inputs.unrelated, direction.calibration.partial_bound, inputs.spread):
-        return "generic", margin
-    return ("specific" if content_passes(margin, inputs.true_margin, thresholds) else "form"), margin
+        return "generic"
+    return "specific" if content_passes(case.margin, inputs.true_margin, thresholds) else "form"
 
 
-def decide(inputs: AxisInputs, thresholds: VerdictThresholds) -> Decision:
+def decide(case: AxisCase, thresholds: VerdictThresholds) -> Decision:
     """The whole rule chain for one item on one axis: direction, then content, then magnitude (`qualify`)."""
-    if inputs.inert:
+    if case.inputs.inert:
         return Decision("inconclusive", DirectionJudgement("inconclusive", None, "inert"), None, None)
-    direction = judge_direction(inputs.value, inputs.null, inputs.positive, thresholds, what=inputs.what)
-    content, margin = content_outcome(inputs, direction, thresholds)
-    return Decision(qualify(direction.verdict, content, inputs.beyond_magnitude), direction, content, margin)
+    direction = judge_direction(case.direction, thresholds, what=case.inputs.what)
+    content = content_outcome(case, direction, thresholds)
+    return Decision(qualify(direction.verdict, content, case.inputs.beyond_magnitude), direction, content,
+                    case.margin)
 
 
 @dataclass(frozen=True)
@@ -290,16 +222,23 @@ class RealismBand:
     export_margin: float
 
 
-def prompt_verdict(prompt: PromptInputs, null: Sequence[float], positive: Sequence[float], content: Content | None,
-                   beyond_magnitude: bool, band: RealismBand, thresholds: VerdictThresholds) -> str:
-    """The verdict one prompt earns on its selection value against the controls' selection values, qualified by
-    its item's content outcome and magnitude; "not natural" / "unverified" by its realism band."""
+def prompt_verdict(prompt: PromptInputs, placed: Placed, content: Content | None, beyond_magnitude: bool,
+                   band: RealismBand, thresholds: VerdictThresholds) -> str:
+    """The verdict one prompt earns on its selection value among the controls' selection values (`placed`),
+    qualified by its item's content outcome and magnitude; "not natural" / "unverified" by its realism band."""
     if prompt.realism < band.unnatural_below:
         return "not natural"
     if prompt.realism < band.min_realism + band.export_margin:
         return "unverified"
-    direction = judge_direction(prompt.selection, null, positive, thresholds).verdict
+    direction = judge_direction(placed, thresholds).verdict
     return qualify(direction, content if direction in PASSING else None, beyond_magnitude)
+
+
+@dataclass(frozen=True)
+class Stability:
+    share_same: float  # share of resamples whose verdict equals the point verdict
+    score_interval: tuple[float, float] | None  # percentile interval of the score (None: no calibration)
+    value_interval: tuple[float, float] | None  # percentile interval of the item's value
 
 
 @dataclass(frozen=True)
@@ -311,25 +250,20 @@ class AxisDecision:
     prompt_verdicts: tuple[str, ...]
 
 
-def judge_axis(inputs: AxisInputs, groups: Sequence[Sequence[Evidence]], prompts: Sequence[PromptInputs],
-               selection: tuple[Sequence[float], Sequence[float]], band: RealismBand,
-               thresholds: VerdictThresholds, *, seed: int = 0, n_resamples: int = 200) -> AxisDecision:
-    """Decide one item on one axis: the point verdict from `inputs`; its stability, re-deciding on joint resamples
-    of the test contexts of `groups` = [item], nulls, positives, siblings (content metric), [unrelated], [item in
-    the content metric] (the same order as `inputs`' fields); and each prompt's verdict against the controls'
-    `selection` values (nulls, positives)."""
-
-    def resampled(values: Sequence[Sequence[float]]) -> tuple[str, float | None]:
-        decision = decide(replace(
-            inputs, value=values[0][0] if values[0] else None, null=tuple(values[1]), positive=tuple(values[2]),
-            siblings=tuple(values[3]), unrelated=values[4][0] if values[4] else None,
-            content_value=values[5][0] if values[5] else None), thresholds)
-        calibration = decision.direction.calibration
-        return decision.verdict, calibration.score if calibration is not None else None
-
-    decision = decide(inputs, thresholds)
-    stability = joint_bootstrap(groups, resampled, n_resamples=n_resamples, seed=seed)
-    null_sel, pos_sel = selection
-    verdicts = tuple("inconclusive" if inputs.inert else prompt_verdict(
-        p, null_sel, pos_sel, decision.content, inputs.beyond_magnitude, band, thresholds) for p in prompts)
+def judge_axis(point: AxisCase, resamples: Sequence[AxisCase], prompts: Sequence[tuple[PromptInputs, Placed]],
+               band: RealismBand, thresholds: VerdictThresholds, *, level: float = 0.9) -> AxisDecision:
+    """Decide one item on one axis: the point verdict; its stability, the same rules re-run on every joint resample
+    of the test contexts (`resamples`; none: no evidence to resample, stable by definition); and each frontier
+    prompt's verdict on its selection value among the controls' selection values."""
+    decision = decide(point, thresholds)
+    verdicts = tuple("inconclusive" if point.inputs.inert else prompt_verdict(
+        prompt, placed, decision.content, point.inputs.beyond_magnitude, band, thresholds)
+        for prompt, placed in prompts)
+    if not resamples:
+        return AxisDecision(decision, Stability(1.0, None, None), verdicts)
+    redecided = [decide(case, thresholds) for case in resamples]
+    scores = [d.direction.calibration.score for d in redecided if d.direction.calibration is not None]
+    values = [v for case in resamples if (v := case.inputs.value) is not None and math.isfinite(v)]
+    share = sum(d.verdict == decision.verdict for d in redecided) / len(redecided)
+    stability = Stability(share, percentile_interval(scores, level), percentile_interval(values, level))
     return AxisDecision(decision, stability, verdicts)

@@ -8,26 +8,42 @@ import math
 import pytest
 import torch
 
+from realize.data.resample import resample_weights
 from realize.data.shift import specific_cosine
 from realize.magnitude import NaturalNorms, magnitude, magnitude_at
-from realize.resampling import ContextEvidence, RatioEvidence, joint_bootstrap, paired_spread
-from realize.stats import prediction_bound, student_t_quantile
+from realize.resampling import ContextEvidence, RatioEvidence, paired_spread, resampled_values
+from realize.stats import AxisInputs, axis_case, place, prediction_bound, sibling_margin, student_t_quantile
+from realize.stats import calibrate as calibrate_at
 from realize.verdict import (
-    AxisInputs,
     PromptInputs,
     RealismBand,
     VerdictThresholds,
-    calibrate,
-    decide,
-    judge_axis,
     content_passes,
     is_generic,
-    judge_direction,
+    judge_axis,
     qualify,
-    sibling_margin,
 )
+from realize.verdict import decide as decide_case
+from realize.verdict import judge_direction as judge_placed
 
 TH = VerdictThresholds()
+
+
+def _alphas(th: VerdictThresholds) -> dict[str, float]:
+    return {"realizable_alpha": th.realizable_alpha, "partial_alpha": th.partial_alpha}
+
+
+def calibrate(value, null, positive, th=TH):  # noqa: ANN001, ANN201
+    return calibrate_at(value, null, positive, **_alphas(th))
+
+
+def judge_direction(value, null, positive, th=TH, *, what="value"):  # noqa: ANN001, ANN201
+    """The direction rule on a value placed among its controls (the statistics first, as `judging` does)."""
+    return judge_placed(place(value, null, positive, **_alphas(th)), th, what=what)
+
+
+def decide(inputs, th=TH):  # noqa: ANN001, ANN201
+    return decide_case(axis_case(inputs, reference=th.content_reference, **_alphas(th)), th)
 NULL = [0.02, 0.05, 0.08, 0.04, 0.06, 0.03]  # random directions: best specific cos after the same search
 POSITIVE = [0.85, 0.9, 0.8, 0.88]  # natural-prompt shifts
 
@@ -236,24 +252,32 @@ def test_evidence_recomputes_the_specific_cosine():
 
 
 def test_joint_bootstrap_stability():
+    """Every group is resampled with the same context draws; the verdict re-run on each resample gives the share
+    that agrees with the point verdict, and intervals of the score and the item's value."""
     gen = torch.Generator().manual_seed(1)
     target, g = torch.randn(32, generator=gen), torch.randn(32, generator=gen)
-
-    def decide(groups):
-        value = groups[0][0] if groups[0] else None
-        judged = judge_direction(value, list(groups[1]), list(groups[2]), TH)
-        return judged.verdict, None if judged.calibration is None else judged.calibration.score
-
     nulls = [ContextEvidence.from_shifts(torch.randn(12, 32, generator=gen), torch.randn(32, generator=gen), g)
              for _ in range(6)]  # shifts unrelated to their targets
     positives = [_evidence(target, g, 0.3, 10 + s) for s in range(4)]
-    clear = joint_bootstrap([[_evidence(target, g, 0.3, 99)], nulls, positives], decide, n_resamples=100)
+    item = _evidence(target, g, 0.3, 99)
+    groups = [[item], nulls, positives, [], [], []]
+    table = resampled_values(groups, n_resamples=100)
+    assert len(table) == 100 and [len(group) for group in table[0]] == [1, 6, 4, 0, 0, 0]
+    inputs = _inputs(value=item.value(), null=tuple(e.value() for e in nulls),
+                     positive=tuple(e.value() for e in positives), siblings=(), content_value=None, unrelated=None)
+    cases = [axis_case(inputs.resampled(values), reference="mean", **_alphas(TH)) for values in table]
+    point = axis_case(inputs, reference="mean", **_alphas(TH))
+    band = RealismBand(0.1, 0.3, 0.1)
+    clear = judge_axis(point, cases, [], band, TH).stability
     assert clear.share_same == 1.0 and clear.score_interval is not None
     assert clear.value_interval[0] <= clear.value_interval[1]
-    absent = joint_bootstrap([[], nulls, positives], decide, n_resamples=20)
-    assert absent.share_same == 1.0 and absent.value_interval is None
+    # the same draws for every group: a null's resampled value is its value under the item's context weights
+    weights = torch.stack(list(resample_weights(item.size, 100, 0)))
+    assert table[3][1][2] == pytest.approx(nulls[2].values(weights)[3].item())
+    assert resampled_values([[], [], []]) == []  # no evidence: nothing to resample, stable by definition
+    assert judge_axis(point, [], [], band, TH).stability.share_same == 1.0
     with pytest.raises(ValueError, match="same test contexts"):
-        joint_bootstrap([[_evidence(target, g, 0.3, 1, k=5)], nulls, positives], decide)
+        resampled_values([[_evidence(target, g, 0.3, 1, k=5)], nulls, positives])
 
 
 def test_natural_nulls_lie_in_the_natural_subspace_at_the_norm():
@@ -303,8 +327,9 @@ def test_decide_runs_the_whole_rule_chain(changes, verdict, content):
 def test_judge_axis_prompt_verdicts_use_selection_values_and_the_realism_band():
     band = RealismBand(unnatural_below=0.1, min_realism=0.3, export_margin=0.1)
     prompts = [PromptInputs(0.05, 0.9), PromptInputs(0.35, 0.9), PromptInputs(0.6, 0.9), PromptInputs(0.6, 0.02)]
-    decided = judge_axis(_inputs(), [[], [], [], [], [], []], prompts, (NULL, POSITIVE), band, TH)
+    placed = [(p, place(p.selection, NULL, POSITIVE, **_alphas(TH))) for p in prompts]
+    decided = judge_axis(axis_case(_inputs(), reference="mean", **_alphas(TH)), [], placed, band, TH)
     assert decided.decision.verdict == "realizable"
     assert decided.prompt_verdicts == ("not natural", "unverified", "realizable", "not realizable")
-    inert = judge_axis(_inputs(inert=True), [[], [], [], [], [], []], prompts, (NULL, POSITIVE), band, TH)
+    inert = judge_axis(axis_case(_inputs(inert=True), reference="mean", **_alphas(TH)), [], placed, band, TH)
     assert set(inert.prompt_verdicts) == {"inconclusive"}
