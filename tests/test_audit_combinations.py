@@ -1,7 +1,11 @@
 """Every combination a user can ask `realize audit` / `realize.audit()` for, on the tiny model: a steer at one layer or
 at several, on the activation axis, the behavior axis or both, with the quick budget's own controls or with
 --n-null / --n-positive overrides. Each finishes with a results table and a verdict per axis, and the CLI and the
-Python API give the same rows."""
+Python API give the same rows.
+
+Both routes take the judge-free realism classifier (`--realism-weights`, `classifier=`): the routes are what these
+tests compare, and the Gemma judge's forwards were ~60 % of their time; the default judge is exercised by the demo
+audit's and the real model's tests."""
 
 from __future__ import annotations
 
@@ -14,6 +18,8 @@ import torch
 import realize
 from realize.cli import main
 from realize.data.vectors import SteeringVector, save_safetensors
+from realize.scorers.realism import load_classifier
+from realize.scorers.realism.model import FAST_WEIGHTS
 from realize.verdict import VERDICTS
 
 LAYERS = {"one layer": {2: 1.0}, "several layers": {1: 1.0, 2: 1.5, 3: 2.0}}
@@ -63,13 +69,13 @@ def test_every_combination_audits_through_cli_and_api(files, tmp_path, capsys, l
         axes_flag = "both" if axes == "both" else axes
         args = ["audit", str(files[layers]), "--model", str(files["model"]), "--budget", "quick", "--axes",
                 axes_flag, "--out", str(out), "--quiet", "--control-cache", str(files["controls"]), "--no-manifold",
-                *_flags(CONTROLS[controls])]
+                "--realism-weights", str(FAST_WEIGHTS), *_flags(CONTROLS[controls])]
         assert main(args) == 0
         printed = capsys.readouterr().out
         config = realize.AuditConfig(budget="quick", axes=AXES[axes], manifold=False, show_progress=False,
                                      **CONTROLS[controls])
         report = realize.audit(str(files[layers]), model=str(files["model"]), config=config,
-                               control_cache=files["controls"])
+                               control_cache=files["controls"], classifier=load_classifier(FAST_WEIGHTS))
     finally:
         torch.set_num_threads(threads)
     cli_rows = _rows([json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()])

@@ -61,6 +61,16 @@ def test_audit_without_vectors_exit_2(capsys):
     assert "--demo" in capsys.readouterr().err
 
 
+def test_audit_realism_weights_that_do_not_load_exit_2_before_the_model(tmp_path, capsys, vector_file):
+    bad = tmp_path / "weights.json"
+    bad.write_text("{}")
+    # the model path does not exist either: the weights are checked first, so their error is the one printed
+    assert main(["audit", str(vector_file), "--realism-weights", str(bad), "--model", str(tmp_path / "no-model"),
+                 "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert "weights.json: corrupt realism classifier weights" in err and "no-model" not in err
+
+
 def test_audit_flags_reach_the_verdict_thresholds():
     from realize.cli import build_parser
     from realize.commands.audit import _config

@@ -67,6 +67,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         "reported beside the search's best prompt")
     parser.add_argument("--min-realism", type=float, help="realism a prompt needs to count as natural (default: "
                         "the realism classifier's fitted threshold)")
+    parser.add_argument("--realism-weights", metavar="FILE", help="realism classifier weights (default: the shipped "
+                        "scorers/weights/realism.json, with the Gemma judge; scorers/weights/realism_fast.json is "
+                        "judge-free). Item ids hash the classifier, so the shipped calibration is used only with "
+                        "the default")
     parser.add_argument("--content-test", choices=CONTENT_REFERENCES, help="the form test's margin: the best "
                         "prompt over its form siblings' mean, or over the nearest sibling (every sibling beaten), for "
                         "the best prompt and the positives alike (default: "
@@ -108,6 +112,7 @@ def _run(args: argparse.Namespace) -> int:
     if not args.vectors and not args.demo:
         raise UserInputError("no vectors: pass VECTOR_FILE... or --demo")
     config = _config(args)
+    classifier = load_classifier(args.realism_weights)  # a bad weights file fails before the model loads
     out = Path(args.out)
     state = process_state()
     lm = load_model_arg(args)
@@ -117,7 +122,6 @@ def _run(args: argparse.Namespace) -> int:
         for vector in loaded:
             require_scale(vector, path)
         vectors += loaded
-    classifier = load_classifier()
     demo_file = out / "demo_vectors.safetensors"
     if args.demo:
         if state.is_main_process:  # the directory is checked before anything is written into it
