@@ -17,6 +17,7 @@ import torch
 
 import realize.pipeline as pipeline_module
 from realize.data.vectors import SteeringVector, save_safetensors
+from realize.scorers.realism.model import FAST_WEIGHTS
 from realize.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -39,7 +40,8 @@ def setup(tiny, tmp_path_factory) -> dict[str, Path]:
 def _args(setup: dict[str, Path], out: Path) -> list[str]:
     return ["audit", str(setup["vectors"]), "--model", str(setup["model"]), "--budget", "quick", "--out", str(out),
             "--quiet", "--no-control-cache", "--no-manifold", "--axes", "activation", "--n-null", "1",
-            "--n-isotropic", "0", "--n-positive", "2"]
+            "--n-isotropic", "0", "--n-positive", "2",
+            "--realism-weights", str(FAST_WEIGHTS)]  # judge-free: the Gemma judge's forwards were most of the time
 
 
 def _rows(out: Path) -> list[dict]:
