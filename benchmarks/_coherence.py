@@ -50,36 +50,36 @@ def sentence_spans(text: str) -> list[tuple[int, int]]:
     return out
 
 
-def _later_sentences(tokenizer, text: str, stats: TextStats) -> list[tuple[str, list[float]]]:
-    """(sentence text, its tokens' surprisals in context) for each sentence after the first with enough tokens."""
+def _later_sentences(tokenizer, text: str, stats: TextStats) -> tuple[int, list[tuple[str, list[float]]]]:
+    """(number of sentences, [(sentence text, its tokens' surprisals in context)] for each sentence after the first
+    with enough tokens)."""
     spans = sentence_spans(text)
     if len(spans) < 2:
-        return []
+        return len(spans), []
     tokens = token_char_spans(tokenizer, text, stats)[: len(stats.surprisal) + stats.offset]
     out = []
     for a, b in spans[1:]:
         inside = [i - stats.offset for i, (s, _) in enumerate(tokens) if a <= s < b and i >= stats.offset]
         if len(inside) >= MIN_SENTENCE_TOKENS:
-            out.append((text[a:b].strip(), [stats.surprisal[i] for i in inside]))
-    return out
+            out.append((text[a:b], [stats.surprisal[i] for i in inside]))
+    return len(spans), out
 
 
 def coherence_rows(lm: LoadedModel, texts: Sequence[str], stats: Sequence[TextStats], *, batch_size: int = 32,
                    use_cache: bool = False) -> list[list[float]]:
     """COHERENCE_FEATURES per prompt (`stats`: the prompts' own `TextStats` under `lm`)."""
     later = [_later_sentences(lm.tokenizer, t, st) for t, st in zip(texts, stats, strict=True)]
-    wanted = sorted({s for row in later for s, _ in row})
+    wanted = sorted({s for _, row in later for s, _ in row})
     alone = dict(zip(wanted, text_stats(lm, wanted, with_entropy=False, batch_size=batch_size,
                                         use_cache=use_cache), strict=True)) if wanted else {}
     out = []
-    for text, row in zip(texts, later, strict=True):
+    for count, row in later:
         pmis = []
         for sentence, in_context in row:
             a = list(alone[sentence].surprisal)
             m = min(len(a), len(in_context))  # the same tokens: a sentence's first piece may tokenize differently
             if m:
                 pmis.append(sum(a[len(a) - m:]) / m - sum(in_context[len(in_context) - m:]) / m)
-        count = len(sentence_spans(text))
         if not pmis:
             out.append([math.log1p(count), 0.0, 0.0, 0.0])
             continue

@@ -30,7 +30,7 @@ from realize.data.models import load_model
 from realize.scorers.realism.dataset import BENIGN_SOURCE, NATURAL_KINDS, NEAR_NATURAL_SOURCES, RealismDatasetConfig
 from realize.scorers.realism.evaluate import _auc_vs, _mask, fit_split
 from realize.scorers.realism.features import ALL_FEATURE_NAMES, select_columns
-from realize.scorers.realism.labels import READER_NATURAL, read_reader_labels
+from realize.scorers.realism.labels import apply_reader_labels, read_reader_labels
 from realize.scorers.realism.model import JUDGE_MODEL, load_judge
 from realize.scorers.realism.stats import text_stats
 from realize.scorers.realism.train import Prepared, RealismTrainConfig, prepare
@@ -42,13 +42,12 @@ READER_LABELS = WEIGHTS / "realism_reader_labels.jsonl"
 
 
 def with_reader_labels(data: Prepared) -> Prepared:
-    """Near-natural corruptions a reader judged still natural become test-only naturals (`READER_NATURAL`)."""
-    labels = read_reader_labels(READER_LABELS)
-    y, split, sources = data.labels.clone(), list(data.split), list(data.sources)
-    for i, row in enumerate(data.rows):
-        if row["source"] in NEAR_NATURAL_SOURCES and labels.get(str(row["text"])) == 1:
-            y[i], split[i], sources[i] = 1.0, "test", READER_NATURAL
-    return dataclasses.replace(data, labels=y, split=split, sources=sources)
+    """Near-natural corruptions a reader judged still natural become test-only naturals (`apply_reader_labels`, the
+    dataset builder's own step, applied to the prepared rows: the features stay the same)."""
+    rows = apply_reader_labels(data.rows, read_reader_labels(READER_LABELS), NEAR_NATURAL_SOURCES)
+    return dataclasses.replace(data, labels=torch.tensor([float(r["label"]) for r in rows]),
+                               split=[str(r["split"]) for r in rows], sources=[str(r["source"]) for r in rows],
+                               rows=rows)
 
 
 def held_out(data: Prepared, names: tuple[str, ...]) -> dict[str, dict[str, float]]:
