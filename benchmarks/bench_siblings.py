@@ -13,9 +13,17 @@ contexts the audit never used, the best prompt p is measured against both target
 
 The issue's bar: separation >= half the true margin, or a verdict other than plain "realizable". A control steer
 whose prompt the retrieval corpus holds verbatim must stay "realizable" (it is audited beside the pairs).
-Verdicts are given for both form-test references (`VerdictThresholds.content_reference`: the siblings' mean, the
-nearest sibling), judged from the same items; `--reuse` judges an earlier run's items again without searching.
+Verdicts are given for each form-test rule (`RULES`: the margin over the siblings' mean, over the nearest sibling,
+and over the mean with the margin required to exceed its 95 % one-sided bootstrap spread, `content_level`), judged
+from the same items; `--reuse` judges an earlier run's items again without searching.
 Writes OUT/summary.json (benchmarks/results/siblings_<budget>.json when --results is given).
+
+Adoption rule for "mean95", written before any of its verdicts was seen (the runs' items do not depend on it):
+it becomes the default only if, on both pair sets at layers 12 and 6, (1) it meets the bar on more targets than
+"mean" in at least one of the four cases (never fewer: it only turns "realizable" into "form realizable"); (2) every
+verbatim corpus control stays "realizable" (12 of 12); (3) it keeps at least half of the "realizable" verdicts whose
+prompt separates own from sibling, pooled over the four cases; and (4) on the behavior axis the own instructions of
+`bench_hypotheses.py` (layer 7) that read "realizable" stay so. Without (4) measured it ships as an option only.
 """
 
 from __future__ import annotations
@@ -42,9 +50,14 @@ from realize.attacks.objectives import estimate_generics
 from realize.judging import judge_all
 from realize.outputs import read_items
 from realize.setting import ContextSplit
-from realize.verdict import CONTENT_REFERENCES, VerdictThresholds
+from realize.verdict import VerdictThresholds
 
 VERBATIM = 3  # corpus prompts audited as steers whose prompt the corpus holds verbatim
+RULES: dict[str, dict[str, object]] = {  # form-test variants, as changes to the configuration's thresholds
+    "mean": {"content_reference": "mean", "content_level": None},
+    "nearest": {"content_reference": "nearest", "content_level": None},
+    "mean95": {"content_reference": "mean", "content_level": 0.95},
+}
 
 
 def unused(config: AuditConfig) -> list[str]:
@@ -54,14 +67,14 @@ def unused(config: AuditConfig) -> list[str]:
     return [c for c in contexts if c not in used]
 
 
-def verdicts_by_reference(audit_dir: Path, thresholds: VerdictThresholds, seed: int) -> dict[str, dict[str, str]]:
-    """{reference: {vector name: verdict}}: the directory's items judged with each form-test reference."""
+def verdicts_by_rule(audit_dir: Path, thresholds: VerdictThresholds, seed: int) -> dict[str, dict[str, str]]:
+    """{rule: {vector name: verdict}}: the directory's items judged with each form-test rule (`RULES`)."""
     plan = json.loads((audit_dir / "plan.json").read_text(encoding="utf-8"))
     items = read_items(audit_dir, [(str(i["id"]), str(i["name"])) for i in plan["items"]])
     out = {}
-    for reference in CONTENT_REFERENCES:
-        judged = judge_all(items, dataclasses.replace(thresholds, content_reference=reference), seed=seed)
-        out[reference] = {j.audit.name: j.judgement("activation").verdict for j in judged if j.audit.kind == "vector"}
+    for rule, changes in RULES.items():
+        judged = judge_all(items, dataclasses.replace(thresholds, **changes), seed=seed)  # type: ignore[arg-type]
+        out[rule] = {j.audit.name: j.judgement("activation").verdict for j in judged if j.audit.kind == "vector"}
     return out
 
 
@@ -105,8 +118,9 @@ def main() -> None:
         seconds = time.perf_counter() - start
         rows = [r for r in read_rows(audit_dir / "results.parquet") if r["kind"] == "vector"]
         best = {r["vector_name"]: r for r in rows if r["is_best"]}
-        by_reference = verdicts_by_reference(audit_dir, config.thresholds, config.seed)
-        verdicts = by_reference[config.thresholds.content_reference]
+        by_reference = verdicts_by_rule(audit_dir, config.thresholds, config.seed)
+        default = next(r for r, c in RULES.items() if all(getattr(config.thresholds, k) == v for k, v in c.items()))
+        verdicts = by_reference[default]
         prompts = {name: r["prompt"] for name, r in best.items()}
         measured = mean_shifts_at(lm, layout, [layer], list(prompts.values()) + texts, measure_contexts)[layer]
         shift = dict(zip(list(prompts) + [f"true{i}" for i in range(len(texts))], measured, strict=True))
@@ -123,7 +137,7 @@ def main() -> None:
                 separates = separation is not None and separation >= true_margin / 2
                 met = {ref: v[name] != "realizable" or separates for ref, v in by_reference.items() if name in v}
                 verdict = verdicts.get(name, "missing")
-                ok = met.get(config.thresholds.content_reference, False)
+                ok = met.get(default, False)
                 entries.append({"pair": pair, "target": texts[own], "verdict": verdict,
                                 "verdicts": {ref: v.get(name) for ref, v in by_reference.items()},
                                 "best_prompt": prompts.get(name), "separation": separation,
@@ -139,7 +153,7 @@ def main() -> None:
         for c in controls:
             print(f"L{layer} verbatim {c['verdicts']} {c['prompt']!r} -> {c['best_prompt']!r}", flush=True)
         met_by_reference = {ref: sum(e["bar_met_by_reference"].get(ref, False) for e in entries)
-                            for ref in CONTENT_REFERENCES}
+                            for ref in RULES}
         print(f"L{layer} bar met: {met_by_reference} of {len(entries)}", flush=True)
         summary["layers"][str(layer)] = {"exit_code": code, "seconds": seconds, "pairs": entries,  # type: ignore[index]
                                          "verbatim": controls, "bar_met": sum(e["bar_met"] for e in entries),

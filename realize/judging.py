@@ -30,7 +30,8 @@ from dataclasses import replace
 from realize.evidence import POSITIVE_KIND, Axis, ContentTest, Judgement, JudgedAudit, Measured, VectorAudit
 from realize.reasons import explain
 from realize.resampling import Evidence, paired_spread, resampled_values
-from realize.stats import AxisInputs, ContentReference, axis_case, median_margin, place, sibling_margin
+from realize.stats import (AxisInputs, ContentReference, axis_case, margin_spread, median_margin, place,
+                           sibling_margin)
 from realize.targets import norm_bin
 from realize.verdict import PromptInputs, RealismBand, VerdictThresholds, judge_axis
 
@@ -149,16 +150,23 @@ def judge_best(audit: VectorAudit, nulls: Sequence[VectorAudit], positives: Sequ
     if best is not None and unrelated is not None:
         spread = paired_spread(best.evidence, unrelated.evidence, level=thresholds.generic_level, seed=seed)
     table = resampled_values(groups, n_resamples=n_resamples, seed=seed)
-    # statistics, for the point and each resample, then the rules once
     reference = thresholds.content_reference
+    content_value = None if best is None else best.content.value()
+    siblings = tuple(s.content.value() for s in evidence.siblings)
+    spread_of_margin = math.nan  # the form test's margin spread, on the same resamples (only with content_level)
+    if thresholds.content_level is not None:
+        spread_of_margin = margin_spread(
+            sibling_margin(content_value, siblings, reference),
+            [sibling_margin(v[5][0] if v[5] else None, v[3], reference) for v in table], thresholds.content_level)
+    # statistics, for the point and each resample, then the rules once
     alphas = {"realizable_alpha": thresholds.realizable_alpha, "partial_alpha": thresholds.partial_alpha}
     calibration = median_margin(own, reference)
     inputs = AxisInputs(
         value=evidence.value, null=tuple(b.score.value for b in null_best),
         positive=tuple(b.score.value for b in positive_best),
-        content_value=None if best is None else best.content.value(),
-        siblings=tuple(s.content.value() for s in evidence.siblings),
-        unrelated=None if unrelated is None else unrelated.score.value, spread=spread, true_margin=calibration,
+        content_value=content_value, siblings=siblings,
+        unrelated=None if unrelated is None else unrelated.score.value, spread=spread,
+        margin_spread=spread_of_margin, true_margin=calibration,
         beyond_magnitude=axis == "activation" and audit.magnitude.beyond(thresholds.magnitude_factor),
         inert=evidence.behavior is not None and evidence.behavior.inert, what=WHAT[axis])
     point = axis_case(inputs, reference=reference, **alphas)
@@ -173,7 +181,7 @@ def judge_best(audit: VectorAudit, nulls: Sequence[VectorAudit], positives: Sequ
         unrelated=inputs.unrelated, unrelated_spread=None if not math.isfinite(spread) else spread)
     return Judgement(
         verdict=decision.verdict, direction=decision.direction.verdict,
-        reason=explain(audit, axis, decision.direction, content, thresholds, match),
+        reason=explain(audit, axis, decision.direction, content, thresholds, match, margin_spread=spread_of_margin),
         calibration=decision.direction.calibration, stability=decided.stability.share_same,
         score_interval=decided.stability.score_interval, value_interval=decided.stability.value_interval,
         content=content, prompt_verdicts=decided.prompt_verdicts,

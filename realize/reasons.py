@@ -3,15 +3,19 @@ rules themselves are `realize.verdict`; this module only words their outcome).""
 
 from __future__ import annotations
 
+import math
+
 from realize.evidence import Axis, AxisEvidence, BehaviorScore, ContentTest, VectorAudit
 from realize.verdict import PASSING, DirectionJudgement, VerdictThresholds
 
 
 def explain(audit: VectorAudit, axis: Axis, direction: DirectionJudgement, content: ContentTest | None,
             thresholds: VerdictThresholds,
-            match: tuple[tuple[float, float], tuple[float, float] | None] | None = None) -> str:
+            match: tuple[tuple[float, float], tuple[float, float] | None] | None = None, *,
+            margin_spread: float = math.nan) -> str:
     """Why `audit` got `direction` (and `content`) on `axis`; `match`: the effect-match ranges of the behavior
-    nulls and positives relative to the steer's effect."""
+    nulls and positives relative to the steer's effect; `margin_spread`: the content margin's one-sided bootstrap
+    spread (nan: the form test does not use one)."""
     evidence = audit.axes[axis]
     facts = evidence.behavior
     if direction.verdict == "no natural candidate":
@@ -42,13 +46,19 @@ def explain(audit: VectorAudit, axis: Axis, direction: DirectionJudgement, conte
             elif content.true_margin is None or not content.true_margin > 0:
                 parts.append(f"the content test cannot be calibrated here (the positives' own prompts beat their "
                              f"form siblings by {content.true_margin if content.true_margin is not None else 'nothing measured'})")
+            elif content.margin >= thresholds.content_fraction * content.true_margin:  # failed on its spread
+                parts.append(f"prompts of the same form with other content may do as well (e.g. {siblings}): the "
+                             f"best prompt beats its form siblings by {content.margin:.2f}, but resampling the test "
+                             f"contexts moves that margin by {margin_spread:.2f} ({100 * (thresholds.content_level or 0):g}"
+                             f"% one-sided): no larger than the noise")
             else:
                 parts.append(f"prompts of the same form with other content do nearly as well (e.g. {siblings}): the "
                              f"best prompt beats its form siblings by {content.margin:.2f}, less than "
                              f"{thresholds.content_fraction:g} of the {content.true_margin:.2f} that true prompts show")
         else:
+            spread = f"; its bootstrap spread {margin_spread:.2f}" if math.isfinite(margin_spread) else ""
             parts.append(f"what it says matters: it beats its form siblings by {content.margin:.2f} (true prompts: "
-                         f"{content.true_margin:.2f})")
+                         f"{content.true_margin:.2f}{spread})")
     if axis == "activation" and direction.verdict in PASSING:
         parts.append(audit.magnitude.note(thresholds.magnitude_factor))
     if match is not None:

@@ -3,8 +3,8 @@
 - numerics: Student-t quantiles (via the regularized incomplete beta), mean and sd, the one-sided prediction bound
   for one more draw from a small sample;
 - `calibrate` / `place`: where a value sits among its null and positive controls (`Calibration`);
-- `sibling_margin` / `median_margin`: the form test's margins (a prompt over its form siblings, and the positives'
-  median of them);
+- `sibling_margin` / `median_margin` / `margin_spread`: the form test's margins (a prompt over its form siblings,
+  the positives' median of them, and a margin's one-sided bootstrap spread);
 - `AxisInputs` (an item's numbers on one axis) and `axis_case` (them with their statistics: `AxisCase`), for the
   point and for every joint resample of the test contexts.
 
@@ -161,6 +161,24 @@ def sibling_margin(value: float | None, siblings: Sequence[float], reference: Co
     return value - (max(finite) if reference == "nearest" else sum(finite) / len(finite))
 
 
+def margin_spread(point: float | None, resampled: Sequence[float | None], level: float) -> float:
+    """One-sided spread of a sibling margin under joint resampling of the test contexts: the distance from the
+    point margin down to the (1 - level) quantile of its resampled values (0 when they never move below it; nan:
+    no point margin or no finite resampled margin)."""
+    finite = sorted(m for m in resampled if m is not None and math.isfinite(m))
+    if point is None or not math.isfinite(point) or not finite:
+        return math.nan
+    return max(point - _quantile(finite, 1.0 - level), 0.0)
+
+
+def _quantile(ordered: Sequence[float], q: float) -> float:
+    """Linear-interpolation quantile of sorted values (torch.quantile's default)."""
+    position = q * (len(ordered) - 1)
+    low = math.floor(position)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (position - low) * (ordered[high] - ordered[low])
+
+
 def median_margin(own: Sequence[tuple[float, Sequence[float]]], reference: ContentReference) -> float | None:
     """The median margin by which prompts (value, their siblings' values) beat their form siblings (None: none
     measured): the form test's calibration, from the positives' own prompts."""
@@ -179,6 +197,7 @@ class AxisInputs:
     siblings: tuple[float, ...]  # its form siblings in that metric
     unrelated: float | None  # the best unrelated instruction's value g (None: no panel)
     spread: float  # one-sided paired bootstrap spread of x - g (nan: none)
+    margin_spread: float  # one-sided bootstrap spread of the best prompt's sibling margin (nan: none)
     true_margin: float | None  # the form test's calibration: the positives' median own-minus-sibling margin
     beyond_magnitude: bool  # activation: a > magnitude_factor * a*
     inert: bool  # behavior: the steer barely changes the outputs (nothing to reproduce)

@@ -36,6 +36,9 @@ an unrelated instruction, do as well?"):
                be calibrated, or the prompt has no content word to swap)        -> "form realizable"
                `content_reference`: the margin is over the siblings' mean ("mean") or over the nearest sibling
                ("nearest": every sibling must be beaten), for the best prompt and the positives' alike
+               `content_level` (None: off): the margin must also exceed its one-sided bootstrap spread at that
+               level (margin - spread > 0: the prompt beats its siblings by more than resampling the test contexts
+               moves the margin)                                                 -> otherwise "form realizable"
     specific   otherwise: what the prompt says matters                          -> the direction verdict
 
 Magnitude (activation; `realize.magnitude`): "realizable" becomes "direction realizable" (and "partially
@@ -77,6 +80,7 @@ class VerdictThresholds:
     content_fraction: float = 0.5  # form test: share of the positives' own content margin the prompt must reach
     content_reference: ContentReference = "mean"  # form test: margin over the siblings' "mean" or the "nearest" one
     generic_level: float = 0.95  # generic test: one-sided level of the paired bootstrap spread of x - g
+    content_level: float | None = None  # form test: one-sided level at which the margin must exceed 0 (None: off)
 
     def __post_init__(self) -> None:
         for name in ("realizable_score", "partial_score", "content_fraction"):
@@ -98,6 +102,8 @@ class VerdictThresholds:
                              f"{self.content_reference!r}")
         if not 0.5 <= self.generic_level < 1.0:
             raise ValueError(f"generic_level: expected a level in [0.5, 1), got {self.generic_level}")
+        if self.content_level is not None and not 0.5 <= self.content_level < 1.0:
+            raise ValueError(f"content_level: expected a level in [0.5, 1) or None, got {self.content_level}")
         if self.separation_sd < 0:
             raise ValueError(f"separation_sd: expected >= 0, got {self.separation_sd}")
         if self.min_controls < 2:
@@ -152,11 +158,15 @@ def is_generic(value: float, unrelated: float | None, bound: float, spread: floa
     return unrelated >= bound and value - unrelated <= spread
 
 
-def content_passes(margin: float | None, true_margin: float | None, thresholds: VerdictThresholds) -> bool:
+def content_passes(margin: float | None, true_margin: float | None, thresholds: VerdictThresholds,
+                   spread: float = math.nan) -> bool:
     """The form test: the prompt beats its form siblings by at least `content_fraction` of the margin the true
-    prompts of the positives show over theirs. No margin (no content word to swap) or no calibration (no positive
-    margin, or a margin <= 0: content cannot be told apart from form here) fails."""
+    prompts of the positives show over theirs, and (with `content_level`) by more than the margin's one-sided
+    bootstrap `spread`. No margin (no content word to swap), no calibration (no positive margin, or a margin <= 0:
+    content cannot be told apart from form here) or, with `content_level`, no spread fails."""
     if margin is None or true_margin is None or not math.isfinite(margin) or not true_margin > 0:
+        return False
+    if thresholds.content_level is not None and not (math.isfinite(spread) and margin - spread > 0):
         return False
     return margin >= thresholds.content_fraction * true_margin
 
@@ -190,7 +200,7 @@ def content_outcome(case: AxisCase, direction: DirectionJudgement, thresholds: V
         return None
     if is_generic(inputs.value, inputs.unrelated, direction.calibration.partial_bound, inputs.spread):
         return "generic"
-    return "specific" if content_passes(case.margin, inputs.true_margin, thresholds) else "form"
+    return "specific" if content_passes(case.margin, inputs.true_margin, thresholds, inputs.margin_spread) else "form"
 
 
 def decide(case: AxisCase, thresholds: VerdictThresholds) -> Decision:

@@ -7,6 +7,7 @@ import torch
 
 from realize.data.vectors import SteeringVector, save_safetensors
 from realize.cli import main
+from realize.data.errors import UserInputError
 
 
 @pytest.fixture()
@@ -76,8 +77,11 @@ def test_audit_flags_reach_the_verdict_thresholds():
     from realize.commands.audit import _config
 
     config = _config(build_parser().parse_args(["audit", "v.safetensors", "--content-test", "nearest",
-                                                "--min-realism", "0.3"]))
+                                                "--min-realism", "0.3", "--content-level", "0.95"]))
     assert (config.thresholds.content_reference, config.thresholds.min_realism) == ("nearest", 0.3)
+    assert config.thresholds.content_level == 0.95
+    with pytest.raises(UserInputError, match="content_level"):
+        _config(build_parser().parse_args(["audit", "v.safetensors", "--content-level", "1.5"]))
     default = _config(build_parser().parse_args(["audit", "v.safetensors"]))
     assert default.thresholds == default.thresholds.__class__()
 

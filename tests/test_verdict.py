@@ -12,7 +12,8 @@ from realize.data.resample import resample_weights
 from realize.data.shift import specific_cosine
 from realize.magnitude import NaturalNorms, magnitude, magnitude_at
 from realize.resampling import ContextEvidence, RatioEvidence, paired_spread, resampled_values
-from realize.stats import AxisInputs, axis_case, place, prediction_bound, sibling_margin, student_t_quantile
+from realize.stats import (AxisInputs, axis_case, margin_spread, place, prediction_bound, sibling_margin,
+                           student_t_quantile)
 from realize.stats import calibrate as calibrate_at
 from realize.verdict import (
     PromptInputs,
@@ -183,6 +184,37 @@ def test_content_rule(margin, true_margin, expected):
     assert content_passes(margin, true_margin, TH) is expected
 
 
+@pytest.mark.parametrize("margin,spread,expected", [
+    (0.3, 0.1, True),  # beats its siblings by more than the resampling moves the margin
+    (0.3, 0.3, False),  # margin - spread = 0: not distinguishable from no margin
+    (0.3, 0.45, False),  # the noise is larger than the margin
+    (0.3, math.nan, False),  # no spread measured: the test asked for one cannot pass
+    (0.1, 0.0, False),  # a margin with zero spread still needs content_fraction of the true margin (0.5 * 0.4)
+])
+def test_content_level_needs_the_margin_above_its_spread(margin, spread, expected):
+    th = VerdictThresholds(content_level=0.95)
+    assert content_passes(margin, 0.4, th, spread) is expected
+    assert content_passes(margin, 0.4, TH, spread) is (margin >= 0.2)  # off by default: the spread is not read
+
+
+def test_margin_spread_is_the_one_sided_quantile_distance():
+    resampled = [0.1 * i for i in range(11)]  # 0.0 .. 1.0; the 10% quantile is 0.1
+    assert margin_spread(0.5, resampled, 0.9) == pytest.approx(0.4)
+    assert margin_spread(0.5, [0.5] * 20, 0.95) == 0.0  # never moves: zero spread
+    assert margin_spread(0.0, resampled + [None, math.nan], 0.9) == 0.0  # clamped at 0, missing values skipped
+    assert math.isnan(margin_spread(None, resampled, 0.9)) and math.isnan(margin_spread(0.5, [None], 0.9))
+    with pytest.raises(ValueError, match="content_level"):
+        VerdictThresholds(content_level=0.4)
+
+
+def test_decide_with_content_level_reads_the_inputs_spread():
+    th = VerdictThresholds(content_level=0.95)
+    assert decide(_inputs(margin_spread=0.1), th).content == "specific"  # margin 0.35 - 0.1 > 0
+    noisy = decide(_inputs(margin_spread=0.4), th)
+    assert (noisy.verdict, noisy.content) == ("form realizable", "form")
+    assert decide(_inputs(margin_spread=0.4), TH).content == "specific"  # the default rule ignores the spread
+
+
 def test_sibling_margin_over_the_mean_or_the_nearest_sibling():
     assert sibling_margin(0.8, (0.5, 0.7, math.nan), "mean") == pytest.approx(0.2)
     assert sibling_margin(0.8, (0.5, 0.7, math.nan), "nearest") == pytest.approx(0.1)
@@ -304,7 +336,8 @@ def test_natural_nulls_lie_in_the_natural_subspace_at_the_norm():
 
 def _inputs(**changes) -> AxisInputs:
     base = dict(value=0.86, null=tuple(NULL), positive=tuple(POSITIVE), content_value=0.86, siblings=(0.5, 0.52),
-                unrelated=0.1, spread=0.05, true_margin=0.4, beyond_magnitude=False, inert=False, what="specific cos")
+                unrelated=0.1, spread=0.05, margin_spread=math.nan, true_margin=0.4, beyond_magnitude=False,
+                inert=False, what="specific cos")
     return AxisInputs(**{**base, **changes})
 
 

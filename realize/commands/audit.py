@@ -75,6 +75,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         "prompt over its form siblings' mean, or over the nearest sibling (every sibling beaten), for "
                         "the best prompt and the positives alike (default: "
                         f"{VerdictThresholds().content_reference}); a rerun on the same --out only judges again")
+    parser.add_argument("--content-level", type=float, metavar="LEVEL", help="the form test also needs the best "
+                        "prompt's margin over its siblings to exceed its one-sided bootstrap spread at this level "
+                        "(e.g. 0.95; default: off); a rerun on the same --out only judges again")
     parser.add_argument("--no-manifold", action="store_true", help="skip the on-manifold diagnostic")
     parser.add_argument("--overwrite", action="store_true", help="discard results of another configuration in --out")
     parser.add_argument("--no-control-cache", action="store_true",
@@ -99,7 +102,8 @@ def _config(args: argparse.Namespace) -> AuditConfig:
         if getattr(args, flag) is not None:
             values[flag] = getattr(args, flag)
     thresholds = {name: value for name, value in (("min_realism", args.min_realism),
-                                                   ("content_reference", args.content_test)) if value is not None}
+                                                   ("content_reference", args.content_test),
+                                                   ("content_level", args.content_level)) if value is not None}
     if thresholds:
         values["thresholds"] = build_config(VerdictThresholds, thresholds)
     return build_config(AuditConfig, values)
