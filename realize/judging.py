@@ -8,7 +8,8 @@ controls of the same layer(s).
 - Direction, content and magnitude rules: `realize.verdict`. The form test compares prompts in the content metric
   (activation: the whitened cosine, `realize.setting.whitening`; behavior: the recovery); its calibration is the
   median margin by which the positives' own held-out prompts beat their form siblings (mean or nearest,
-  `VerdictThresholds.content_reference`) on this axis (`own_margin`).
+  `VerdictThresholds.content_reference`) on this axis (`own_margin`). With `content_level` the best prompt's margin
+  must also exceed its one-sided bootstrap spread, taken on the same joint resamples as the stability.
 - Stability: `resampled_values` resamples the test contexts jointly for the item, its controls, its siblings and
   its unrelated instruction; the whole verdict is recomputed on each resample.
 - One pass per item and axis: its numbers are gathered here, then resampled (`realize.resampling`), then their

@@ -129,6 +129,23 @@ def test_nearest_sibling_reference_calibrates_on_the_positives_nearest_siblings(
     assert by_nearest.content.true_margin == pytest.approx(0.18)
 
 
+def test_content_level_makes_a_margin_within_its_noise_form_realizable():
+    """content_level: the best prompt's margin over its siblings (0.85 - 0.6) must exceed its one-sided bootstrap
+    spread on the test contexts. Constant per-context evidence: spread 0, realizable; the same mean from contexts
+    that disagree (0.1-1.0): the margin's spread is larger than the margin, form realizable."""
+    strict = VerdictThresholds(content_level=0.95)
+    steady = item("v", activation=axis_evidence("activation", 0.85, siblings=(0.6,)))
+    judged_steady = judge_all([steady, *controls()], strict)[0].judgement("activation")
+    assert judged_steady.verdict == "realizable" and "bootstrap spread 0.00" in judged_steady.reason
+    evidence = steady.axes["activation"]
+    noisy = ContextEvidence((0.1, 1.3, 1.0, 1.0), ((1.0,) * K,) * K)  # mean 0.85
+    best = dataclasses.replace(evidence.best, evidence=noisy)
+    audit = dataclasses.replace(steady, axes={"activation": dataclasses.replace(evidence, best=best)})
+    judged_noisy = judge_all([audit, *controls()], strict)[0].judgement("activation")
+    assert judged_noisy.verdict == "form realizable" and "no larger than the noise" in judged_noisy.reason
+    assert judge_all([audit, *controls()], VerdictThresholds())[0].verdict == "realizable"  # off by default
+
+
 def test_form_test_without_calibration_is_not_plain_realizable():
     """Positives whose own prompts do not beat their siblings: content cannot be told from form here."""
     audit = item("v", activation=axis_evidence("activation", 0.85, siblings=(0.2,)))
