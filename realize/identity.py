@@ -148,7 +148,8 @@ class AuditIdentity:
         """Whether a directory written under the identity `previous` (its `to_json`) holds results of this audit:
         everything but `source` must match. The whole package's source is provenance only: a change to code that
         judges, prints or writes leaves every item valid (items hash `evidence_source`), and the verdicts are
-        re-judged from the items whenever outputs are written. The suspected prompts (`hypotheses`) may differ: they
+        re-judged from the items whenever outputs are written; so may the judging thresholds (all but
+        `min_realism`): a rerun with other thresholds only judges again. The suspected prompts (`hypotheses`) may differ: they
         are in the vectors' item ids, so adding one to a finished audit recomputes the vectors and reuses every
         control."""
         here = json.loads(json.dumps(self.to_json()))
@@ -179,8 +180,13 @@ class AuditIdentity:
 
 
 def _comparable(identity: Mapping[str, Any]) -> dict[str, Any]:
-    """An identity's JSON without what a resumed directory may change (the source digest, the suspected prompts)."""
+    """An identity's JSON without what a resumed directory may change: the source digest, the suspected prompts,
+    and the verdict thresholds other than `min_realism` (they only judge: verdicts are recomputed from the stored
+    items, which do not hash them; `min_realism` decides which prompts the search keeps, so items hash it)."""
     out = {k: v for k, v in identity.items() if k != "source"}
     if isinstance(out.get("config"), Mapping):
-        out["config"] = {k: v for k, v in out["config"].items() if k != "hypotheses"}
+        config = {k: v for k, v in out["config"].items() if k != "hypotheses"}
+        if isinstance(config.get("thresholds"), Mapping):
+            config["thresholds"] = {"min_realism": config["thresholds"].get("min_realism")}
+        out["config"] = config
     return out

@@ -142,3 +142,26 @@ def test_a_directory_resumes_after_a_judging_change_and_refuses_an_evidence_chan
     assert AuditIdentity.from_json(json.loads((out / IDENTITY).read_text())).source == here.source
     with pytest.raises(UserInputError, match="different audit"):
         prepare_directory(out, dataclasses.replace(here, evidence_source="other evidence code"), overwrite=False)
+
+
+def test_a_directory_resumes_under_other_judging_thresholds_but_not_another_min_realism(tiny, classifier, tmp_path):
+    """`--content-test` / `--content-level` on a finished --out only judge again (the items do not hash them, and
+    audit.json then records the thresholds the outputs were judged with); `--min-realism` changes what the search
+    keeps, so it is another audit."""
+    from realize.data.errors import UserInputError
+    from realize.outputs import IDENTITY, ITEMS, prepare_directory
+    from realize.verdict import VerdictThresholds
+
+    base = AuditConfig(budget="quick")
+    out = tmp_path / "audit"
+    prepare_directory(out, AuditIdentity.of(tiny, base, classifier), overwrite=False)
+    (out / ITEMS).mkdir()
+    (out / ITEMS / "kept.json").write_text("{}")
+    strict = dataclasses.replace(base, thresholds=VerdictThresholds(content_reference="nearest", content_level=0.95))
+    prepare_directory(out, AuditIdentity.of(tiny, strict, classifier), overwrite=False)
+    assert (out / ITEMS / "kept.json").is_file()
+    recorded = json.loads((out / IDENTITY).read_text())["config"]["thresholds"]
+    assert (recorded["content_reference"], recorded["content_level"]) == ("nearest", 0.95)
+    other = dataclasses.replace(base, thresholds=VerdictThresholds(min_realism=0.2))
+    with pytest.raises(UserInputError, match="different audit"):
+        prepare_directory(out, AuditIdentity.of(tiny, other, classifier), overwrite=False)
