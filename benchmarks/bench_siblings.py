@@ -49,7 +49,9 @@ from realize.data.vectors import SteeringVector, save_safetensors
 from realize.attacks.objectives import estimate_generics
 from realize.judging import judge_all
 from realize.outputs import read_items
+from realize.resampling import resampled_values
 from realize.setting import ContextSplit
+from realize.stats import margin_spread, sibling_margin
 from realize.verdict import VerdictThresholds
 
 VERBATIM = 3  # corpus prompts audited as steers whose prompt the corpus holds verbatim
@@ -65,6 +67,24 @@ def unused(config: AuditConfig) -> list[str]:
     split = ContextSplit.of(contexts, config.n_opt_contexts, config.n_selection, config.n_test, config.seed)
     used = {*split.optimization, *split.selection, *split.test, *split.magnitude}
     return [c for c in contexts if c not in used]
+
+
+def margin_spreads(audit_dir: Path, level: float = 0.95, seed: int = 0) -> dict[str, tuple[float, float]]:
+    """{vector name: (margin, spread)}: each vector's best-prompt margin over its form siblings' mean (content
+    metric) and its one-sided bootstrap spread at `level`, as `judging` computes them for `content_level`."""
+    plan = json.loads((audit_dir / "plan.json").read_text(encoding="utf-8"))
+    out = {}
+    for audit in read_items(audit_dir, [(str(i["id"]), str(i["name"])) for i in plan["items"]]):
+        evidence = audit.axes.get("activation")
+        if audit.kind != "vector" or evidence is None or evidence.best is None:
+            continue
+        siblings = [s.content for s in evidence.siblings]
+        margin = sibling_margin(evidence.best.content.value(), [s.value() for s in siblings], "mean")
+        table = resampled_values([siblings, [evidence.best.content]], seed=seed)
+        spread = margin_spread(margin, [sibling_margin(v[1][0], v[0], "mean") for v in table], level)
+        if margin is not None:
+            out[audit.name] = (margin, spread)
+    return out
 
 
 def verdicts_by_rule(audit_dir: Path, thresholds: VerdictThresholds, seed: int) -> dict[str, dict[str, str]]:
@@ -121,6 +141,7 @@ def main() -> None:
         by_reference = verdicts_by_rule(audit_dir, config.thresholds, config.seed)
         default = next(r for r, c in RULES.items() if all(getattr(config.thresholds, k) == v for k, v in c.items()))
         verdicts = by_reference[default]
+        spreads = margin_spreads(audit_dir)
         prompts = {name: r["prompt"] for name, r in best.items()}
         measured = mean_shifts_at(lm, layout, [layer], list(prompts.values()) + texts, measure_contexts)[layer]
         shift = dict(zip(list(prompts) + [f"true{i}" for i in range(len(texts))], measured, strict=True))
@@ -143,7 +164,8 @@ def main() -> None:
                                 "best_prompt": prompts.get(name), "separation": separation,
                                 "true_margin": true_margin, "bar_met": ok, "bar_met_by_reference": met,
                                 "content": best[name]["content"] if found else None,
-                                "content_margin": best[name]["content_margin"] if found else None})
+                                "content_margin": best[name]["content_margin"] if found else None,
+                                "content_margin_spread95": spreads[name][1] if name in spreads else None})
                 others = " ".join(f"{ref}:{v.get(name)}" for ref, v in by_reference.items())
                 print(f"L{layer} {name:8s} [{others}] sep {separation if separation is not None else float('nan'):+.3f} "
                       f"true {true_margin:+.3f} {'ok' if ok else 'FAIL'}  {prompts.get(name)!r}", flush=True)
