@@ -8,7 +8,7 @@ from an instruction written for it, recorded in the file's notes) are audited on
 those instructions as a suspected prompt (`realize audit --prompt`), so each steer gets its own instruction and the
 others' (same kind of instruction, other content). Reported per steer: the search's verdict, and each suspected
 prompt's recovery and verdict. Nothing here was tuned: the rules are the audit's, the instructions the dataset's.
-Rerunning resumes from OUT's items (with `--content-level 0.95` it judges them again under the form test's
+Rerunning resumes from OUT's items (with `--content-level off` it judges them again without the form test's
 significance requirement).
 """
 
@@ -32,8 +32,8 @@ def main() -> None:
     parser.add_argument("--budget", default="quick")
     parser.add_argument("--out", type=Path)
     parser.add_argument("--results", type=Path, help="also write the summary here")
-    parser.add_argument("--content-level", help="passed to `realize audit` (the form test's significance level); "
-                        "a rerun on the same --out only judges again")
+    parser.add_argument("--content-level", help="passed to `realize audit` (the form test's significance level, or "
+                        "'off'); a rerun on the same --out only judges again")
     args = parser.parse_args()
     out = args.out or Path(f"runs/hyp-distill-L{args.layer}")
     files = sorted(VECTORS.glob(f"distill.L{args.layer}.*.safetensors"))

@@ -24,6 +24,8 @@ it becomes the default only if, on both pair sets at layers 12 and 6, (1) it mee
 verbatim corpus control stays "realizable" (12 of 12); (3) it keeps at least half of the "realizable" verdicts whose
 prompt separates own from sibling, pooled over the four cases; and (4) on the behavior axis the own instructions of
 `bench_hypotheses.py` (layer 7) that read "realizable" stay so. Without (4) measured it ships as an option only.
+Outcome: met ((1) second set, layer 6: 15 vs 14; (2) 12 of 12; (3) 6 of 6 kept; (4) 0 of 30 behavior verdicts
+changed), so "mean95" is the default (`VerdictThresholds.content_level` 0.95).
 """
 
 from __future__ import annotations

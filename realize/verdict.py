@@ -36,8 +36,8 @@ an unrelated instruction, do as well?"):
                be calibrated, or the prompt has no content word to swap)        -> "form realizable"
                `content_reference`: the margin is over the siblings' mean ("mean") or over the nearest sibling
                ("nearest": every sibling must be beaten), for the best prompt and the positives' alike
-               `content_level` (None: off): the margin must also exceed its one-sided bootstrap spread at that
-               level (margin - spread > 0: the prompt beats its siblings by more than resampling the test contexts
+               `content_level` (default 0.95; None: off): the margin must also exceed its one-sided bootstrap
+               spread at that level (margin - spread > 0: the prompt beats its siblings by more than resampling the test contexts
                moves the margin)                                                 -> otherwise "form realizable"
     specific   otherwise: what the prompt says matters                          -> the direction verdict
 
@@ -80,7 +80,7 @@ class VerdictThresholds:
     content_fraction: float = 0.5  # form test: share of the positives' own content margin the prompt must reach
     content_reference: ContentReference = "mean"  # form test: margin over the siblings' "mean" or the "nearest" one
     generic_level: float = 0.95  # generic test: one-sided level of the paired bootstrap spread of x - g
-    content_level: float | None = None  # form test: one-sided level at which the margin must exceed 0 (None: off)
+    content_level: float | None = 0.95  # form test: one-sided level at which the margin must exceed 0 (None: off)
 
     def __post_init__(self) -> None:
         for name in ("realizable_score", "partial_score", "content_fraction"):

@@ -82,6 +82,10 @@ def test_audit_flags_reach_the_verdict_thresholds():
     assert config.thresholds.content_level == 0.95
     with pytest.raises(UserInputError, match="content_level"):
         _config(build_parser().parse_args(["audit", "v.safetensors", "--content-level", "1.5"]))
+    with pytest.raises(UserInputError, match="--content-level"):
+        _config(build_parser().parse_args(["audit", "v.safetensors", "--content-level", "high"]))
+    off = _config(build_parser().parse_args(["audit", "v.safetensors", "--content-level", "off"]))
+    assert off.thresholds.content_level is None
     default = _config(build_parser().parse_args(["audit", "v.safetensors"]))
     assert default.thresholds == default.thresholds.__class__()
 

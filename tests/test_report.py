@@ -130,10 +130,10 @@ def test_nearest_sibling_reference_calibrates_on_the_positives_nearest_siblings(
 
 
 def test_content_level_makes_a_margin_within_its_noise_form_realizable():
-    """content_level: the best prompt's margin over its siblings (0.85 - 0.6) must exceed its one-sided bootstrap
+    """content_level (default 0.95): the best prompt's margin over its siblings (0.85 - 0.6) must exceed its one-sided bootstrap
     spread on the test contexts. Constant per-context evidence: spread 0, realizable; the same mean from contexts
     that disagree (0.1-1.0): the margin's spread is larger than the margin, form realizable."""
-    strict = VerdictThresholds(content_level=0.95)
+    strict = VerdictThresholds()  # content_level 0.95 by default
     steady = item("v", activation=axis_evidence("activation", 0.85, siblings=(0.6,)))
     judged_steady = judge_all([steady, *controls()], strict)[0].judgement("activation")
     assert judged_steady.verdict == "realizable" and "bootstrap spread 0.00" in judged_steady.reason
@@ -143,7 +143,8 @@ def test_content_level_makes_a_margin_within_its_noise_form_realizable():
     audit = dataclasses.replace(steady, axes={"activation": dataclasses.replace(evidence, best=best)})
     judged_noisy = judge_all([audit, *controls()], strict)[0].judgement("activation")
     assert judged_noisy.verdict == "form realizable" and "no larger than the noise" in judged_noisy.reason
-    assert judge_all([audit, *controls()], VerdictThresholds())[0].verdict == "realizable"  # off by default
+    off = VerdictThresholds(content_level=None)
+    assert judge_all([audit, *controls()], off)[0].verdict == "realizable"  # without it the point margin decides
 
 
 def test_form_test_without_calibration_is_not_plain_realizable():

@@ -181,7 +181,7 @@ def test_generic_rule(value, unrelated, spread, expected):
 def test_content_rule(margin, true_margin, expected):
     """The best prompt must beat its form siblings by half the margin true prompts show over theirs; no calibration
     (no positive margin, or none above 0) or no content word fails."""
-    assert content_passes(margin, true_margin, TH) is expected
+    assert content_passes(margin, true_margin, TH, 0.0) is expected  # spread 0: only the fraction rule decides
 
 
 @pytest.mark.parametrize("margin,spread,expected", [
@@ -192,9 +192,10 @@ def test_content_rule(margin, true_margin, expected):
     (0.1, 0.0, False),  # a margin with zero spread still needs content_fraction of the true margin (0.5 * 0.4)
 ])
 def test_content_level_needs_the_margin_above_its_spread(margin, spread, expected):
-    th = VerdictThresholds(content_level=0.95)
-    assert content_passes(margin, 0.4, th, spread) is expected
-    assert content_passes(margin, 0.4, TH, spread) is (margin >= 0.2)  # off by default: the spread is not read
+    assert TH.content_level == 0.95  # the default
+    assert content_passes(margin, 0.4, TH, spread) is expected
+    off = VerdictThresholds(content_level=None)
+    assert content_passes(margin, 0.4, off, spread) is (margin >= 0.2)  # off: the spread is not read
 
 
 def test_margin_spread_is_the_one_sided_quantile_distance():
@@ -208,11 +209,10 @@ def test_margin_spread_is_the_one_sided_quantile_distance():
 
 
 def test_decide_with_content_level_reads_the_inputs_spread():
-    th = VerdictThresholds(content_level=0.95)
-    assert decide(_inputs(margin_spread=0.1), th).content == "specific"  # margin 0.35 - 0.1 > 0
-    noisy = decide(_inputs(margin_spread=0.4), th)
+    assert decide(_inputs(margin_spread=0.1), TH).content == "specific"  # margin 0.35 - 0.1 > 0
+    noisy = decide(_inputs(margin_spread=0.4), TH)
     assert (noisy.verdict, noisy.content) == ("form realizable", "form")
-    assert decide(_inputs(margin_spread=0.4), TH).content == "specific"  # the default rule ignores the spread
+    assert decide(_inputs(margin_spread=0.4), VerdictThresholds(content_level=None)).content == "specific"  # off
 
 
 def test_sibling_margin_over_the_mean_or_the_nearest_sibling():
@@ -336,7 +336,7 @@ def test_natural_nulls_lie_in_the_natural_subspace_at_the_norm():
 
 def _inputs(**changes) -> AxisInputs:
     base = dict(value=0.86, null=tuple(NULL), positive=tuple(POSITIVE), content_value=0.86, siblings=(0.5, 0.52),
-                unrelated=0.1, spread=0.05, margin_spread=math.nan, true_margin=0.4, beyond_magnitude=False,
+                unrelated=0.1, spread=0.05, margin_spread=0.02, true_margin=0.4, beyond_magnitude=False,
                 inert=False, what="specific cos")
     return AxisInputs(**{**base, **changes})
 

@@ -75,9 +75,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         "prompt over its form siblings' mean, or over the nearest sibling (every sibling beaten), for "
                         "the best prompt and the positives alike (default: "
                         f"{VerdictThresholds().content_reference}); a rerun on the same --out only judges again")
-    parser.add_argument("--content-level", type=float, metavar="LEVEL", help="the form test also needs the best "
-                        "prompt's margin over its siblings to exceed its one-sided bootstrap spread at this level "
-                        "(e.g. 0.95; default: off); a rerun on the same --out only judges again")
+    parser.add_argument("--content-level", metavar="LEVEL", help="the form test also needs the best prompt's margin "
+                        "over its siblings to exceed its one-sided bootstrap spread at this level, or 'off' (default: "
+                        f"{VerdictThresholds().content_level}); a rerun on the same --out only judges again")
     parser.add_argument("--no-manifold", action="store_true", help="skip the on-manifold diagnostic")
     parser.add_argument("--overwrite", action="store_true", help="discard results of another configuration in --out")
     parser.add_argument("--no-control-cache", action="store_true",
@@ -101,12 +101,24 @@ def _config(args: argparse.Namespace) -> AuditConfig:
     for flag in ("n_null", "n_isotropic", "n_positive", "n_opt_contexts", "n_selection", "n_test", "behavior_tokens"):
         if getattr(args, flag) is not None:
             values[flag] = getattr(args, flag)
-    thresholds = {name: value for name, value in (("min_realism", args.min_realism),
-                                                   ("content_reference", args.content_test),
-                                                   ("content_level", args.content_level)) if value is not None}
+    thresholds: dict[str, object] = {name: value for name, value in (("min_realism", args.min_realism),
+                                                                   ("content_reference", args.content_test))
+                                     if value is not None}
+    if args.content_level is not None:
+        thresholds["content_level"] = _level(args.content_level)
     if thresholds:
         values["thresholds"] = build_config(VerdictThresholds, thresholds)
     return build_config(AuditConfig, values)
+
+
+def _level(text: str) -> float | None:
+    """--content-level: a level, or 'off' (None)."""
+    if text.strip().lower() == "off":
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        raise UserInputError(f"--content-level: expected a level in [0.5, 1) or 'off', got {text!r}") from None
 
 
 def _run(args: argparse.Namespace) -> int:
