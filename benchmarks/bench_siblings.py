@@ -49,11 +49,9 @@ from realize.data.results_dataset import read_rows
 from realize.data.shift import specific_cosine
 from realize.data.vectors import SteeringVector, save_safetensors
 from realize.attacks.objectives import estimate_generics
-from realize.judging import judge_all
+from realize.judging import best_margin_spread, judge_all
 from realize.outputs import read_items
-from realize.resampling import resampled_values
 from realize.setting import ContextSplit
-from realize.stats import margin_spread, sibling_margin
 from realize.verdict import VerdictThresholds
 
 VERBATIM = 3  # corpus prompts audited as steers whose prompt the corpus holds verbatim
@@ -73,19 +71,13 @@ def unused(config: AuditConfig) -> list[str]:
 
 def margin_spreads(audit_dir: Path, level: float = 0.95, seed: int = 0) -> dict[str, tuple[float, float]]:
     """{vector name: (margin, spread)}: each vector's best-prompt margin over its form siblings' mean (content
-    metric) and its one-sided bootstrap spread at `level`, as `judging` computes them for `content_level`."""
+    metric) and its one-sided bootstrap spread at `level`, as the audit's judging computes it."""
     plan = json.loads((audit_dir / "plan.json").read_text(encoding="utf-8"))
     out = {}
     for audit in read_items(audit_dir, [(str(i["id"]), str(i["name"])) for i in plan["items"]]):
         evidence = audit.axes.get("activation")
-        if audit.kind != "vector" or evidence is None or evidence.best is None:
-            continue
-        siblings = [s.content for s in evidence.siblings]
-        margin = sibling_margin(evidence.best.content.value(), [s.value() for s in siblings], "mean")
-        table = resampled_values([siblings, [evidence.best.content]], seed=seed)
-        spread = margin_spread(margin, [sibling_margin(v[1][0], v[0], "mean") for v in table], level)
-        if margin is not None:
-            out[audit.name] = (margin, spread)
+        if audit.kind == "vector" and evidence is not None and (margin := evidence.content_margin) is not None:
+            out[audit.name] = (margin, best_margin_spread(evidence, "mean", level, seed=seed))
     return out
 
 

@@ -28,7 +28,8 @@ import math
 from collections.abc import Sequence
 from dataclasses import replace
 
-from realize.evidence import POSITIVE_KIND, Axis, ContentTest, Judgement, JudgedAudit, Measured, VectorAudit
+from realize.evidence import (POSITIVE_KIND, Axis, AxisEvidence, ContentTest, Judgement, JudgedAudit, Measured,
+                              VectorAudit)
 from realize.reasons import explain
 from realize.resampling import Evidence, paired_spread, resampled_values
 from realize.stats import (AxisInputs, ContentReference, axis_case, margin_spread, median_margin, place,
@@ -116,6 +117,19 @@ def own_margin(audit: VectorAudit, axis: Axis, reference: ContentReference) -> f
     return None if own is None else sibling_margin(*own, reference)
 
 
+def best_margin_spread(evidence: AxisEvidence, reference: ContentReference, level: float, *, seed: int = 0,
+                       n_resamples: int = 200) -> float:
+    """The one-sided bootstrap spread at `level` of the best prompt's margin over its form siblings (content
+    metric), on the joint resamples of the test contexts that `judge_best` draws with the same seed (nan: no best
+    prompt or no sibling)."""
+    if evidence.best is None or not evidence.siblings:
+        return math.nan
+    siblings = [s.content for s in evidence.siblings]
+    point = sibling_margin(evidence.best.content.value(), [s.value() for s in siblings], reference)
+    table = resampled_values([siblings, [evidence.best.content]], n_resamples=n_resamples, seed=seed)
+    return margin_spread(point, [sibling_margin(v[1][0], v[0], reference) for v in table], level)
+
+
 def judge_one(audit: VectorAudit, nulls: Sequence[VectorAudit], positives: Sequence[VectorAudit],
               thresholds: VerdictThresholds, *, axis: Axis, seed: int = 0, n_resamples: int = 200) -> Judgement:
     """The verdict of one item on `axis` (`judge_best`), with each prompt the user suspects judged as if it were
@@ -154,11 +168,10 @@ def judge_best(audit: VectorAudit, nulls: Sequence[VectorAudit], positives: Sequ
     reference = thresholds.content_reference
     content_value = None if best is None else best.content.value()
     siblings = tuple(s.content.value() for s in evidence.siblings)
-    spread_of_margin = math.nan  # the form test's margin spread, on the same resamples (only with content_level)
+    spread_of_margin = math.nan  # the form test's margin spread (only with content_level)
     if thresholds.content_level is not None:
-        spread_of_margin = margin_spread(
-            sibling_margin(content_value, siblings, reference),
-            [sibling_margin(v[5][0] if v[5] else None, v[3], reference) for v in table], thresholds.content_level)
+        spread_of_margin = best_margin_spread(evidence, reference, thresholds.content_level, seed=seed,
+                                              n_resamples=n_resamples)
     # statistics, for the point and each resample, then the rules once
     alphas = {"realizable_alpha": thresholds.realizable_alpha, "partial_alpha": thresholds.partial_alpha}
     calibration = median_margin(own, reference)
