@@ -1,0 +1,207 @@
+"""Would a form test against siblings of the *same kind* measure this steer's content? An exploration on the stored
+sibling-bench runs, outside the package (its evidence code, and so the shipped calibration, stay as they are).
+
+    python benchmarks/bench_kind_siblings.py --summary benchmarks/results/siblings_content_level.json \
+        --pairs benchmarks/sibling_pairs_heldout.tsv benchmarks/sibling_pairs_heldout2.tsv \
+        [--json benchmarks/results/siblings_kind.json]
+
+The audit's form siblings swap a content word for the LM's likeliest word at that slot. For a wrong prompt that
+swap often changes the *kind* of content: "Format your answer first as a pie." gets "... as a list.", "... as a
+table.", so "pie" (a concrete object) beats them on the steer of "Work a lantern into your answer somehow." and
+the prompt passes the form test without the steer's content. *Kind siblings* swap the word for the LM proposal (its
+top `--top-k` at that slot, the same filters as the audit's) whose hidden state at layer `KIND_LAYER` (the
+prompt alone) is closest to the word's ("pie"
+-> "cake", "bread", ...): a word of the same kind, so a margin over them asks whether *this* word matters, not
+whether a word of its kind does.
+
+For every target of the bench's summary (each pair instruction's mean shift on the bench's 8 target contexts, and
+the verbatim corpus controls), the audit's best prompt and the target's own true prompt are measured with both
+sibling kinds on the quick preset's test contexts (the audit's own; separation was measured on 8 other ones), in
+the audit's content metric (specific cosine after whitening by the natural prompts' shifts on the optimization
+contexts; on mean shifts, where the audit averages per-context values). The threshold of each kind is calibrated
+the audit's way, on prompts that are not in the test: half the median margin of `--positives` corpus positive
+prompts over their own siblings of that kind, each on its own shift (target contexts) measured on the test contexts.
+
+Rule, written before any kind margin was computed: the kind test is worth building into the audit (with a third
+held-out pair set, since these two have been seen, and a calibration re-ship) only if, added to the stored
+verdicts (a "realizable" stays so only when its best prompt's kind margin also reaches the kind threshold):
+(1) the positives' median kind margin is > 0 at both layers; (2) the bar is met on more targets in at least two of
+the four set/layer cases and fewer in none; (3) every verbatim control stays "realizable" (12 of 12); (4) at least
+half of the "realizable" verdicts whose prompt separates own from sibling are kept.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+from pathlib import Path
+
+import torch
+from _setup import machine, write_json
+from bench_fidelity import read_pairs
+from bench_siblings import VERBATIM, unused
+
+from realize.attacks.siblings import SiblingConfig, content_slots, form_siblings
+from realize.config import AuditConfig
+from realize.corpus_shifts import corpus_shifts_at, mean_shifts_at
+from realize.data.chat import ChatLayout, chat_layout, encode
+from realize.data.corpora import load_clustered, load_corpus
+from realize.data.models import LoadedModel, cache_root, load_model
+from realize.data.shift import project_out
+from realize.attacks.objectives import estimate_generics
+from realize.identity import model_digest
+from realize.setting import ContextSplit, whitening
+
+N_SIBLINGS = 6  # as the audit's default
+KIND_LAYER = 8  # the hidden state that says what kind a word is
+
+
+@torch.no_grad()
+def _word_states(lm: LoadedModel, rows: list[list[int]], at: int, layer: int) -> torch.Tensor:
+    """(n, d) hidden state at `layer` of each prompt (alone, no chat template, all of one length) at position `at`."""
+    out = [lm.model(torch.tensor(rows[s : s + 64]), output_hidden_states=True).hidden_states[layer][:, at].float()
+           for s in range(0, len(rows), 64)]
+    return torch.cat(out)
+
+
+def siblings_by_kind(lm: LoadedModel, layout: ChatLayout, text: str, top_k: int,
+                     state_layer: int = KIND_LAYER) -> dict[str, list[str]]:
+    """{"lm": the audit's form siblings, "kind": the same slots' proposals ranked by the cosine of the swapped
+    word's hidden state (layer `state_layer`, the prompt alone) with the replaced word's, first choices of every
+    slot first} as texts."""
+    tok = lm.tokenizer
+    ids = encode(tok, text)
+    lm_siblings = form_siblings(lm, layout, ids, SiblingConfig(n=N_SIBLINGS))
+    every = form_siblings(lm, layout, ids, SiblingConfig(n=10_000, lm_top_k=top_k))  # each a one-slot swap
+    strings = [tok.decode([i]) for i in ids]
+    ranked_by_slot = []
+    for start, end in content_slots(strings, SiblingConfig()):
+        swaps = [list(s) for s in every
+                 if len(s) == len(ids) - (end - start) + 1 and list(s[:start]) == ids[:start]
+                 and list(s[start + 1:]) == ids[end:]]
+        if not swaps:
+            continue
+        word = _word_states(lm, [ids], end - 1, state_layer)
+        states = _word_states(lm, swaps, start, state_layer)
+        order = torch.nn.functional.cosine_similarity(states, word, dim=-1).argsort(descending=True).tolist()
+        ranked_by_slot.append([swaps[j] for j in order])
+    kind: list[list[int]] = []
+    for rank in range(max((len(r) for r in ranked_by_slot), default=0)):
+        for ranked in ranked_by_slot:
+            if rank < len(ranked) and len(kind) < N_SIBLINGS and ranked[rank] not in kind:
+                kind.append(ranked[rank])
+    return {"lm": [tok.decode(list(s)) for s in lm_siblings], "kind": [tok.decode(s) for s in kind]}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--summary", type=Path, required=True, help="bench_siblings results (sets -> layers)")
+    parser.add_argument("--pairs", type=Path, nargs=2, required=True, help="the first and second sets' pair files")
+    parser.add_argument("--top-k", type=int, default=256)
+    parser.add_argument("--positives", type=int, default=24)
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args()
+    stored = json.loads(args.summary.read_text(encoding="utf-8"))
+    config = AuditConfig(budget="quick")
+    rest = unused(config)
+    target_contexts = rest[:8]
+    split = ContextSplit.of(load_corpus("contexts"), config.n_opt_contexts, config.n_selection, config.n_test,
+                            config.seed)
+    lm = load_model()
+    layout = chat_layout(lm.tokenizer, "prefix")
+    layers = sorted({int(layer) for s in ("first_set", "second_set") for layer in stored[s]["layers"]})
+    corpora = corpus_shifts_at(lm, layout, layers, split.optimization, fingerprint=model_digest(lm),
+                               cache_dir=cache_root() / "corpus_shifts")
+    generic_opt = estimate_generics(lm, layout, layers, split.optimization)
+    generic_test = estimate_generics(lm, layout, layers, split.test)
+    verbatim = [c.prompt for c in load_clustered("natural_prompts")[::97][:VERBATIM]]
+    positives = corpora[layers[0]].select("positive_prompts")[1][: args.positives]
+    report: dict[str, object] = {"machine": machine(), "args": {k: str(v) for k, v in vars(args).items()},
+                                 "rule": __doc__.split("Rule, ")[1].strip(), "cases": {}}
+    sibling_cache: dict[str, dict[str, list[str]]] = {}
+
+    def sibs(text: str) -> dict[str, list[str]]:
+        if text not in sibling_cache:
+            sibling_cache[text] = siblings_by_kind(lm, layout, text, args.top_k)
+        return sibling_cache[text]
+
+    def margins(layer: int, prompts: list[str], targets: torch.Tensor) -> list[dict[str, object]]:
+        """Each prompt's content-metric value on its target, and its margin over each kind's siblings' mean."""
+        corpus = corpora[layer]
+        w = whitening(corpus.shifts[corpus.select("natural_prompts")[0]], generic_opt[layer])
+        g = generic_test[layer]
+        texts = list(dict.fromkeys(t for p in prompts for t in [p, *sibs(p)["lm"], *sibs(p)["kind"]]))
+        shifts = dict(zip(texts, mean_shifts_at(lm, layout, [layer], texts, split.test)[layer], strict=True))
+
+        def value(s: torch.Tensor, t: torch.Tensor) -> float:
+            a, b = project_out(s, g) @ w, project_out(t, g) @ w
+            return float(a @ b / (a.norm() * b.norm()).clamp_min(1e-12))
+
+        out = []
+        for prompt, target in zip(prompts, targets, strict=True):
+            own = value(shifts[prompt], target)
+            row: dict[str, object] = {"prompt": prompt, "value": own}
+            for kind in ("lm", "kind"):
+                others = [value(shifts[s], target) for s in sibs(prompt)[kind]]
+                row[f"{kind}_siblings"] = sibs(prompt)[kind]
+                row[f"{kind}_margin"] = own - statistics.fmean(others) if others else None
+            out.append(row)
+        return out
+
+    thresholds: dict[int, dict[str, float]] = {}
+    for layer in layers:
+        pos_targets = mean_shifts_at(lm, layout, [layer], positives, target_contexts)[layer]
+        rows = margins(layer, positives, pos_targets)
+        thresholds[layer] = {k: statistics.median(r[f"{k}_margin"] for r in rows if r[f"{k}_margin"] is not None) / 2
+                             for k in ("lm", "kind")}
+        report["cases"][f"positives L{layer}"] = {"thresholds": thresholds[layer], "rows": rows}  # type: ignore[index]
+        print(f"L{layer} positives: half-median margins {thresholds[layer]}", flush=True)
+    for set_name, pair_file in zip(("first_set", "second_set"), args.pairs, strict=True):
+        pairs = read_pairs(pair_file)
+        texts = [p for _, a, b in pairs for p in (a, b)] + verbatim
+        for layer_key, stored_layer in stored[set_name]["layers"].items():
+            layer = int(layer_key)
+            targets = mean_shifts_at(lm, layout, [layer], texts, target_contexts)[layer]
+            entries = stored_layer["pairs"] + stored_layer["verbatim"]
+            assert [e.get("target", e.get("prompt")) for e in entries] == texts, "summary and pair file differ"
+            found = [i for i, e in enumerate(entries) if e["best_prompt"]]
+            best = margins(layer, [entries[i]["best_prompt"] for i in found], targets[found])
+            true = margins(layer, texts, targets)
+            rows = []
+            counts = {"bar_met": 0, "bar_met_kind": 0, "verbatim_kept": 0, "verbatim": 0,
+                      "separating_realizable": 0, "separating_kept": 0}
+            best_by_index = dict(zip(found, best, strict=True))
+            for i, e in enumerate(entries):
+                b = best_by_index.get(i)
+                passes_kind = b is not None and b["kind_margin"] is not None and \
+                    b["kind_margin"] >= thresholds[layer]["kind"]
+                verdict = e["verdict"]
+                verdict_kind = "form realizable (kind)" if verdict == "realizable" and not passes_kind else verdict
+                row = {"target": texts[i], "best_prompt": e["best_prompt"], "verdict": verdict,
+                       "verdict_with_kind_test": verdict_kind, "best": b, "true": true[i]}
+                if i < 2 * len(pairs):
+                    separates = e["separation"] is not None and e["separation"] >= e["true_margin"] / 2
+                    row.update(separation=e["separation"], true_margin=e["true_margin"], bar_met=e["bar_met"],
+                               bar_met_kind=verdict_kind != "realizable" or separates)
+                    counts["bar_met"] += e["bar_met"]
+                    counts["bar_met_kind"] += row["bar_met_kind"]
+                    if verdict == "realizable" and separates:
+                        counts["separating_realizable"] += 1
+                        counts["separating_kept"] += verdict_kind == "realizable"
+                else:
+                    counts["verbatim"] += 1
+                    counts["verbatim_kept"] += verdict_kind == "realizable"
+                rows.append(row)
+                fmt = lambda r, k: "   -  " if r is None or r[f"{k}_margin"] is None else f"{r[f'{k}_margin']:+.3f}"  # noqa: E731
+                print(f"{set_name} L{layer} {verdict:>21s} -> {verdict_kind:<22s} best lm {fmt(b, 'lm')} "
+                      f"kind {fmt(b, 'kind')} | true lm {fmt(true[i], 'lm')} kind {fmt(true[i], 'kind')} "
+                      f"{texts[i]!r} -> {e['best_prompt']!r}", flush=True)
+            print(f"{set_name} L{layer}: {counts}", flush=True)
+            report["cases"][f"{set_name} L{layer}"] = {"counts": counts, "rows": rows}  # type: ignore[index]
+    if args.json:
+        write_json(args.json, report)
+
+
+if __name__ == "__main__":
+    main()
