@@ -1,0 +1,129 @@
+"""How large is the form-test margin of a prompt whose content is *not* the steer's? A wrong-content null for the
+content test, measured outside the package (its evidence code and the shipped calibration stay as they are).
+
+    python benchmarks/bench_margin_null.py --layers 12 6 --kind-results benchmarks/results/siblings_kind.json \
+        [--json benchmarks/results/margin_null.json]
+
+The audit's form test calibrates the margin (best prompt minus its form siblings, whitened specific cosine, test
+contexts) by content-carrying prompts only: it asks for half the positives' median margin. Nothing says what
+margin a prompt of the wrong content reaches, and on the held-out sibling pairs the audit's wrong-content prompts
+reach 0.01-0.03, where that cut lies (`bench_kind_siblings.py`). Here, for each of `--positives` corpus positive
+prompts (their own clusters, none shared with the retrieval corpus), the target is its mean shift on the sibling
+bench's 8 target contexts; the *wrong-content* prompt is the retrieval corpus's natural prompt closest to it in the
+content metric on the test contexts (another cluster by construction); both prompts' margins over their form
+siblings are measured as `bench_kind_siblings.py` measures them. The null cut is the wrong-content margins' 95th
+percentile per layer. It is then applied to the margins of the sibling bench's true prompts and found prompts
+(`--kind-results`).
+
+Rule, written before any wrong-content margin was computed: a null-calibrated form test is worth building into the
+audit (with a calibration re-ship, and judged on the third held-out pair set) only if, at both layers: (a) at least
+90 % of the pair sets' true prompts reach the null cut; (b) fewer of the found prompts behind a "realizable" verdict
+that does not separate own from sibling reach it than reach the half-median cut; (c) every verbatim control reaches
+it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+from pathlib import Path
+
+import torch
+from _setup import machine, write_json
+from bench_kind_siblings import N_SIBLINGS
+from bench_siblings import unused
+
+from realize.attacks.objectives import estimate_generics
+from realize.attacks.siblings import SiblingConfig, form_siblings
+from realize.config import AuditConfig
+from realize.corpus_shifts import corpus_shifts_at, mean_shifts_at
+from realize.data.chat import chat_layout, encode
+from realize.data.corpora import load_corpus
+from realize.data.models import cache_root, load_model
+from realize.data.shift import project_out
+from realize.identity import model_digest
+from realize.setting import ContextSplit, whitening
+
+
+def _quantile(values: list[float], q: float) -> float:
+    return float(torch.tensor(values).quantile(q))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--layers", type=int, nargs="+", default=[12, 6])
+    parser.add_argument("--kind-results", type=Path, required=True, help="bench_kind_siblings.py's --json")
+    parser.add_argument("--positives", type=int, default=24)
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args()
+    kind_results = json.loads(args.kind_results.read_text(encoding="utf-8"))
+    config = AuditConfig(budget="quick")
+    target_contexts = unused(config)[:8]
+    split = ContextSplit.of(load_corpus("contexts"), config.n_opt_contexts, config.n_selection, config.n_test,
+                            config.seed)
+    lm = load_model()
+    layout = chat_layout(lm.tokenizer, "prefix")
+    corpora = corpus_shifts_at(lm, layout, args.layers, split.optimization, fingerprint=model_digest(lm),
+                               cache_dir=cache_root() / "corpus_shifts")
+    generic_opt = estimate_generics(lm, layout, args.layers, split.optimization)
+    generic_test = estimate_generics(lm, layout, args.layers, split.test)
+    natural_rows, natural = corpora[args.layers[0]].select("natural_prompts")
+    positives = corpora[args.layers[0]].select("positive_prompts")[1][: args.positives]
+    natural_test = mean_shifts_at(lm, layout, args.layers, natural, split.test)
+    report: dict[str, object] = {"machine": machine(), "args": {k: str(v) for k, v in vars(args).items()},
+                                 "rule": __doc__.split("Rule, ")[1].strip(), "layers": {}}
+    for layer in args.layers:
+        corpus = corpora[layer]
+        w = whitening(corpus.shifts[natural_rows], generic_opt[layer])
+        g = generic_test[layer]
+
+        def embed(s: torch.Tensor) -> torch.Tensor:  # (n, d) -> (n, d) unit rows in the content metric
+            x = project_out(s, g) @ w  # noqa: B023
+            return x / x.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+
+        targets = mean_shifts_at(lm, layout, [layer], positives, target_contexts)[layer]
+        wrong = [natural[int((embed(natural_test[layer]) @ embed(t[None])[0]).argmax())] for t in targets]
+        rows = []
+        for prompt, wrong_prompt, target in zip(positives, wrong, targets, strict=True):
+            pair = {}
+            for role, text in (("own", prompt), ("wrong", wrong_prompt)):
+                siblings = [lm.tokenizer.decode(list(s)) for s in form_siblings(
+                    lm, layout, encode(lm.tokenizer, text), SiblingConfig(n=N_SIBLINGS))]
+                shifts = mean_shifts_at(lm, layout, [layer], [text, *siblings], split.test)[layer]
+                values = (embed(shifts) @ embed(target[None])[0]).tolist()
+                pair[role] = {"prompt": text, "value": values[0],
+                              "margin": values[0] - statistics.fmean(values[1:]) if siblings else None}
+            rows.append(pair)
+            print(f"L{layer} own {pair['own']['margin']:+.3f} wrong {pair['wrong']['margin'] or float('nan'):+.3f} "
+                  f"{prompt!r} -> {wrong_prompt!r}", flush=True)
+        own = [r["own"]["margin"] for r in rows if r["own"]["margin"] is not None]
+        null = [r["wrong"]["margin"] for r in rows if r["wrong"]["margin"] is not None]
+        cuts = {"half_median": statistics.median(own) / 2, "null95": _quantile(null, 0.95)}
+        applied = {}
+        for case, data in kind_results["cases"].items():
+            if not case.endswith(f" L{layer}") or case.startswith("positives"):
+                continue
+            true = [r["true"]["lm_margin"] for r in data["rows"] if r["pair"]]
+            verbatim = [r["best"]["lm_margin"] for r in data["rows"] if not r["pair"] and r["best"]]
+            wrong_found = [r["best"]["lm_margin"] for r in data["rows"] if r["pair"] and r["best"]
+                           and r["verdicts"]["mean95"] == "realizable"
+                           and not (r["separation"] is not None and r["separation"] >= r["true_margin"] / 2)]
+            applied[case] = {name: {"true_reach": sum(m >= cut for m in true) / len(true),
+                                    "verbatim_reach": f"{sum(m >= cut for m in verbatim)} of {len(verbatim)}",
+                                    "non_separating_realizable_reach": f"{sum(m >= cut for m in wrong_found)} of "
+                                                                       f"{len(wrong_found)}"}
+                             for name, cut in cuts.items()}
+            print(f"L{layer} {case}: {applied[case]}", flush=True)
+        summary = {"own_median": statistics.median(own), "null_median": statistics.median(null),
+                   "null_quantiles": {q: _quantile(null, q) for q in (0.5, 0.9, 0.95)}, "cuts": cuts,
+                   "applied": applied, "rows": rows}
+        print(f"L{layer}: own median {summary['own_median']:+.3f}, wrong-content median {summary['null_median']:+.3f}, "
+              f"cuts {cuts}", flush=True)
+        report["layers"][str(layer)] = summary  # type: ignore[index]
+    if args.json:
+        write_json(args.json, report)
+
+
+if __name__ == "__main__":
+    main()
