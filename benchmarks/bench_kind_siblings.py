@@ -28,6 +28,12 @@ verdicts (a "realizable" stays so only when its best prompt's kind margin also r
 (1) the positives' median kind margin is > 0 at both layers; (2) the bar is met on more targets in at least two of
 the four set/layer cases and fewer in none; (3) every verbatim control stays "realizable" (12 of 12); (4) at least
 half of the "realizable" verdicts whose prompt separates own from sibling are kept.
+Outcome (`benchmarks/results/siblings_kind.json`; judged the same on the stored "mean" and "mean95" verdicts): (1)
+met (half-median kind margins 0.024 at layer 6, 0.019 at 12; the LM siblings' 0.026 and 0.021); (2) met (bar 10 ->
+12 first set layer 12, 13 -> 14 second set layer 12, 14 and 15 unchanged at layer 6 under "mean95"); (3) met (12
+of 12); (4) **not met: 2 of 6 kept**. And the kind margin does not tell a true prompt from the audit's found
+prompts better than the LM siblings' margin (AUC 0.95 vs 0.93, 0.98 vs 0.98, 0.96 vs 0.96, 0.94 vs 0.98): both
+kinds shrink every margin by about a third. So kind siblings are not built into the audit.
 """
 
 from __future__ import annotations
@@ -54,6 +60,7 @@ from realize.identity import model_digest
 from realize.setting import ContextSplit, whitening
 
 N_SIBLINGS = 6  # as the audit's default
+BASELINES = ("mean", "mean95")  # the stored runs' form-test rules the kind test is added to (bench_siblings.RULES)
 KIND_LAYER = 8  # the hidden state that says what kind a word is
 
 
@@ -94,14 +101,73 @@ def siblings_by_kind(lm: LoadedModel, layout: ChatLayout, text: str, top_k: int,
     return {"lm": [tok.decode(list(s)) for s in lm_siblings], "kind": [tok.decode(s) for s in kind]}
 
 
+def _auc(higher: list[float], lower: list[float]) -> float:
+    """P(a value of `higher` > one of `lower`), ties half."""
+    return sum((a > b) + 0.5 * (a == b) for a in higher for b in lower) / max(len(higher) * len(lower), 1)
+
+
+def judge(report: dict) -> None:
+    """Adds to each set/layer case of `report` (in place) and prints, for each baseline form-test rule of the stored
+    runs (`BASELINES`), the verdicts with the kind test added and the rule's counts; and how well each sibling kind's
+    margin tells a true prompt (on its own target) from the audit's found prompts that are not it (AUC, medians)."""
+    for case, data in report["cases"].items():
+        if case.startswith("positives"):
+            continue
+        layer = case.split(" L")[1]
+        threshold = report["cases"][f"positives L{layer}"]["thresholds"]["kind"]
+        rows = data["rows"]
+        found = [r["best"] for r in rows if r["best"] is not None and r["best_prompt"] != r["target"]]
+        separation = {}
+        for kind in ("lm", "kind"):
+            true_margins = [r["true"][f"{kind}_margin"] for r in rows if r["pair"]]
+            found_margins = [b[f"{kind}_margin"] for b in found if b[f"{kind}_margin"] is not None]
+            separation[kind] = {"auc_true_vs_found": _auc(true_margins, found_margins),
+                                "median_true": statistics.median(true_margins),
+                                "median_found": statistics.median(found_margins)}
+        data["margins"] = separation
+        print(f"{case}: margin of true vs found prompts " + "; ".join(
+            f"{k}: AUC {v['auc_true_vs_found']:.2f}, medians {v['median_true']:+.3f} vs {v['median_found']:+.3f}"
+            for k, v in separation.items()), flush=True)
+        data["counts"] = {}
+        for baseline in BASELINES:
+            counts = {"bar_met": 0, "bar_met_kind": 0, "verbatim_kept": 0, "verbatim": 0,
+                      "separating_realizable": 0, "separating_kept": 0}
+            for r in rows:
+                b, verdict = r["best"], r["verdicts"][baseline]
+                passes = b is not None and b["kind_margin"] is not None and b["kind_margin"] >= threshold
+                kept = verdict == "realizable" and passes
+                if r["pair"]:
+                    separates = r["separation"] is not None and r["separation"] >= r["true_margin"] / 2
+                    counts["bar_met"] += verdict != "realizable" or separates
+                    counts["bar_met_kind"] += not kept or separates
+                    if verdict == "realizable" and separates:
+                        counts["separating_realizable"] += 1
+                        counts["separating_kept"] += kept
+                        print(f"  {case} [{baseline}] separating 'realizable' {'kept' if kept else 'LOST'}: "
+                              f"{r['target']!r} -> {r['best_prompt']!r} (kind margin {b['kind_margin']:+.3f})")
+                else:
+                    counts["verbatim"] += 1
+                    counts["verbatim_kept"] += kept
+            data["counts"][baseline] = counts
+            print(f"{case} [{baseline}]: {counts}", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--summary", type=Path, required=True, help="bench_siblings results (sets -> layers)")
-    parser.add_argument("--pairs", type=Path, nargs=2, required=True, help="the first and second sets' pair files")
+    parser.add_argument("--summary", type=Path, help="bench_siblings results (sets -> layers)")
+    parser.add_argument("--pairs", type=Path, nargs=2, help="the first and second sets' pair files")
     parser.add_argument("--top-k", type=int, default=256)
     parser.add_argument("--positives", type=int, default=24)
     parser.add_argument("--json", type=Path)
+    parser.add_argument("--rejudge", type=Path, help="judge an earlier run's --json again (no model; writes --json)")
     args = parser.parse_args()
+    if args.rejudge:
+        report = json.loads(args.rejudge.read_text(encoding="utf-8"))
+        judge(report)
+        write_json(args.json or args.rejudge, report)
+        return
+    if args.summary is None or args.pairs is None:
+        parser.error("--summary and --pairs are required unless --rejudge is given")
     stored = json.loads(args.summary.read_text(encoding="utf-8"))
     config = AuditConfig(budget="quick")
     rest = unused(config)
@@ -168,37 +234,16 @@ def main() -> None:
             found = [i for i, e in enumerate(entries) if e["best_prompt"]]
             best = margins(layer, [entries[i]["best_prompt"] for i in found], targets[found])
             true = margins(layer, texts, targets)
-            rows = []
-            counts = {"bar_met": 0, "bar_met_kind": 0, "verbatim_kept": 0, "verbatim": 0,
-                      "separating_realizable": 0, "separating_kept": 0}
             best_by_index = dict(zip(found, best, strict=True))
+            rows = []
             for i, e in enumerate(entries):
-                b = best_by_index.get(i)
-                passes_kind = b is not None and b["kind_margin"] is not None and \
-                    b["kind_margin"] >= thresholds[layer]["kind"]
-                verdict = e["verdict"]
-                verdict_kind = "form realizable (kind)" if verdict == "realizable" and not passes_kind else verdict
-                row = {"target": texts[i], "best_prompt": e["best_prompt"], "verdict": verdict,
-                       "verdict_with_kind_test": verdict_kind, "best": b, "true": true[i]}
-                if i < 2 * len(pairs):
-                    separates = e["separation"] is not None and e["separation"] >= e["true_margin"] / 2
-                    row.update(separation=e["separation"], true_margin=e["true_margin"], bar_met=e["bar_met"],
-                               bar_met_kind=verdict_kind != "realizable" or separates)
-                    counts["bar_met"] += e["bar_met"]
-                    counts["bar_met_kind"] += row["bar_met_kind"]
-                    if verdict == "realizable" and separates:
-                        counts["separating_realizable"] += 1
-                        counts["separating_kept"] += verdict_kind == "realizable"
-                else:
-                    counts["verbatim"] += 1
-                    counts["verbatim_kept"] += verdict_kind == "realizable"
+                row = {"target": texts[i], "best_prompt": e["best_prompt"], "verdicts": e["verdicts"],
+                       "best": best_by_index.get(i), "true": true[i], "pair": i < 2 * len(pairs)}
+                if row["pair"]:
+                    row.update(separation=e["separation"], true_margin=e["true_margin"])
                 rows.append(row)
-                fmt = lambda r, k: "   -  " if r is None or r[f"{k}_margin"] is None else f"{r[f'{k}_margin']:+.3f}"  # noqa: E731
-                print(f"{set_name} L{layer} {verdict:>21s} -> {verdict_kind:<22s} best lm {fmt(b, 'lm')} "
-                      f"kind {fmt(b, 'kind')} | true lm {fmt(true[i], 'lm')} kind {fmt(true[i], 'kind')} "
-                      f"{texts[i]!r} -> {e['best_prompt']!r}", flush=True)
-            print(f"{set_name} L{layer}: {counts}", flush=True)
-            report["cases"][f"{set_name} L{layer}"] = {"counts": counts, "rows": rows}  # type: ignore[index]
+            report["cases"][f"{set_name} L{layer}"] = {"rows": rows}  # type: ignore[index]
+    judge(report)
     if args.json:
         write_json(args.json, report)
 
