@@ -255,3 +255,20 @@ def test_behavior_objective_ranks_the_words_the_steer_says_more(tiny):
     assert scores is not None and scores.shape == (len(lex.inner_ids),) and int(scores.argmax()) == 1
     other = objective.content_scores(torch.tensor(encode(tiny.tokenizer, "Explain it.")), lex)
     assert torch.equal(scores, other)
+
+
+@pytest.mark.parametrize("name", ["sibling_pairs_heldout.tsv", "sibling_pairs_heldout2.tsv", "sibling_pairs_heldout3.tsv"])
+def test_heldout_sibling_pairs_stay_out_of_every_shipped_corpus(name):
+    """The held-out sibling pairs (benchmarks/bench_siblings.py) name their content words in the pair column
+    ("lantern-anvil"); none may occur as a word in a shipped corpus, or the content test's bench is not held out."""
+    import re
+
+    rows = [ln.split("\t") for ln in (ROOT / "benchmarks" / name).read_text().splitlines()
+            if ln.strip() and not ln.startswith("#") and not ln.startswith("pair\t")]
+    assert len(rows) == 16 and {r[1] for r in rows} == {"a", "b"}
+    corpora = " ".join(p.read_text().lower() for p in (ROOT / "data" / "corpora").iterdir()
+                       if p.suffix in (".tsv", ".txt"))
+    for pair, _, prompt in rows:
+        assert any(word in prompt.lower() for word in pair.split("-")), (name, pair, prompt)
+        for word in pair.split("-"):
+            assert not re.search(rf"\b{word}", corpora), (name, word)
