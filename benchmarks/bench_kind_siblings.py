@@ -49,6 +49,7 @@ from bench_fidelity import read_pairs
 from bench_siblings import VERBATIM, unused
 
 from realize.attacks.siblings import SiblingConfig, content_slots, form_siblings
+from realize.scorers.realism.evaluate import auc
 from realize.config import AuditConfig
 from realize.corpus_shifts import corpus_shifts_at, mean_shifts_at
 from realize.data.chat import ChatLayout, chat_layout, encode
@@ -102,8 +103,8 @@ def siblings_by_kind(lm: LoadedModel, layout: ChatLayout, text: str, top_k: int,
 
 
 def _auc(higher: list[float], lower: list[float]) -> float:
-    """P(a value of `higher` > one of `lower`), ties half."""
-    return sum((a > b) + 0.5 * (a == b) for a in higher for b in lower) / max(len(higher) * len(lower), 1)
+    """P(a value of `higher` > one of `lower`), ties half (`scorers.realism.evaluate.auc`)."""
+    return auc(torch.tensor(higher + lower), torch.tensor([1.0] * len(higher) + [0.0] * len(lower)))
 
 
 def judge(report: dict) -> None:

@@ -49,11 +49,44 @@ from realize.data.corpora import load_corpus
 from realize.data.models import cache_root, load_model
 from realize.data.shift import project_out
 from realize.identity import model_digest
+from realize.scorers.realism.evaluate import auc
 from realize.setting import ContextSplit, whitening
 
 
 def _quantile(values: list[float], q: float) -> float:
     return float(torch.tensor(values).quantile(q))
+
+
+def summarize(rows: list[dict], kind_results: dict, layer: int) -> dict:
+    """One layer's own and wrong-content margins (`rows`) -> the cuts, their separation, and the cuts applied to the
+    sibling bench's prompts at that layer (`kind_results`: bench_kind_siblings.py's --json)."""
+    own = [r["own"]["margin"] for r in rows if r["own"]["margin"] is not None]
+    null = [r["wrong"]["margin"] for r in rows if r["wrong"]["margin"] is not None]
+    cuts = {"half_median": statistics.median(own) / 2, "null95": _quantile(null, 0.95)}
+    applied = {}
+    for case, data in kind_results["cases"].items():
+        if not case.endswith(f" L{layer}") or case.startswith("positives"):
+            continue
+        true = [r["true"]["lm_margin"] for r in data["rows"] if r["pair"]]
+        verbatim = [r["best"]["lm_margin"] for r in data["rows"] if not r["pair"] and r["best"]]
+        wrong_found = [r["best"]["lm_margin"] for r in data["rows"] if r["pair"] and r["best"]
+                       and r["verdicts"]["mean95"] == "realizable"
+                       and not (r["separation"] is not None and r["separation"] >= r["true_margin"] / 2)]
+        applied[case] = {name: {"true_reach": sum(m >= cut for m in true) / len(true),
+                                "verbatim_reach": f"{sum(m >= cut for m in verbatim)} of {len(verbatim)}",
+                                "non_separating_realizable_reach": f"{sum(m >= cut for m in wrong_found)} of "
+                                                                   f"{len(wrong_found)}"}
+                         for name, cut in cuts.items()}
+        print(f"L{layer} {case}: {applied[case]}", flush=True)
+    summary = {"own_median": statistics.median(own), "null_median": statistics.median(null),
+               "auc_own_vs_wrong": auc(torch.tensor(own + null), torch.tensor([1.0] * len(own) + [0.0] * len(null))),
+               "wrong_reaching_half_median": f"{sum(m >= cuts['half_median'] for m in null)} of {len(null)}",
+               "null_quantiles": {q: _quantile(null, q) for q in (0.5, 0.9, 0.95)}, "cuts": cuts,
+               "applied": applied, "rows": rows}
+    print(f"L{layer}: own median {summary['own_median']:+.3f}, wrong-content median {summary['null_median']:+.3f}, "
+          f"cuts {cuts}, AUC own vs wrong {summary['auc_own_vs_wrong']:.2f}, wrong-content prompts reaching the "
+          f"audit's cut {summary['wrong_reaching_half_median']}", flush=True)
+    return summary
 
 
 def main() -> None:
@@ -62,7 +95,15 @@ def main() -> None:
     parser.add_argument("--kind-results", type=Path, required=True, help="bench_kind_siblings.py's --json")
     parser.add_argument("--positives", type=int, default=24)
     parser.add_argument("--json", type=Path)
+    parser.add_argument("--rejudge", type=Path, help="summarize an earlier run's --json again (no model)")
     args = parser.parse_args()
+    kind_results = json.loads(args.kind_results.read_text(encoding="utf-8"))
+    if args.rejudge:
+        report = json.loads(args.rejudge.read_text(encoding="utf-8"))
+        for layer, data in report["layers"].items():
+            report["layers"][layer] = summarize(data["rows"], kind_results, int(layer))
+        write_json(args.json or args.rejudge, report)
+        return
     kind_results = json.loads(args.kind_results.read_text(encoding="utf-8"))
     config = AuditConfig(budget="quick")
     target_contexts = unused(config)[:8]
@@ -103,29 +144,7 @@ def main() -> None:
             rows.append(pair)
             print(f"L{layer} own {pair['own']['margin']:+.3f} wrong {pair['wrong']['margin'] or float('nan'):+.3f} "
                   f"{prompt!r} -> {wrong_prompt!r}", flush=True)
-        own = [r["own"]["margin"] for r in rows if r["own"]["margin"] is not None]
-        null = [r["wrong"]["margin"] for r in rows if r["wrong"]["margin"] is not None]
-        cuts = {"half_median": statistics.median(own) / 2, "null95": _quantile(null, 0.95)}
-        applied = {}
-        for case, data in kind_results["cases"].items():
-            if not case.endswith(f" L{layer}") or case.startswith("positives"):
-                continue
-            true = [r["true"]["lm_margin"] for r in data["rows"] if r["pair"]]
-            verbatim = [r["best"]["lm_margin"] for r in data["rows"] if not r["pair"] and r["best"]]
-            wrong_found = [r["best"]["lm_margin"] for r in data["rows"] if r["pair"] and r["best"]
-                           and r["verdicts"]["mean95"] == "realizable"
-                           and not (r["separation"] is not None and r["separation"] >= r["true_margin"] / 2)]
-            applied[case] = {name: {"true_reach": sum(m >= cut for m in true) / len(true),
-                                    "verbatim_reach": f"{sum(m >= cut for m in verbatim)} of {len(verbatim)}",
-                                    "non_separating_realizable_reach": f"{sum(m >= cut for m in wrong_found)} of "
-                                                                       f"{len(wrong_found)}"}
-                             for name, cut in cuts.items()}
-            print(f"L{layer} {case}: {applied[case]}", flush=True)
-        summary = {"own_median": statistics.median(own), "null_median": statistics.median(null),
-                   "null_quantiles": {q: _quantile(null, q) for q in (0.5, 0.9, 0.95)}, "cuts": cuts,
-                   "applied": applied, "rows": rows}
-        print(f"L{layer}: own median {summary['own_median']:+.3f}, wrong-content median {summary['null_median']:+.3f}, "
-              f"cuts {cuts}", flush=True)
+        summary = summarize(rows, kind_results, layer)
         report["layers"][str(layer)] = summary  # type: ignore[index]
     if args.json:
         write_json(args.json, report)
