@@ -10,7 +10,8 @@ margin a prompt of the wrong content reaches, and on the held-out sibling pairs 
 reach 0.01-0.03, where that cut lies (`bench_kind_siblings.py`). Here, for each of `--positives` corpus positive
 prompts (their own clusters, none shared with the retrieval corpus), the target is its mean shift on the sibling
 bench's 8 target contexts; the *wrong-content* prompt is the retrieval corpus's natural prompt closest to it in the
-content metric on the test contexts (another cluster by construction); both prompts' margins over their form
+content metric on the *selection* contexts (another cluster by construction; chosen there so that its margin is not
+measured on the contexts that chose it); both prompts' margins over their form
 siblings are measured as `bench_kind_siblings.py` measures them. The null cut is the wrong-content margins' 95th
 percentile per layer. It is then applied to the margins of the sibling bench's true prompts and found prompts
 (`--kind-results`).
@@ -114,33 +115,40 @@ def main() -> None:
     corpora = corpus_shifts_at(lm, layout, args.layers, split.optimization, fingerprint=model_digest(lm),
                                cache_dir=cache_root() / "corpus_shifts")
     generic_opt = estimate_generics(lm, layout, args.layers, split.optimization)
+    generic_selection = estimate_generics(lm, layout, args.layers, split.selection)
     generic_test = estimate_generics(lm, layout, args.layers, split.test)
     natural_rows, natural = corpora[args.layers[0]].select("natural_prompts")
     positives = corpora[args.layers[0]].select("positive_prompts")[1][: args.positives]
-    natural_test = mean_shifts_at(lm, layout, args.layers, natural, split.test)
+    natural_selection = mean_shifts_at(lm, layout, args.layers, natural, split.selection)  # picks (never reported)
+    targets = mean_shifts_at(lm, layout, args.layers, positives, target_contexts)
+    metrics = {layer: whitening(corpora[layer].shifts[natural_rows], generic_opt[layer]) for layer in args.layers}
+
+    def embed(s: torch.Tensor, layer: int, generic: torch.Tensor) -> torch.Tensor:
+        """(n, d) shifts -> (n, d) unit rows in the content metric at `layer` (`generic` removed first)."""
+        x = project_out(s, generic) @ metrics[layer]
+        return x / x.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+
+    wrong = {layer: [natural[int((embed(natural_selection[layer], layer, generic_selection[layer])
+                                  @ embed(t[None], layer, generic_selection[layer])[0]).argmax())]
+                     for t in targets[layer]] for layer in args.layers}
+    texts = list(dict.fromkeys(positives + [p for prompts in wrong.values() for p in prompts]))
+    siblings = {text: [lm.tokenizer.decode(list(s)) for s in form_siblings(
+        lm, layout, encode(lm.tokenizer, text), SiblingConfig(n=N_SIBLINGS))] for text in texts}
+    measured = list(dict.fromkeys(texts + [s for text in texts for s in siblings[text]]))
+    shifts = mean_shifts_at(lm, layout, args.layers, measured, split.test)  # every reported number: test contexts
+    row_of = {text: i for i, text in enumerate(measured)}
     report: dict[str, object] = {"machine": machine(), "args": {k: str(v) for k, v in vars(args).items()},
                                  "rule": __doc__.split("Rule, ")[1].strip(), "layers": {}}
     for layer in args.layers:
-        corpus = corpora[layer]
-        w = whitening(corpus.shifts[natural_rows], generic_opt[layer])
-        g = generic_test[layer]
-
-        def embed(s: torch.Tensor) -> torch.Tensor:  # (n, d) -> (n, d) unit rows in the content metric
-            x = project_out(s, g) @ w  # noqa: B023
-            return x / x.norm(dim=-1, keepdim=True).clamp_min(1e-12)
-
-        targets = mean_shifts_at(lm, layout, [layer], positives, target_contexts)[layer]
-        wrong = [natural[int((embed(natural_test[layer]) @ embed(t[None])[0]).argmax())] for t in targets]
         rows = []
-        for prompt, wrong_prompt, target in zip(positives, wrong, targets, strict=True):
+        for prompt, wrong_prompt, target in zip(positives, wrong[layer], targets[layer], strict=True):
             pair = {}
             for role, text in (("own", prompt), ("wrong", wrong_prompt)):
-                siblings = [lm.tokenizer.decode(list(s)) for s in form_siblings(
-                    lm, layout, encode(lm.tokenizer, text), SiblingConfig(n=N_SIBLINGS))]
-                shifts = mean_shifts_at(lm, layout, [layer], [text, *siblings], split.test)[layer]
-                values = (embed(shifts) @ embed(target[None])[0]).tolist()
+                chosen = [row_of[t] for t in [text, *siblings[text]]]
+                values = (embed(shifts[layer][chosen], layer, generic_test[layer])
+                          @ embed(target[None], layer, generic_test[layer])[0]).tolist()
                 pair[role] = {"prompt": text, "value": values[0],
-                              "margin": values[0] - statistics.fmean(values[1:]) if siblings else None}
+                              "margin": values[0] - statistics.fmean(values[1:]) if siblings[text] else None}
             rows.append(pair)
             print(f"L{layer} own {pair['own']['margin']:+.3f} wrong {pair['wrong']['margin'] or float('nan'):+.3f} "
                   f"{prompt!r} -> {wrong_prompt!r}", flush=True)
