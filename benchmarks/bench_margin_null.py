@@ -22,11 +22,12 @@ audit (with a calibration re-ship, and judged on the third held-out pair set) on
 that does not separate own from sibling reach it than reach the half-median cut; (c) every verbatim control reaches
 it.
 Outcome (`benchmarks/results/margin_null.json`): **not met** ((a) 50 % and 75 % of the true prompts reach the null
-cut at layer 12, 75 % and 75 % at layer 6; (c) 2 of 3 verbatim controls at layer 12; (b) held: 1 of 9 non-separating
-"realizable" prompts at layer 12 and 0 of 3 at layer 6 reach it). The numbers behind it: the null cut is 0.076 at
-layer 12 and 0.066 at layer 6, while the audit's cut (half the positives' median, 0.021 and 0.026) lies at or below
-the wrong-content prompts' median (0.021 and 0.030): 13 of 24 wrong-content prompts pass the audit's form test at
-each layer, and own vs wrong-content margins give AUC 0.79 and 0.80.
+cut at layer 12, 75 % and 56 % at layer 6; (c) 2 of 3 verbatim controls at layer 12; (b) held: 1 of 9 non-separating
+"realizable" prompts at layer 12 and 0 of 3 at layer 6 reach it). The numbers behind it: the null cut is 0.072 at
+layer 12 and 0.077 at layer 6; the audit's cut (half the positives' median, 0.021 and 0.026) passes 7 of 24
+wrong-content prompts at layer 12 (their median 0.013) and 12 of 24 at layer 6 (median 0.025); own vs wrong-content
+margins give AUC 0.85 and 0.78. (A first run chose the wrong-content prompt on the test contexts its margin was
+measured on, which inflated it: 13 of 24 at both layers.)
 """
 
 from __future__ import annotations
