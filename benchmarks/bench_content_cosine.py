@@ -1,0 +1,227 @@
+"""Does the found prompt's *content part* point where the steer's does? A content cosine for the form test, explored
+on the stored sibling-bench runs, outside the package (its evidence code and the shipped calibration stay as they are).
+
+    python benchmarks/bench_content_cosine.py [--json benchmarks/results/content_cosine.json]
+    python benchmarks/bench_content_cosine.py --rejudge benchmarks/results/content_cosine.json
+
+The audit's form test asks whether the best prompt p beats its form siblings s_1..s_k on the steer T: a margin
+<u(p) - mean u(s_i), u(T)>, u the unit vector in the content metric (specific shift, whitened by the natural prompts'
+shifts). That margin is a projection on all of T, so a prompt whose words carry content *of the steer's kind* passes
+("Format your answer first as a pie." beats "... as a list." on the steer of "Work a lantern into your answer
+somehow.", README "What realizable means"). The content cosine asks a narrower question, scale-free:
+
+    content_cos(p, T) = cos(u(p) - mean u(s_i), u(T) - mean u(s_i))
+
+the angle between what p's words add to its form and what the steer has beyond that form. A true prompt's two
+departures are the same up to context noise; a wrong prompt's share only what its kind shares, and a prompt of
+another form also carries the form difference in the steer's departure. Calibrated the audit's way, on prompts that
+are not in the test: the cut is half the median content cosine of `--positives` corpus positive prompts, each on its
+own mean shift (the sibling bench's 8 target contexts) measured with its own siblings on the quick preset's test
+contexts. Every prompt and sibling is measured on those test contexts (mean shifts), the targets on the bench's
+target contexts, as `bench_kind_siblings.py` does.
+
+Rule, written into this script before any content cosine was computed: a content-cosine form test is worth building
+into the audit (with a calibration re-ship, and judged on a fourth held-out pair set, since these three have been
+seen) only if, added to the stored default ("mean95") verdicts (a "realizable" stays so only when its best prompt's
+content cosine also reaches the cut): (1) the positives' median content cosine is > 0 at both layers; (2) the bar is
+met on more targets in at least three of the six set/layer cases (it cannot be met on fewer); (3) every verbatim
+control stays "realizable" (18 of 18); (4) at least half of the "realizable" verdicts whose prompt separates own
+from sibling are kept, pooled over the six cases. Reported beside it, deciding nothing: how well the content cosine
+and the margin tell a true prompt (on its own target) from the audit's found prompts (AUC per case).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+from pathlib import Path
+
+import torch
+from _setup import machine, write_json
+from bench_fidelity import read_pairs
+from bench_kind_siblings import N_SIBLINGS
+from bench_siblings import VERBATIM, unused
+
+from realize.attacks.objectives import estimate_generics
+from realize.attacks.siblings import SiblingConfig, form_siblings
+from realize.config import AuditConfig
+from realize.corpus_shifts import corpus_shifts_at, mean_shifts_at
+from realize.data.chat import chat_layout, encode
+from realize.data.corpora import load_clustered, load_corpus
+from realize.data.models import cache_root, load_model
+from realize.data.shift import project_out
+from realize.identity import model_digest
+from realize.scorers.realism.evaluate import auc
+from realize.setting import ContextSplit, whitening
+
+RESULTS = Path(__file__).parent / "results"
+# (case name, stored sibling-bench summary, its key for the set (None: the file is one set), pair file)
+SETS = (("first", RESULTS / "siblings_content_level.json", "first_set", "sibling_pairs_heldout.tsv"),
+        ("second", RESULTS / "siblings_content_level.json", "second_set", "sibling_pairs_heldout2.tsv"),
+        ("third", RESULTS / "siblings_heldout3_quick.json", None, "sibling_pairs_heldout3.tsv"),
+        ("third", RESULTS / "siblings_heldout3_L6_quick.json", None, "sibling_pairs_heldout3.tsv"))
+BASELINE = "mean95"  # the stored runs' default form-test rule (bench_siblings.RULES)
+
+
+def stored_cases() -> list[tuple[str, int, Path, list[dict]]]:
+    """[(set name, layer, pair file, the stored entries: pairs then verbatim controls)] of every stored run."""
+    out = []
+    for name, path, key, pair_file in SETS:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        for layer, stored in (data[key] if key else data)["layers"].items():
+            out.append((name, int(layer), Path(__file__).parent / pair_file, stored["pairs"] + stored["verbatim"]))
+    return out
+
+
+def _auc(higher: list[float], lower: list[float]) -> float:
+    return auc(torch.tensor(higher + lower), torch.tensor([1.0] * len(higher) + [0.0] * len(lower)))
+
+
+def judge(report: dict) -> dict:
+    """Adds to each set/layer case of `report` (in place) the verdicts with the content-cosine test added to the stored
+    default's, the rule's counts and the AUCs; returns the rule's pooled outcome."""
+    pooled = {"cases_more": 0, "verbatim": 0, "verbatim_kept": 0, "separating": 0, "separating_kept": 0}
+    medians = {}
+    for case, data in report["cases"].items():
+        layer = int(case.split(" L")[1])
+        if case.startswith("positives"):
+            medians[layer] = data["median_content_cos"]
+            continue
+        cut = report["cases"][f"positives L{layer}"]["cut"]
+        rows = data["rows"]
+        found = [r["best"] for r in rows if r["best"] is not None and r["best_prompt"] != r["target"]]
+        data["auc_true_vs_found"] = {
+            m: _auc([r["true"][m] for r in rows if r["pair"] and r["true"][m] is not None],
+                    [b[m] for b in found if b[m] is not None]) for m in ("margin", "content_cos")}
+        counts = {"bar_met": 0, "bar_met_with_cosine": 0, "verbatim": 0, "verbatim_kept": 0,
+                  "separating_realizable": 0, "separating_kept": 0}
+        for r in rows:
+            b, verdict = r["best"], r["verdicts"][BASELINE]
+            passes = b is not None and b["content_cos"] is not None and b["content_cos"] >= cut
+            kept = verdict == "realizable" and passes
+            r["verdict_with_cosine"] = verdict if verdict != "realizable" or passes else "form realizable"
+            if r["pair"]:
+                separates = r["separation"] is not None and r["separation"] >= r["true_margin"] / 2
+                counts["bar_met"] += verdict != "realizable" or separates
+                counts["bar_met_with_cosine"] += not kept or separates
+                if verdict == "realizable" and separates:
+                    counts["separating_realizable"] += 1
+                    counts["separating_kept"] += kept
+            else:
+                counts["verbatim"] += 1
+                counts["verbatim_kept"] += kept
+        data["counts"] = counts
+        pooled["cases_more"] += counts["bar_met_with_cosine"] > counts["bar_met"]
+        for k_pool, k_case in (("verbatim", "verbatim"), ("verbatim_kept", "verbatim_kept"),
+                               ("separating", "separating_realizable"), ("separating_kept", "separating_kept")):
+            pooled[k_pool] += counts[k_case]
+        print(f"{case}: bar {counts['bar_met']} -> {counts['bar_met_with_cosine']} of "
+              f"{sum(r['pair'] for r in rows)}; verbatim kept {counts['verbatim_kept']} of {counts['verbatim']}; "
+              f"separating 'realizable' kept {counts['separating_kept']} of {counts['separating_realizable']}; AUC "
+              f"true vs found: margin {data['auc_true_vs_found']['margin']:.2f}, content cosine "
+              f"{data['auc_true_vs_found']['content_cos']:.2f}", flush=True)
+        for r in rows:
+            if r["pair"] and r["verdicts"][BASELINE] == "realizable":
+                b = r["best"]
+                print(f"    {r['target']!r} -> {r['best_prompt']!r}: cos {b['content_cos']:+.3f} (true prompt "
+                      f"{r['true']['content_cos']:+.3f}), separates "
+                      f"{r['separation'] >= r['true_margin'] / 2}, {r['verdict_with_cosine']}", flush=True)
+    outcome = {
+        "(1) positives' median content cosine > 0 at both layers": all(m > 0 for m in medians.values()),
+        "(2) bar met on more targets in >= 3 of 6 cases": pooled["cases_more"] >= 3,
+        "(3) every verbatim control stays realizable": pooled["verbatim_kept"] == pooled["verbatim"],
+        "(4) >= half of the separating 'realizable' kept": 2 * pooled["separating_kept"] >= pooled["separating"]}
+    report["outcome"] = {"pooled": pooled, "rule": outcome, "met": all(outcome.values())}
+    print(json.dumps(report["outcome"], indent=1), flush=True)
+    return report["outcome"]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--positives", type=int, default=24)
+    parser.add_argument("--json", type=Path)
+    parser.add_argument("--rejudge", type=Path, help="judge an earlier run's --json again (no model; writes --json)")
+    args = parser.parse_args()
+    if args.rejudge:
+        report = json.loads(args.rejudge.read_text(encoding="utf-8"))
+        judge(report)
+        write_json(args.json or args.rejudge, report)
+        return
+    cases = stored_cases()
+    layers = sorted({layer for _, layer, _, _ in cases})
+    config = AuditConfig(budget="quick")
+    target_contexts = unused(config)[:8]
+    split = ContextSplit.of(load_corpus("contexts"), config.n_opt_contexts, config.n_selection, config.n_test,
+                            config.seed)
+    lm = load_model()
+    tok = lm.tokenizer
+    layout = chat_layout(tok, "prefix")
+    corpora = corpus_shifts_at(lm, layout, layers, split.optimization, fingerprint=model_digest(lm),
+                               cache_dir=cache_root() / "corpus_shifts", show_progress=True)
+    generic_opt = estimate_generics(lm, layout, layers, split.optimization)
+    generic_test = estimate_generics(lm, layout, layers, split.test)
+    metric = {layer: (whitening(corpora[layer].shifts[corpora[layer].select("natural_prompts")[0]],
+                                generic_opt[layer]), generic_test[layer]) for layer in layers}
+    verbatim = [c.prompt for c in load_clustered("natural_prompts")[::97][:VERBATIM]]
+    positives = corpora[layers[0]].select("positive_prompts")[1][: args.positives]
+
+    siblings: dict[str, list[str]] = {}
+    for text in dict.fromkeys([*positives, *(e.get("target", e.get("prompt")) for *_, es in cases for e in es),
+                               *(e["best_prompt"] for *_, es in cases for e in es if e["best_prompt"])]):
+        siblings[text] = [tok.decode(list(s)) for s in form_siblings(lm, layout, encode(tok, text),
+                                                                     SiblingConfig(n=N_SIBLINGS))]
+    texts = list(dict.fromkeys(t for p, sibs in siblings.items() for t in (p, *sibs)))
+    print(f"{len(siblings)} prompts, {len(texts)} texts with their siblings, on {len(split.test)} test contexts",
+          flush=True)
+    shifts = mean_shifts_at(lm, layout, layers, texts, split.test, show_progress=True)
+    shift_of = {layer: dict(zip(texts, shifts[layer], strict=True)) for layer in layers}
+
+    def unit(x: torch.Tensor, layer: int) -> torch.Tensor:
+        w, g = metric[layer]
+        v = project_out(x, g) @ w
+        return v / v.norm().clamp_min(1e-12)
+
+    def measure(layer: int, prompt: str, target: torch.Tensor) -> dict[str, object]:
+        """The prompt's margin over its siblings' mean and its content cosine on `target` (content metric)."""
+        u_p, u_t = unit(shift_of[layer][prompt], layer), unit(target, layer)
+        sibs = siblings[prompt]
+        row: dict[str, object] = {"prompt": prompt, "siblings": sibs, "value": float(u_p @ u_t)}
+        if not sibs:
+            return {**row, "margin": None, "content_cos": None}
+        u_s = torch.stack([unit(shift_of[layer][s], layer) for s in sibs]).mean(0)
+        d_p, d_t = u_p - u_s, u_t - u_s
+        return {**row, "margin": float(d_p @ u_t),
+                "content_cos": float(d_p @ d_t / (d_p.norm() * d_t.norm()).clamp_min(1e-12))}
+
+    report: dict[str, object] = {"machine": machine(), "args": {k: str(v) for k, v in vars(args).items()},
+                                 "rule": __doc__.split("Rule, ")[1].strip(), "cases": {}}
+    for layer in layers:
+        targets = mean_shifts_at(lm, layout, [layer], positives, target_contexts)[layer]
+        rows = [measure(layer, p, t) for p, t in zip(positives, targets, strict=True)]
+        cos = [r["content_cos"] for r in rows if r["content_cos"] is not None]
+        report["cases"][f"positives L{layer}"] = {  # type: ignore[index]
+            "median_content_cos": statistics.median(cos), "cut": statistics.median(cos) / 2,
+            "median_margin": statistics.median(r["margin"] for r in rows if r["margin"] is not None), "rows": rows}
+        print(f"L{layer} positives: median content cosine {statistics.median(cos):+.3f}", flush=True)
+    for name, layer, pair_file, entries in cases:
+        pairs = read_pairs(pair_file)
+        texts_here = [p for _, a, b in pairs for p in (a, b)] + verbatim
+        assert [e.get("target", e.get("prompt")) for e in entries] == texts_here, f"{pair_file}: summary differs"
+        targets = mean_shifts_at(lm, layout, [layer], texts_here, target_contexts)[layer]
+        rows = []
+        for i, (e, target) in enumerate(zip(entries, targets, strict=True)):
+            row = {"target": texts_here[i], "best_prompt": e["best_prompt"], "verdicts": e["verdicts"],
+                   "best": measure(layer, e["best_prompt"], target) if e["best_prompt"] else None,
+                   "true": measure(layer, texts_here[i], target), "pair": i < 2 * len(pairs)}
+            if row["pair"]:
+                row.update(separation=e["separation"], true_margin=e["true_margin"])
+            rows.append(row)
+        report["cases"][f"{name} set L{layer}"] = {"rows": rows}  # type: ignore[index]
+    judge(report)
+    if args.json:
+        write_json(args.json, report)
+
+
+if __name__ == "__main__":
+    main()
