@@ -28,6 +28,22 @@ met on more targets in at least three of the six set/layer cases (it cannot be m
 control stays "realizable" (18 of 18); (4) at least half of the "realizable" verdicts whose prompt separates own
 from sibling are kept, pooled over the six cases. Reported beside it, deciding nothing: how well the content cosine
 and the margin tell a true prompt (on its own target) from the audit's found prompts (AUC per case).
+Outcome (`benchmarks/results/content_cosine.json`): **not met**: (1) met (positives' median content cosine 0.140 at
+layer 6, 0.094 at layer 12: cuts 0.070 and 0.047); (2) met (bar 10 -> 16, 13 -> 16, 13 -> 16 of 16 at layer 12 on
+the three sets, 14 -> 16, 15 -> 15, 10 -> 13 at layer 6); (3) met (18 of 18); (4) **not met: 1 of 7 kept**. Read
+after the fact: none of the seven separating "realizable" prompts carries its steer's content ("Summarize your
+answer super in a table." for the gondola steer, "Give the answer as a brief review." for the toucan), so (4)
+guarded the wrong thing; the guard the test needs is that *true* prompts pass it. Measured after the fact too: the
+pairs' true prompts, on their own targets, reach the cut 46 of 48 times at layer 12 and 31 of 48 at layer 6 (the
+current margin test: 48 and 48).
+
+Confirmation rule, written into this script (with the fourth pair set) after those numbers and before any audit of
+the fourth set: the content cosine is worth building into the audit at a layer (with a calibration re-ship) only if,
+on `sibling_pairs_heldout4.tsv` audited with the current default (`bench_siblings.py --pairs
+benchmarks/sibling_pairs_heldout4.tsv --layers L`, quick budget) and judged here with `--sets fourth` (cuts as
+calibrated above), at that layer: (a) the bar with the content cosine added is met on at least 15 of 16 targets
+and on more than without it, or on 16 of 16 by both; (b) 3 of 3 verbatim controls stay "realizable"; (c) at least
+14 of the 16 true prompts reach the cut.
 """
 
 from __future__ import annotations
@@ -60,14 +76,18 @@ RESULTS = Path(__file__).parent / "results"
 SETS = (("first", RESULTS / "siblings_content_level.json", "first_set", "sibling_pairs_heldout.tsv"),
         ("second", RESULTS / "siblings_content_level.json", "second_set", "sibling_pairs_heldout2.tsv"),
         ("third", RESULTS / "siblings_heldout3_quick.json", None, "sibling_pairs_heldout3.tsv"),
-        ("third", RESULTS / "siblings_heldout3_L6_quick.json", None, "sibling_pairs_heldout3.tsv"))
+        ("third", RESULTS / "siblings_heldout3_L6_quick.json", None, "sibling_pairs_heldout3.tsv"),
+        ("fourth", RESULTS / "siblings_heldout4_quick.json", None, "sibling_pairs_heldout4.tsv"))
 BASELINE = "mean95"  # the stored runs' default form-test rule (bench_siblings.RULES)
 
 
-def stored_cases() -> list[tuple[str, int, Path, list[dict]]]:
-    """[(set name, layer, pair file, the stored entries: pairs then verbatim controls)] of every stored run."""
+def stored_cases(names: list[str]) -> list[tuple[str, int, Path, list[dict]]]:
+    """[(set name, layer, pair file, the stored entries: pairs then verbatim controls)] of the stored runs of the sets
+    `names`."""
     out = []
     for name, path, key, pair_file in SETS:
+        if name not in names:
+            continue
         data = json.loads(path.read_text(encoding="utf-8"))
         for layer, stored in (data[key] if key else data)["layers"].items():
             out.append((name, int(layer), Path(__file__).parent / pair_file, stored["pairs"] + stored["verbatim"]))
@@ -94,8 +114,12 @@ def judge(report: dict) -> dict:
         data["auc_true_vs_found"] = {
             m: _auc([r["true"][m] for r in rows if r["pair"] and r["true"][m] is not None],
                     [b[m] for b in found if b[m] is not None]) for m in ("margin", "content_cos")}
+        margin_cut = report["cases"][f"positives L{layer}"]["median_margin"] / 2
+        true_rows = [r["true"] for r in rows if r["pair"] and r["true"]["content_cos"] is not None]
         counts = {"bar_met": 0, "bar_met_with_cosine": 0, "verbatim": 0, "verbatim_kept": 0,
-                  "separating_realizable": 0, "separating_kept": 0}
+                  "separating_realizable": 0, "separating_kept": 0, "pairs": sum(r["pair"] for r in rows),
+                  "true_reach_cosine": sum(t["content_cos"] >= cut for t in true_rows),
+                  "true_reach_margin": sum(t["margin"] >= margin_cut for t in true_rows)}
         for r in rows:
             b, verdict = r["best"], r["verdicts"][BASELINE]
             passes = b is not None and b["content_cos"] is not None and b["content_cos"] >= cut
@@ -117,7 +141,8 @@ def judge(report: dict) -> dict:
                                ("separating", "separating_realizable"), ("separating_kept", "separating_kept")):
             pooled[k_pool] += counts[k_case]
         print(f"{case}: bar {counts['bar_met']} -> {counts['bar_met_with_cosine']} of "
-              f"{sum(r['pair'] for r in rows)}; verbatim kept {counts['verbatim_kept']} of {counts['verbatim']}; "
+              f"{counts['pairs']}; true prompts reaching the cut {counts['true_reach_cosine']} (the margin's "
+              f"{counts['true_reach_margin']}); verbatim kept {counts['verbatim_kept']} of {counts['verbatim']}; "
               f"separating 'realizable' kept {counts['separating_kept']} of {counts['separating_realizable']}; AUC "
               f"true vs found: margin {data['auc_true_vs_found']['margin']:.2f}, content cosine "
               f"{data['auc_true_vs_found']['content_cos']:.2f}", flush=True)
@@ -127,6 +152,18 @@ def judge(report: dict) -> dict:
                 print(f"    {r['target']!r} -> {r['best_prompt']!r}: cos {b['content_cos']:+.3f} (true prompt "
                       f"{r['true']['content_cos']:+.3f}), separates "
                       f"{r['separation'] >= r['true_margin'] / 2}, {r['verdict_with_cosine']}", flush=True)
+    seen = [c for c in report["cases"] if not c.startswith(("positives", "fourth"))]
+    confirmation = {case: {
+        "(a) bar with the cosine >= 15 of 16 and above without it, or 16 and 16":
+            c["bar_met_with_cosine"] >= 15 and (c["bar_met_with_cosine"] > c["bar_met"] or c["bar_met"] == 16),
+        "(b) 3 of 3 verbatim kept": c["verbatim_kept"] == c["verbatim"] == 3,
+        "(c) >= 14 of 16 true prompts reach the cut": c["true_reach_cosine"] >= 14}
+        for case, data in report["cases"].items() if case.startswith("fourth") for c in [data["counts"]]}
+    if confirmation:
+        report["confirmation"] = {case: {"rule": rule, "met": all(rule.values())} for case, rule in confirmation.items()}
+        print(json.dumps(report["confirmation"], indent=1), flush=True)
+    if not seen:
+        return report.get("confirmation", {})
     outcome = {
         "(1) positives' median content cosine > 0 at both layers": all(m > 0 for m in medians.values()),
         "(2) bar met on more targets in >= 3 of 6 cases": pooled["cases_more"] >= 3,
@@ -139,6 +176,8 @@ def judge(report: dict) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sets", nargs="+", default=["first", "second", "third"],
+                        choices=sorted({name for name, *_ in SETS}))
     parser.add_argument("--positives", type=int, default=24)
     parser.add_argument("--json", type=Path)
     parser.add_argument("--rejudge", type=Path, help="judge an earlier run's --json again (no model; writes --json)")
@@ -148,7 +187,7 @@ def main() -> None:
         judge(report)
         write_json(args.json or args.rejudge, report)
         return
-    cases = stored_cases()
+    cases = stored_cases(args.sets)
     layers = sorted({layer for _, layer, _, _ in cases})
     config = AuditConfig(budget="quick")
     target_contexts = unused(config)[:8]
