@@ -56,7 +56,7 @@ from pathlib import Path
 import torch
 from _setup import machine, write_json
 from bench_fidelity import read_pairs
-from bench_kind_siblings import N_SIBLINGS
+from bench_kind_siblings import N_SIBLINGS, _auc
 from bench_siblings import VERBATIM, unused
 
 from realize.attacks.objectives import estimate_generics
@@ -68,7 +68,6 @@ from realize.data.corpora import load_clustered, load_corpus
 from realize.data.models import cache_root, load_model
 from realize.data.shift import project_out
 from realize.identity import model_digest
-from realize.scorers.realism.evaluate import auc
 from realize.setting import ContextSplit, whitening
 
 RESULTS = Path(__file__).parent / "results"
@@ -92,10 +91,6 @@ def stored_cases(names: list[str]) -> list[tuple[str, int, Path, list[dict]]]:
         for layer, stored in (data[key] if key else data)["layers"].items():
             out.append((name, int(layer), Path(__file__).parent / pair_file, stored["pairs"] + stored["verbatim"]))
     return out
-
-
-def _auc(higher: list[float], lower: list[float]) -> float:
-    return auc(torch.tensor(higher + lower), torch.tensor([1.0] * len(higher) + [0.0] * len(lower)))
 
 
 def judge(report: dict) -> dict:

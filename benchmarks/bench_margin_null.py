@@ -28,6 +28,11 @@ layer 12 and 0.077 at layer 6; the audit's cut (half the positives' median, 0.02
 wrong-content prompts at layer 12 (their median 0.013) and 12 of 24 at layer 6 (median 0.025); own vs wrong-content
 margins give AUC 0.85 and 0.78. (A first run chose the wrong-content prompt on the test contexts its margin was
 measured on, which inflated it: 13 of 24 at both layers.)
+
+The same rows also carry each prompt's content cosine (`bench_content_cosine.py`; reported, deciding nothing here):
+its cut (half the own prompts' median: 0.047 at layer 12, 0.070 at layer 6, equal to that script's) lets **0 of 24**
+wrong-content prompts through at layer 12 and 4 of 24 at layer 6 (the margin's cut: 7 and 12); own vs wrong-content
+AUC 0.97 and 0.82 (the margin's 0.85 and 0.78). Rerunning this script reproduces every margin number above to 1e-6.
 """
 
 from __future__ import annotations
@@ -59,6 +64,15 @@ def _quantile(values: list[float], q: float) -> float:
     return float(torch.tensor(values).quantile(q))
 
 
+def content_cosine(prompt: torch.Tensor, siblings: torch.Tensor, target: torch.Tensor) -> float | None:
+    """cos(prompt - mean(siblings), target - mean(siblings)) of unit vectors in the content metric: (d,), (k, d), (d,)
+    (`bench_content_cosine.py`); None without siblings."""
+    if siblings.shape[0] == 0:
+        return None
+    d_p, d_t = prompt - siblings.mean(0), target - siblings.mean(0)
+    return float(d_p @ d_t / (d_p.norm() * d_t.norm()).clamp_min(1e-12))
+
+
 def summarize(rows: list[dict], kind_results: dict, layer: int) -> dict:
     """One layer's own and wrong-content margins (`rows`) -> the cuts, their separation, and the cuts applied to the
     sibling bench's prompts at that layer (`kind_results`: bench_kind_siblings.py's --json)."""
@@ -80,7 +94,17 @@ def summarize(rows: list[dict], kind_results: dict, layer: int) -> dict:
                                                                    f"{len(wrong_found)}"}
                          for name, cut in cuts.items()}
         print(f"L{layer} {case}: {applied[case]}", flush=True)
-    summary = {"own_median": statistics.median(own), "null_median": statistics.median(null),
+    cos_own = [r["own"]["content_cos"] for r in rows if r["own"].get("content_cos") is not None]
+    cos_null = [r["wrong"]["content_cos"] for r in rows if r["wrong"].get("content_cos") is not None]
+    content_cos = {} if not cos_own else {
+        "own_median": statistics.median(cos_own), "null_median": statistics.median(cos_null),
+        "cut": statistics.median(cos_own) / 2,
+        "wrong_reaching_cut": f"{sum(c >= statistics.median(cos_own) / 2 for c in cos_null)} of {len(cos_null)}",
+        "auc_own_vs_wrong": auc(torch.tensor(cos_own + cos_null),
+                                torch.tensor([1.0] * len(cos_own) + [0.0] * len(cos_null)))}
+    if content_cos:
+        print(f"L{layer} content cosine (bench_content_cosine.py): {content_cos}", flush=True)
+    summary = {"content_cos": content_cos, "own_median": statistics.median(own), "null_median": statistics.median(null),
                "auc_own_vs_wrong": auc(torch.tensor(own + null), torch.tensor([1.0] * len(own) + [0.0] * len(null))),
                "wrong_reaching_half_median": f"{sum(m >= cuts['half_median'] for m in null)} of {len(null)}",
                "null_quantiles": {q: _quantile(null, q) for q in (0.5, 0.9, 0.95)}, "cuts": cuts,
@@ -146,10 +170,12 @@ def main() -> None:
             pair = {}
             for role, text in (("own", prompt), ("wrong", wrong_prompt)):
                 chosen = [row_of[t] for t in [text, *siblings[text]]]
-                values = (embed(shifts[layer][chosen], layer, generic_test[layer])
-                          @ embed(target[None], layer, generic_test[layer])[0]).tolist()
+                units = embed(shifts[layer][chosen], layer, generic_test[layer])
+                unit_target = embed(target[None], layer, generic_test[layer])[0]
+                values = (units @ unit_target).tolist()
                 pair[role] = {"prompt": text, "value": values[0],
-                              "margin": values[0] - statistics.fmean(values[1:]) if siblings[text] else None}
+                              "margin": values[0] - statistics.fmean(values[1:]) if siblings[text] else None,
+                              "content_cos": content_cosine(units[0], units[1:], unit_target)}
             rows.append(pair)
             print(f"L{layer} own {pair['own']['margin']:+.3f} wrong {pair['wrong']['margin'] or float('nan'):+.3f} "
                   f"{prompt!r} -> {wrong_prompt!r}", flush=True)
