@@ -44,6 +44,9 @@ benchmarks/sibling_pairs_heldout4.tsv --layers L`, quick budget) and judged here
 calibrated above), at that layer: (a) the bar with the content cosine added is met on at least 15 of 16 targets
 and on more than without it, or on 16 of 16 by both; (b) 3 of 3 verbatim controls stay "realizable"; (c) at least
 14 of the 16 true prompts reach the cut.
+Outcome (`benchmarks/results/content_cosine_fourth.json`): **not met at either layer, by one target**: bar 11 -> 14
+of 16 at layer 12 and 11 -> 14 at layer 6 (rule: 15); (b) 3 of 3 verbatim kept at both; (c) 14 of 16 true prompts
+reach the cut at both. So the content cosine is not built into the audit.
 """
 
 from __future__ import annotations
