@@ -59,19 +59,13 @@ from pathlib import Path
 import torch
 from _setup import machine, write_json
 from bench_fidelity import read_pairs
-from bench_kind_siblings import N_SIBLINGS, _auc
-from bench_siblings import VERBATIM, unused
+from bench_kind_siblings import N_SIBLINGS, _auc, content_bench, rejudged, stored_rows, verbatim_controls
+from bench_margin_null import content_cosine
 
-from realize.attacks.objectives import estimate_generics
 from realize.attacks.siblings import SiblingConfig, form_siblings
-from realize.config import AuditConfig
-from realize.corpus_shifts import corpus_shifts_at, mean_shifts_at
-from realize.data.chat import chat_layout, encode
-from realize.data.corpora import load_clustered, load_corpus
-from realize.data.models import cache_root, load_model
+from realize.corpus_shifts import mean_shifts_at
+from realize.data.chat import encode
 from realize.data.shift import project_out
-from realize.identity import model_digest
-from realize.setting import ContextSplit, whitening
 
 RESULTS = Path(__file__).parent / "results"
 # (case name, stored sibling-bench summary, its key for the set (None: the file is one set), pair file)
@@ -180,28 +174,13 @@ def main() -> None:
     parser.add_argument("--json", type=Path)
     parser.add_argument("--rejudge", type=Path, help="judge an earlier run's --json again (no model; writes --json)")
     args = parser.parse_args()
-    if args.rejudge:
-        report = json.loads(args.rejudge.read_text(encoding="utf-8"))
-        judge(report)
-        write_json(args.json or args.rejudge, report)
+    if rejudged(args, judge):
         return
     cases = stored_cases(args.sets)
     layers = sorted({layer for _, layer, _, _ in cases})
-    config = AuditConfig(budget="quick")
-    target_contexts = unused(config)[:8]
-    split = ContextSplit.of(load_corpus("contexts"), config.n_opt_contexts, config.n_selection, config.n_test,
-                            config.seed)
-    lm = load_model()
-    tok = lm.tokenizer
-    layout = chat_layout(tok, "prefix")
-    corpora = corpus_shifts_at(lm, layout, layers, split.optimization, fingerprint=model_digest(lm),
-                               cache_dir=cache_root() / "corpus_shifts", show_progress=True)
-    generic_opt = estimate_generics(lm, layout, layers, split.optimization)
-    generic_test = estimate_generics(lm, layout, layers, split.test)
-    metric = {layer: (whitening(corpora[layer].shifts[corpora[layer].select("natural_prompts")[0]],
-                                generic_opt[layer]), generic_test[layer]) for layer in layers}
-    verbatim = [c.prompt for c in load_clustered("natural_prompts")[::97][:VERBATIM]]
-    positives = corpora[layers[0]].select("positive_prompts")[1][: args.positives]
+    bench = content_bench(layers, args.positives)
+    split, target_contexts, lm, layout = bench.split, bench.target_contexts, bench.lm, bench.layout
+    tok, positives, verbatim = lm.tokenizer, bench.positives, verbatim_controls()
 
     siblings: dict[str, list[str]] = {}
     for text in dict.fromkeys([*positives, *(e.get("target", e.get("prompt")) for *_, es in cases for e in es),
@@ -215,8 +194,7 @@ def main() -> None:
     shift_of = {layer: dict(zip(texts, shifts[layer], strict=True)) for layer in layers}
 
     def unit(x: torch.Tensor, layer: int) -> torch.Tensor:
-        w, g = metric[layer]
-        v = project_out(x, g) @ w
+        v = project_out(x, bench.generic_test[layer]) @ bench.whitening[layer]
         return v / v.norm().clamp_min(1e-12)
 
     def measure(layer: int, prompt: str, target: torch.Tensor) -> dict[str, object]:
@@ -226,10 +204,8 @@ def main() -> None:
         row: dict[str, object] = {"prompt": prompt, "siblings": sibs, "value": float(u_p @ u_t)}
         if not sibs:
             return {**row, "margin": None, "content_cos": None}
-        u_s = torch.stack([unit(shift_of[layer][s], layer) for s in sibs]).mean(0)
-        d_p, d_t = u_p - u_s, u_t - u_s
-        return {**row, "margin": float(d_p @ u_t),
-                "content_cos": float(d_p @ d_t / (d_p.norm() * d_t.norm()).clamp_min(1e-12))}
+        u_s = torch.stack([unit(shift_of[layer][s], layer) for s in sibs])
+        return {**row, "margin": float((u_p - u_s.mean(0)) @ u_t), "content_cos": content_cosine(u_p, u_s, u_t)}
 
     report: dict[str, object] = {"machine": machine(), "args": {k: str(v) for k, v in vars(args).items()},
                                  "rule": __doc__.split("Rule, ")[1].strip(), "cases": {}}
@@ -246,14 +222,10 @@ def main() -> None:
         texts_here = [p for _, a, b in pairs for p in (a, b)] + verbatim
         assert [e.get("target", e.get("prompt")) for e in entries] == texts_here, f"{pair_file}: summary differs"
         targets = mean_shifts_at(lm, layout, [layer], texts_here, target_contexts)[layer]
-        rows = []
-        for i, (e, target) in enumerate(zip(entries, targets, strict=True)):
-            row = {"target": texts_here[i], "best_prompt": e["best_prompt"], "verdicts": e["verdicts"],
-                   "best": measure(layer, e["best_prompt"], target) if e["best_prompt"] else None,
-                   "true": measure(layer, texts_here[i], target), "pair": i < 2 * len(pairs)}
-            if row["pair"]:
-                row.update(separation=e["separation"], true_margin=e["true_margin"])
-            rows.append(row)
+        rows = stored_rows(entries, texts_here, len(pairs),
+                           [measure(layer, e["best_prompt"], t) if e["best_prompt"] else None
+                            for e, t in zip(entries, targets, strict=True)],
+                           [measure(layer, text, t) for text, t in zip(texts_here, targets, strict=True)])
         report["cases"][f"{name} set L{layer}"] = {"rows": rows}  # type: ignore[index]
     judge(report)
     if args.json:

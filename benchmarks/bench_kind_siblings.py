@@ -41,6 +41,8 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -51,7 +53,7 @@ from bench_siblings import VERBATIM, unused
 from realize.attacks.siblings import SiblingConfig, content_slots, form_siblings
 from realize.scorers.realism.evaluate import auc
 from realize.config import AuditConfig
-from realize.corpus_shifts import corpus_shifts_at, mean_shifts_at
+from realize.corpus_shifts import CorpusShifts, corpus_shifts_at, mean_shifts_at
 from realize.data.chat import ChatLayout, chat_layout, encode
 from realize.data.corpora import load_clustered, load_corpus
 from realize.data.models import LoadedModel, cache_root, load_model
@@ -100,6 +102,72 @@ def siblings_by_kind(lm: LoadedModel, layout: ChatLayout, text: str, top_k: int,
             if rank < len(ranked) and len(kind) < N_SIBLINGS and ranked[rank] not in kind:
                 kind.append(ranked[rank])
     return {"lm": [tok.decode(list(s)) for s in lm_siblings], "kind": [tok.decode(s) for s in kind]}
+
+
+@dataclass(frozen=True)
+class ContentBench:
+    """What the content explorations measure with (`content_bench`): the quick preset's context split, the sibling
+    bench's 8 target contexts, the model, the cached corpus shifts (optimization contexts), g per layer on the
+    optimization and test contexts, the content metric's whitening per layer, and the first `n_positives` corpus
+    positive prompts."""
+    split: ContextSplit
+    target_contexts: list[str]
+    lm: LoadedModel
+    layout: ChatLayout
+    corpora: dict[int, CorpusShifts]
+    generic_opt: dict[int, torch.Tensor]
+    generic_test: dict[int, torch.Tensor]
+    whitening: dict[int, torch.Tensor]
+    positives: list[str]
+
+
+def content_bench(layers: list[int], n_positives: int) -> ContentBench:
+    """The set-up every content exploration shares (loads the model; corpus shifts from the cache where present)."""
+    config = AuditConfig(budget="quick")
+    split = ContextSplit.of(load_corpus("contexts"), config.n_opt_contexts, config.n_selection, config.n_test,
+                            config.seed)
+    lm = load_model()
+    layout = chat_layout(lm.tokenizer, "prefix")
+    corpora = corpus_shifts_at(lm, layout, layers, split.optimization, fingerprint=model_digest(lm),
+                               cache_dir=cache_root() / "corpus_shifts")
+    generic_opt = estimate_generics(lm, layout, layers, split.optimization)
+    natural_rows = corpora[layers[0]].select("natural_prompts")[0]
+    return ContentBench(split, unused(config)[:8], lm, layout, corpora, generic_opt,
+                        estimate_generics(lm, layout, layers, split.test),
+                        {layer: whitening(corpora[layer].shifts[natural_rows], generic_opt[layer]) for layer in layers},
+                        list(corpora[layers[0]].select("positive_prompts")[1][:n_positives]))
+
+
+def verbatim_controls() -> list[str]:
+    """The sibling bench's verbatim corpus controls (`bench_siblings.VERBATIM` natural prompts)."""
+    return [c.prompt for c in load_clustered("natural_prompts")[::97][:VERBATIM]]
+
+
+def stored_rows(entries: list[dict], texts: list[str], n_pairs: int, best: list[dict | None],
+                true: list[dict]) -> list[dict]:
+    """One row per stored sibling-bench entry (`entries`: the pairs' 2 * `n_pairs` targets, then the verbatim
+    controls; `texts` their prompts): target, best prompt, stored verdicts, this exploration's measurements of the
+    best prompt (`best[i]`, None without one) and of the true prompt (`true[i]`), and for pairs the stored separation
+    and true margin."""
+    rows = []
+    for i, e in enumerate(entries):
+        row = {"target": texts[i], "best_prompt": e["best_prompt"], "verdicts": e["verdicts"], "best": best[i],
+               "true": true[i], "pair": i < 2 * n_pairs}
+        if row["pair"]:
+            row.update(separation=e["separation"], true_margin=e["true_margin"])
+        rows.append(row)
+    return rows
+
+
+def rejudged(args: argparse.Namespace, judge: Callable[[dict], object]) -> bool:
+    """With `--rejudge FILE`: judges that stored report again with `judge` (no model), writes it to `--json` (or back
+    to FILE) and returns True; else False."""
+    if args.rejudge is None:
+        return False
+    report = json.loads(args.rejudge.read_text(encoding="utf-8"))
+    judge(report)
+    write_json(args.json or args.rejudge, report)
+    return True
 
 
 def _auc(higher: list[float], lower: list[float]) -> float:
@@ -162,28 +230,15 @@ def main() -> None:
     parser.add_argument("--json", type=Path)
     parser.add_argument("--rejudge", type=Path, help="judge an earlier run's --json again (no model; writes --json)")
     args = parser.parse_args()
-    if args.rejudge:
-        report = json.loads(args.rejudge.read_text(encoding="utf-8"))
-        judge(report)
-        write_json(args.json or args.rejudge, report)
+    if rejudged(args, judge):
         return
     if args.summary is None or args.pairs is None:
         parser.error("--summary and --pairs are required unless --rejudge is given")
     stored = json.loads(args.summary.read_text(encoding="utf-8"))
-    config = AuditConfig(budget="quick")
-    rest = unused(config)
-    target_contexts = rest[:8]
-    split = ContextSplit.of(load_corpus("contexts"), config.n_opt_contexts, config.n_selection, config.n_test,
-                            config.seed)
-    lm = load_model()
-    layout = chat_layout(lm.tokenizer, "prefix")
     layers = sorted({int(layer) for s in ("first_set", "second_set") for layer in stored[s]["layers"]})
-    corpora = corpus_shifts_at(lm, layout, layers, split.optimization, fingerprint=model_digest(lm),
-                               cache_dir=cache_root() / "corpus_shifts")
-    generic_opt = estimate_generics(lm, layout, layers, split.optimization)
-    generic_test = estimate_generics(lm, layout, layers, split.test)
-    verbatim = [c.prompt for c in load_clustered("natural_prompts")[::97][:VERBATIM]]
-    positives = corpora[layers[0]].select("positive_prompts")[1][: args.positives]
+    bench = content_bench(layers, args.positives)
+    split, target_contexts, lm, layout = bench.split, bench.target_contexts, bench.lm, bench.layout
+    generic_test, positives, verbatim = bench.generic_test, bench.positives, verbatim_controls()
     report: dict[str, object] = {"machine": machine(), "args": {k: str(v) for k, v in vars(args).items()},
                                  "rule": __doc__.split("Rule, ")[1].strip(), "cases": {}}
     sibling_cache: dict[str, dict[str, list[str]]] = {}
@@ -195,9 +250,7 @@ def main() -> None:
 
     def margins(layer: int, prompts: list[str], targets: torch.Tensor) -> list[dict[str, object]]:
         """Each prompt's content-metric value on its target, and its margin over each kind's siblings' mean."""
-        corpus = corpora[layer]
-        w = whitening(corpus.shifts[corpus.select("natural_prompts")[0]], generic_opt[layer])
-        g = generic_test[layer]
+        w, g = bench.whitening[layer], generic_test[layer]
         texts = list(dict.fromkeys(t for p in prompts for t in [p, *sibs(p)["lm"], *sibs(p)["kind"]]))
         shifts = dict(zip(texts, mean_shifts_at(lm, layout, [layer], texts, split.test)[layer], strict=True))
 
@@ -233,16 +286,10 @@ def main() -> None:
             entries = stored_layer["pairs"] + stored_layer["verbatim"]
             assert [e.get("target", e.get("prompt")) for e in entries] == texts, "summary and pair file differ"
             found = [i for i, e in enumerate(entries) if e["best_prompt"]]
-            best = margins(layer, [entries[i]["best_prompt"] for i in found], targets[found])
-            true = margins(layer, texts, targets)
-            best_by_index = dict(zip(found, best, strict=True))
-            rows = []
-            for i, e in enumerate(entries):
-                row = {"target": texts[i], "best_prompt": e["best_prompt"], "verdicts": e["verdicts"],
-                       "best": best_by_index.get(i), "true": true[i], "pair": i < 2 * len(pairs)}
-                if row["pair"]:
-                    row.update(separation=e["separation"], true_margin=e["true_margin"])
-                rows.append(row)
+            best = dict(zip(found, margins(layer, [entries[i]["best_prompt"] for i in found], targets[found]),
+                            strict=True))
+            rows = stored_rows(entries, texts, len(pairs), [best.get(i) for i in range(len(entries))],
+                               margins(layer, texts, targets))
             report["cases"][f"{set_name} L{layer}"] = {"rows": rows}  # type: ignore[index]
     judge(report)
     if args.json:

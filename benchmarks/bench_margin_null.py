@@ -44,20 +44,14 @@ from pathlib import Path
 
 import torch
 from _setup import machine, write_json
-from bench_kind_siblings import N_SIBLINGS
-from bench_siblings import unused
+from bench_kind_siblings import N_SIBLINGS, content_bench
 
 from realize.attacks.objectives import estimate_generics
 from realize.attacks.siblings import SiblingConfig, form_siblings
-from realize.config import AuditConfig
-from realize.corpus_shifts import corpus_shifts_at, mean_shifts_at
-from realize.data.chat import chat_layout, encode
-from realize.data.corpora import load_corpus
-from realize.data.models import cache_root, load_model
+from realize.corpus_shifts import mean_shifts_at
+from realize.data.chat import encode
 from realize.data.shift import project_out
-from realize.identity import model_digest
 from realize.scorers.realism.evaluate import auc
-from realize.setting import ContextSplit, whitening
 
 
 def _quantile(values: list[float], q: float) -> float:
@@ -130,23 +124,14 @@ def main() -> None:
             report["layers"][layer] = summarize(data["rows"], kind_results, int(layer))
         write_json(args.json or args.rejudge, report)
         return
-    kind_results = json.loads(args.kind_results.read_text(encoding="utf-8"))
-    config = AuditConfig(budget="quick")
-    target_contexts = unused(config)[:8]
-    split = ContextSplit.of(load_corpus("contexts"), config.n_opt_contexts, config.n_selection, config.n_test,
-                            config.seed)
-    lm = load_model()
-    layout = chat_layout(lm.tokenizer, "prefix")
-    corpora = corpus_shifts_at(lm, layout, args.layers, split.optimization, fingerprint=model_digest(lm),
-                               cache_dir=cache_root() / "corpus_shifts")
-    generic_opt = estimate_generics(lm, layout, args.layers, split.optimization)
+    bench = content_bench(args.layers, args.positives)
+    split, target_contexts, lm, layout = bench.split, bench.target_contexts, bench.lm, bench.layout
     generic_selection = estimate_generics(lm, layout, args.layers, split.selection)
-    generic_test = estimate_generics(lm, layout, args.layers, split.test)
-    natural_rows, natural = corpora[args.layers[0]].select("natural_prompts")
-    positives = corpora[args.layers[0]].select("positive_prompts")[1][: args.positives]
+    generic_test, positives = bench.generic_test, bench.positives
+    natural = bench.corpora[args.layers[0]].select("natural_prompts")[1]
     natural_selection = mean_shifts_at(lm, layout, args.layers, natural, split.selection)  # picks (never reported)
     targets = mean_shifts_at(lm, layout, args.layers, positives, target_contexts)
-    metrics = {layer: whitening(corpora[layer].shifts[natural_rows], generic_opt[layer]) for layer in args.layers}
+    metrics = bench.whitening
 
     def embed(s: torch.Tensor, layer: int, generic: torch.Tensor) -> torch.Tensor:
         """(n, d) shifts -> (n, d) unit rows in the content metric at `layer` (`generic` removed first)."""
