@@ -47,6 +47,11 @@ and on more than without it, or on 16 of 16 by both; (b) 3 of 3 verbatim control
 Outcome (`benchmarks/results/content_cosine_fourth.json`): **not met at either layer, by one target**: bar 11 -> 14
 of 16 at layer 12 and 11 -> 14 at layer 6 (rule: 15); (b) 3 of 3 verbatim kept at both; (c) 14 of 16 true prompts
 reach the cut at both. So the content cosine is not built into the audit.
+
+`--more-contexts` (a diagnostic, no verdicts): the positives and the true prompts measured on the test contexts plus
+the sibling bench's 8 measurement contexts (18), to see whether the cut's reach grows with evidence
+(`benchmarks/results/content_cosine_more_contexts.json`): 64 of 64 true prompts at layer 12, 50 of 64 at layer 6
+(on 10 contexts: 60 and 45).
 """
 
 from __future__ import annotations
@@ -61,8 +66,11 @@ from _setup import machine, write_json
 from bench_fidelity import read_pairs
 from bench_kind_siblings import N_SIBLINGS, _auc, content_bench, rejudged, stored_rows, verbatim_controls
 from bench_margin_null import content_cosine
+from bench_siblings import unused
 
+from realize.attacks.objectives import estimate_generics
 from realize.attacks.siblings import SiblingConfig, form_siblings
+from realize.config import AuditConfig
 from realize.corpus_shifts import mean_shifts_at
 from realize.data.chat import encode
 from realize.data.shift import project_out
@@ -171,6 +179,9 @@ def main() -> None:
     parser.add_argument("--sets", nargs="+", default=["first", "second", "third"],
                         choices=sorted({name for name, *_ in SETS}))
     parser.add_argument("--positives", type=int, default=24)
+    parser.add_argument("--more-contexts", action="store_true",
+                        help="diagnostic: true prompts and positives only, measured on the test contexts plus the "
+                             "sibling bench's 8 measurement contexts (18): does the cut's reach grow with evidence?")
     parser.add_argument("--json", type=Path)
     parser.add_argument("--rejudge", type=Path, help="judge an earlier run's --json again (no model; writes --json)")
     args = parser.parse_args()
@@ -182,19 +193,23 @@ def main() -> None:
     split, target_contexts, lm, layout = bench.split, bench.target_contexts, bench.lm, bench.layout
     tok, positives, verbatim = lm.tokenizer, bench.positives, verbatim_controls()
 
+    found = [] if args.more_contexts else [e["best_prompt"] for *_, es in cases for e in es if e["best_prompt"]]
     siblings: dict[str, list[str]] = {}
     for text in dict.fromkeys([*positives, *(e.get("target", e.get("prompt")) for *_, es in cases for e in es),
-                               *(e["best_prompt"] for *_, es in cases for e in es if e["best_prompt"])]):
+                               *found]):
         siblings[text] = [tok.decode(list(s)) for s in form_siblings(lm, layout, encode(tok, text),
                                                                      SiblingConfig(n=N_SIBLINGS))]
     texts = list(dict.fromkeys(t for p, sibs in siblings.items() for t in (p, *sibs)))
-    print(f"{len(siblings)} prompts, {len(texts)} texts with their siblings, on {len(split.test)} test contexts",
-          flush=True)
-    shifts = mean_shifts_at(lm, layout, layers, texts, split.test, show_progress=True)
+    print(f"{len(siblings)} prompts, {len(texts)} texts with their siblings", flush=True)
+    contexts, generic = list(split.test), bench.generic_test
+    if args.more_contexts:  # the bench's measurement contexts: disjoint from the target contexts and the audit's
+        contexts += unused(AuditConfig(budget="quick"))[8:16]
+        generic = estimate_generics(lm, layout, layers, contexts)
+    shifts = mean_shifts_at(lm, layout, layers, texts, contexts, show_progress=True)
     shift_of = {layer: dict(zip(texts, shifts[layer], strict=True)) for layer in layers}
 
     def unit(x: torch.Tensor, layer: int) -> torch.Tensor:
-        v = project_out(x, bench.generic_test[layer]) @ bench.whitening[layer]
+        v = project_out(x, generic[layer]) @ bench.whitening[layer]
         return v / v.norm().clamp_min(1e-12)
 
     def measure(layer: int, prompt: str, target: torch.Tensor) -> dict[str, object]:
@@ -222,12 +237,19 @@ def main() -> None:
         texts_here = [p for _, a, b in pairs for p in (a, b)] + verbatim
         assert [e.get("target", e.get("prompt")) for e in entries] == texts_here, f"{pair_file}: summary differs"
         targets = mean_shifts_at(lm, layout, [layer], texts_here, target_contexts)[layer]
+        true = [measure(layer, text, t) for text, t in zip(texts_here, targets, strict=True)]
+        if args.more_contexts:  # no verdicts: the bar's separation was measured on the added contexts
+            cut = report["cases"][f"positives L{layer}"]["cut"]  # type: ignore[index]
+            reach = sum(t["content_cos"] >= cut for t in true[: 2 * len(pairs)] if t["content_cos"] is not None)
+            report["cases"][f"{name} set L{layer}"] = {"true": true, "true_reach": reach}  # type: ignore[index]
+            print(f"{name} set L{layer}: true prompts reaching the cut {reach} of {2 * len(pairs)}", flush=True)
+            continue
         rows = stored_rows(entries, texts_here, len(pairs),
                            [measure(layer, e["best_prompt"], t) if e["best_prompt"] else None
-                            for e, t in zip(entries, targets, strict=True)],
-                           [measure(layer, text, t) for text, t in zip(texts_here, targets, strict=True)])
+                            for e, t in zip(entries, targets, strict=True)], true)
         report["cases"][f"{name} set L{layer}"] = {"rows": rows}  # type: ignore[index]
-    judge(report)
+    if not args.more_contexts:
+        judge(report)
     if args.json:
         write_json(args.json, report)
 
