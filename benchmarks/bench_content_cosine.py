@@ -64,7 +64,8 @@ from pathlib import Path
 import torch
 from _setup import machine, write_json
 from bench_fidelity import read_pairs
-from bench_kind_siblings import N_SIBLINGS, _auc, content_bench, rejudged, stored_rows, verbatim_controls
+from bench_kind_siblings import (N_SIBLINGS, _auc, added_test_counts, content_bench, rejudged, separates, stored_rows,
+                                 verbatim_controls)
 from bench_margin_null import content_cosine
 from bench_siblings import unused
 
@@ -116,25 +117,17 @@ def judge(report: dict) -> dict:
                     [b[m] for b in found if b[m] is not None]) for m in ("margin", "content_cos")}
         margin_cut = report["cases"][f"positives L{layer}"]["median_margin"] / 2
         true_rows = [r["true"] for r in rows if r["pair"] and r["true"]["content_cos"] is not None]
-        counts = {"bar_met": 0, "bar_met_with_cosine": 0, "verbatim": 0, "verbatim_kept": 0,
-                  "separating_realizable": 0, "separating_kept": 0, "pairs": sum(r["pair"] for r in rows),
+
+        def passes(b: dict | None) -> bool:
+            return b is not None and b["content_cos"] is not None and b["content_cos"] >= cut
+
+        counts = {**added_test_counts(rows, BASELINE, passes, "bar_met_with_cosine"),
+                  "pairs": sum(r["pair"] for r in rows),
                   "true_reach_cosine": sum(t["content_cos"] >= cut for t in true_rows),
                   "true_reach_margin": sum(t["margin"] >= margin_cut for t in true_rows)}
         for r in rows:
-            b, verdict = r["best"], r["verdicts"][BASELINE]
-            passes = b is not None and b["content_cos"] is not None and b["content_cos"] >= cut
-            kept = verdict == "realizable" and passes
-            r["verdict_with_cosine"] = verdict if verdict != "realizable" or passes else "form realizable"
-            if r["pair"]:
-                separates = r["separation"] is not None and r["separation"] >= r["true_margin"] / 2
-                counts["bar_met"] += verdict != "realizable" or separates
-                counts["bar_met_with_cosine"] += not kept or separates
-                if verdict == "realizable" and separates:
-                    counts["separating_realizable"] += 1
-                    counts["separating_kept"] += kept
-            else:
-                counts["verbatim"] += 1
-                counts["verbatim_kept"] += kept
+            verdict = r["verdicts"][BASELINE]
+            r["verdict_with_cosine"] = verdict if verdict != "realizable" or passes(r["best"]) else "form realizable"
         data["counts"] = counts
         pooled["cases_more"] += counts["bar_met_with_cosine"] > counts["bar_met"]
         for k_pool, k_case in (("verbatim", "verbatim"), ("verbatim_kept", "verbatim_kept"),
@@ -151,7 +144,7 @@ def judge(report: dict) -> dict:
                 b = r["best"]
                 print(f"    {r['target']!r} -> {r['best_prompt']!r}: cos {b['content_cos']:+.3f} (true prompt "
                       f"{r['true']['content_cos']:+.3f}), separates "
-                      f"{r['separation'] >= r['true_margin'] / 2}, {r['verdict_with_cosine']}", flush=True)
+                      f"{separates(r)}, {r['verdict_with_cosine']}", flush=True)
     seen = [c for c in report["cases"] if not c.startswith(("positives", "fourth"))]
     confirmation = {case: {
         "(a) bar with the cosine >= 15 of 16 and above without it, or 16 and 16":

@@ -159,6 +159,33 @@ def stored_rows(entries: list[dict], texts: list[str], n_pairs: int, best: list[
     return rows
 
 
+def separates(row: dict) -> bool:
+    """Whether a pair row's best prompt separates own from sibling by at least half the true margin (the bar)."""
+    return row["separation"] is not None and row["separation"] >= row["true_margin"] / 2
+
+
+def added_test_counts(rows: list[dict], baseline: str, passes: Callable[[dict | None], bool],
+                      added_key: str) -> dict[str, int]:
+    """The sibling bar for the stored `baseline` verdicts of `rows` (`stored_rows`), without and with a test added (a
+    "realizable" stays so only where `passes(row["best"])`, counted under `added_key`); verbatim controls kept; the
+    "realizable" verdicts whose prompt separates, and how many the added test keeps."""
+    counts = {"bar_met": 0, added_key: 0, "verbatim_kept": 0, "verbatim": 0, "separating_realizable": 0,
+              "separating_kept": 0}
+    for r in rows:
+        verdict = r["verdicts"][baseline]
+        kept = verdict == "realizable" and passes(r["best"])
+        if r["pair"]:
+            counts["bar_met"] += verdict != "realizable" or separates(r)
+            counts[added_key] += not kept or separates(r)
+            if verdict == "realizable" and separates(r):
+                counts["separating_realizable"] += 1
+                counts["separating_kept"] += kept
+        else:
+            counts["verbatim"] += 1
+            counts["verbatim_kept"] += kept
+    return counts
+
+
 def rejudged(args: argparse.Namespace, judge: Callable[[dict], object]) -> bool:
     """With `--rejudge FILE`: judges that stored report again with `judge` (no model), writes it to `--json` (or back
     to FILE) and returns True; else False."""
@@ -199,24 +226,14 @@ def judge(report: dict) -> None:
             for k, v in separation.items()), flush=True)
         data["counts"] = {}
         for baseline in BASELINES:
-            counts = {"bar_met": 0, "bar_met_kind": 0, "verbatim_kept": 0, "verbatim": 0,
-                      "separating_realizable": 0, "separating_kept": 0}
+            def passes(b: dict | None) -> bool:
+                return b is not None and b["kind_margin"] is not None and b["kind_margin"] >= threshold
+
+            counts = added_test_counts(rows, baseline, passes, "bar_met_kind")
             for r in rows:
-                b, verdict = r["best"], r["verdicts"][baseline]
-                passes = b is not None and b["kind_margin"] is not None and b["kind_margin"] >= threshold
-                kept = verdict == "realizable" and passes
-                if r["pair"]:
-                    separates = r["separation"] is not None and r["separation"] >= r["true_margin"] / 2
-                    counts["bar_met"] += verdict != "realizable" or separates
-                    counts["bar_met_kind"] += not kept or separates
-                    if verdict == "realizable" and separates:
-                        counts["separating_realizable"] += 1
-                        counts["separating_kept"] += kept
-                        print(f"  {case} [{baseline}] separating 'realizable' {'kept' if kept else 'LOST'}: "
-                              f"{r['target']!r} -> {r['best_prompt']!r} (kind margin {b['kind_margin']:+.3f})")
-                else:
-                    counts["verbatim"] += 1
-                    counts["verbatim_kept"] += kept
+                if r["pair"] and r["verdicts"][baseline] == "realizable" and separates(r):
+                    print(f"  {case} [{baseline}] separating 'realizable' {'kept' if passes(r['best']) else 'LOST'}: "
+                          f"{r['target']!r} -> {r['best_prompt']!r} (kind margin {r['best']['kind_margin']:+.3f})")
             data["counts"][baseline] = counts
             print(f"{case} [{baseline}]: {counts}", flush=True)
 
