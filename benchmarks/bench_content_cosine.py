@@ -62,11 +62,10 @@ import statistics
 from pathlib import Path
 
 import torch
+from _content import (N_SIBLINGS, added_test_counts, auc_of, content_bench, content_cosine, rejudged, separates,
+                      stored_rows, verbatim_controls)
 from _setup import machine, write_json
 from bench_fidelity import read_pairs
-from bench_kind_siblings import (N_SIBLINGS, _auc, added_test_counts, content_bench, rejudged, separates, stored_rows,
-                                 verbatim_controls)
-from bench_margin_null import content_cosine
 from bench_siblings import unused
 
 from realize.attacks.objectives import estimate_generics
@@ -113,7 +112,7 @@ def judge(report: dict) -> dict:
         rows = data["rows"]
         found = [r["best"] for r in rows if r["best"] is not None and r["best_prompt"] != r["target"]]
         data["auc_true_vs_found"] = {
-            m: _auc([r["true"][m] for r in rows if r["pair"] and r["true"][m] is not None],
+            m: auc_of([r["true"][m] for r in rows if r["pair"] and r["true"][m] is not None],
                     [b[m] for b in found if b[m] is not None]) for m in ("margin", "content_cos")}
         margin_cut = report["cases"][f"positives L{layer}"]["median_margin"] / 2
         true_rows = [r["true"] for r in rows if r["pair"] and r["true"]["content_cos"] is not None]

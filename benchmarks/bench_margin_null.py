@@ -44,27 +44,17 @@ from pathlib import Path
 
 import torch
 from _setup import machine, write_json
-from bench_kind_siblings import N_SIBLINGS, content_bench
+from _content import N_SIBLINGS, auc_of, content_bench, content_cosine, rejudged, separates
 
 from realize.attacks.objectives import estimate_generics
 from realize.attacks.siblings import SiblingConfig, form_siblings
 from realize.corpus_shifts import mean_shifts_at
 from realize.data.chat import encode
 from realize.data.shift import project_out
-from realize.scorers.realism.evaluate import auc
 
 
 def _quantile(values: list[float], q: float) -> float:
     return float(torch.tensor(values).quantile(q))
-
-
-def content_cosine(prompt: torch.Tensor, siblings: torch.Tensor, target: torch.Tensor) -> float | None:
-    """cos(prompt - mean(siblings), target - mean(siblings)) of unit vectors in the content metric: (d,), (k, d), (d,)
-    (`bench_content_cosine.py`); None without siblings."""
-    if siblings.shape[0] == 0:
-        return None
-    d_p, d_t = prompt - siblings.mean(0), target - siblings.mean(0)
-    return float(d_p @ d_t / (d_p.norm() * d_t.norm()).clamp_min(1e-12))
 
 
 def summarize(rows: list[dict], kind_results: dict, layer: int) -> dict:
@@ -80,8 +70,7 @@ def summarize(rows: list[dict], kind_results: dict, layer: int) -> dict:
         true = [r["true"]["lm_margin"] for r in data["rows"] if r["pair"]]
         verbatim = [r["best"]["lm_margin"] for r in data["rows"] if not r["pair"] and r["best"]]
         wrong_found = [r["best"]["lm_margin"] for r in data["rows"] if r["pair"] and r["best"]
-                       and r["verdicts"]["mean95"] == "realizable"
-                       and not (r["separation"] is not None and r["separation"] >= r["true_margin"] / 2)]
+                       and r["verdicts"]["mean95"] == "realizable" and not separates(r)]
         applied[case] = {name: {"true_reach": sum(m >= cut for m in true) / len(true),
                                 "verbatim_reach": f"{sum(m >= cut for m in verbatim)} of {len(verbatim)}",
                                 "non_separating_realizable_reach": f"{sum(m >= cut for m in wrong_found)} of "
@@ -90,16 +79,15 @@ def summarize(rows: list[dict], kind_results: dict, layer: int) -> dict:
         print(f"L{layer} {case}: {applied[case]}", flush=True)
     cos_own = [r["own"]["content_cos"] for r in rows if r["own"].get("content_cos") is not None]
     cos_null = [r["wrong"]["content_cos"] for r in rows if r["wrong"].get("content_cos") is not None]
+    cos_cut = statistics.median(cos_own) / 2 if cos_own else None
     content_cos = {} if not cos_own else {
-        "own_median": statistics.median(cos_own), "null_median": statistics.median(cos_null),
-        "cut": statistics.median(cos_own) / 2,
-        "wrong_reaching_cut": f"{sum(c >= statistics.median(cos_own) / 2 for c in cos_null)} of {len(cos_null)}",
-        "auc_own_vs_wrong": auc(torch.tensor(cos_own + cos_null),
-                                torch.tensor([1.0] * len(cos_own) + [0.0] * len(cos_null)))}
+        "own_median": statistics.median(cos_own), "null_median": statistics.median(cos_null), "cut": cos_cut,
+        "wrong_reaching_cut": f"{sum(c >= cos_cut for c in cos_null)} of {len(cos_null)}",
+        "auc_own_vs_wrong": auc_of(cos_own, cos_null)}
     if content_cos:
         print(f"L{layer} content cosine (bench_content_cosine.py): {content_cos}", flush=True)
     summary = {"content_cos": content_cos, "own_median": statistics.median(own), "null_median": statistics.median(null),
-               "auc_own_vs_wrong": auc(torch.tensor(own + null), torch.tensor([1.0] * len(own) + [0.0] * len(null))),
+               "auc_own_vs_wrong": auc_of(own, null),
                "wrong_reaching_half_median": f"{sum(m >= cuts['half_median'] for m in null)} of {len(null)}",
                "null_quantiles": {q: _quantile(null, q) for q in (0.5, 0.9, 0.95)}, "cuts": cuts,
                "applied": applied, "rows": rows}
@@ -118,11 +106,8 @@ def main() -> None:
     parser.add_argument("--rejudge", type=Path, help="summarize an earlier run's --json again (no model)")
     args = parser.parse_args()
     kind_results = json.loads(args.kind_results.read_text(encoding="utf-8"))
-    if args.rejudge:
-        report = json.loads(args.rejudge.read_text(encoding="utf-8"))
-        for layer, data in report["layers"].items():
-            report["layers"][layer] = summarize(data["rows"], kind_results, int(layer))
-        write_json(args.json or args.rejudge, report)
+    if rejudged(args, lambda report: report["layers"].update(
+            {layer: summarize(data["rows"], kind_results, int(layer)) for layer, data in report["layers"].items()})):
         return
     bench = content_bench(args.layers, args.positives)
     split, target_contexts, lm, layout = bench.split, bench.target_contexts, bench.lm, bench.layout
