@@ -26,6 +26,14 @@ prompt separates own from sibling, pooled over the four cases; and (4) on the be
 `bench_hypotheses.py` (layer 7) that read "realizable" stay so. Without (4) measured it ships as an option only.
 Outcome: met ((1) second set, layer 6: 15 vs 14; (2) 12 of 12; (3) 6 of 6 kept; (4) 0 of 30 behavior verdicts
 changed), so "mean95" is the default (`VerdictThresholds.content_level` 0.95).
+
+Rule for the content cosine built into the audit (`realize audit --content-cosine`, `VerdictThresholds.
+content_cosine`; rule "cosine" here: "mean95" with the content cosine added, its cut half the audit's positives' own
+prompts' median), written before any run on the fifth pair set (`sibling_pairs_heldout5.tsv`, written for it): it
+becomes the default in a later version only if, on that set at layers 12 and 6 (quick budget), (a) the bar is met
+with "cosine" on at least 15 of 16 targets at each layer; (b) the 3 verbatim controls stay "realizable" with it at
+each layer; (c) at least 14 of the 16 true prompts reach the cut at each layer (`bench_content_cosine.py --sets
+fifth`, its "true prompts reaching the cut"). Otherwise it stays an option.
 """
 
 from __future__ import annotations

@@ -258,7 +258,7 @@ def test_behavior_objective_ranks_the_words_the_steer_says_more(tiny):
 
 
 @pytest.mark.parametrize("name", ["sibling_pairs_heldout.tsv", "sibling_pairs_heldout2.tsv", "sibling_pairs_heldout3.tsv",
-                                  "sibling_pairs_heldout4.tsv"])
+                                  "sibling_pairs_heldout4.tsv", "sibling_pairs_heldout5.tsv"])
 def test_heldout_sibling_pairs_stay_out_of_every_shipped_corpus(name):
     """The held-out sibling pairs (benchmarks/bench_siblings.py) name their content words in the pair column
     ("lantern-anvil"); none may occur as a word in a shipped corpus, or the content test's bench is not held out."""
