@@ -81,7 +81,8 @@ SETS = (("first", RESULTS / "siblings_content_level.json", "first_set", "sibling
         ("second", RESULTS / "siblings_content_level.json", "second_set", "sibling_pairs_heldout2.tsv"),
         ("third", RESULTS / "siblings_heldout3_quick.json", None, "sibling_pairs_heldout3.tsv"),
         ("third", RESULTS / "siblings_heldout3_L6_quick.json", None, "sibling_pairs_heldout3.tsv"),
-        ("fourth", RESULTS / "siblings_heldout4_quick.json", None, "sibling_pairs_heldout4.tsv"))
+        ("fourth", RESULTS / "siblings_heldout4_quick.json", None, "sibling_pairs_heldout4.tsv"),
+        ("fifth", RESULTS / "siblings_heldout5_quick.json", None, "sibling_pairs_heldout5.tsv"))
 BASELINE = "mean95"  # the stored runs' default form-test rule (bench_siblings.RULES)
 
 
@@ -144,13 +145,13 @@ def judge(report: dict) -> dict:
                 print(f"    {r['target']!r} -> {r['best_prompt']!r}: cos {b['content_cos']:+.3f} (true prompt "
                       f"{r['true']['content_cos']:+.3f}), separates "
                       f"{separates(r)}, {r['verdict_with_cosine']}", flush=True)
-    seen = [c for c in report["cases"] if not c.startswith(("positives", "fourth"))]
+    seen = [c for c in report["cases"] if not c.startswith(("positives", "fourth", "fifth"))]
     confirmation = {case: {
         "(a) bar with the cosine >= 15 of 16 and above without it, or 16 and 16":
             c["bar_met_with_cosine"] >= 15 and (c["bar_met_with_cosine"] > c["bar_met"] or c["bar_met"] == 16),
         "(b) 3 of 3 verbatim kept": c["verbatim_kept"] == c["verbatim"] == 3,
         "(c) >= 14 of 16 true prompts reach the cut": c["true_reach_cosine"] >= 14}
-        for case, data in report["cases"].items() if case.startswith("fourth") for c in [data["counts"]]}
+        for case, data in report["cases"].items() if case.startswith(("fourth", "fifth")) for c in [data["counts"]]}
     if confirmation:
         report["confirmation"] = {case: {"rule": rule, "met": all(rule.values())} for case, rule in confirmation.items()}
         print(json.dumps(report["confirmation"], indent=1), flush=True)

@@ -67,6 +67,7 @@ RULES: dict[str, dict[str, object]] = {  # form-test variants, as changes to the
     "mean": {"content_reference": "mean", "content_level": None},
     "nearest": {"content_reference": "nearest", "content_level": None},
     "mean95": {"content_reference": "mean", "content_level": 0.95},
+    "cosine": {"content_reference": "mean", "content_level": 0.95, "content_cosine": True},
 }
 
 

@@ -66,6 +66,8 @@ FEATURES = datasets.Features(
         "content": datasets.Value("string"),  # content test: specific | form | generic ("" when the direction fails)
         "content_margin": datasets.Value("float32"),  # the best prompt's value minus its form siblings' mean
         "true_content_margin": datasets.Value("float32"),  # the same for the positives' own prompts (median)
+        "content_cosine": datasets.Value("float32"),  # --content-cosine: the best prompt's content cosine (else NaN)
+        "true_content_cosine": datasets.Value("float32"),  # the same for the positives' own prompts (median)
         "unrelated_value": datasets.Value("float32"),  # the best unrelated instruction's test value
         "verdict_stability": datasets.Value("float32"),  # share of joint test-context resamples with that verdict
         "null_percentile": datasets.Value("float32"),

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field, replace
 from typing import Literal
 
 from realize.magnitude import Magnitude
-from realize.resampling import AnyEvidence
+from realize.resampling import AnyEvidence, FormEvidence
 from realize.stats import Calibration
 from realize.verdict import Content, DirectionVerdict, Verdict
 
@@ -118,6 +118,7 @@ class Hypothesis:
 
     measured: Measured
     siblings: tuple[Measured, ...]
+    form: FormEvidence | None = None  # activation: the content cosine's evidence against its siblings
 
 
 @dataclass(frozen=True)
@@ -135,13 +136,16 @@ class AxisEvidence:
     true_siblings: tuple[Measured, ...] = ()  # positives: its form siblings (the content margin a true prompt shows)
     behavior: BehaviorFacts | None = None  # behavior axis only
     hypotheses: tuple[Hypothesis, ...] = ()  # vectors: the user's suspected prompts, in the order given
+    form: FormEvidence | None = None  # activation: the content cosine of the best prompt against its siblings
+    true_form: FormEvidence | None = None  # activation positives: the same for the held-out prompt
 
     def as_best(self, hypothesis: Hypothesis, min_realism: float) -> AxisEvidence:
         """This evidence with `hypothesis` standing in for the best prompt (and its siblings), so it is judged by the
         same rules against the same controls; no best prompt when the realism judge does not call it natural."""
         natural = hypothesis.measured.score.realism >= min_realism
         return replace(self, frontier=(hypothesis.measured.score,), best=hypothesis.measured if natural else None,
-                       siblings=hypothesis.siblings if natural else (), hypotheses=())
+                       siblings=hypothesis.siblings if natural else (), form=hypothesis.form if natural else None,
+                       hypotheses=())
 
     @property
     def value(self) -> float | None:
@@ -216,6 +220,8 @@ class ContentTest:
     true_margin: float | None  # the same for the positives' own prompts (median): what content is worth here
     unrelated: float | None  # the unrelated-panel instruction's test value
     unrelated_spread: float | None  # paired bootstrap spread of value - unrelated
+    cosine: float | None = None  # with `content_cosine`: the prompt's content cosine against its siblings
+    true_cosine: float | None = None  # the same for the positives' own prompts (median): its calibration
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,9 @@ controls of the same layer(s).
   (activation: the whitened cosine, `realize.setting.whitening`; behavior: the recovery); its calibration is the
   median margin by which the positives' own held-out prompts beat their form siblings (mean or nearest,
   `VerdictThresholds.content_reference`) on this axis (`own_margin`). With `content_level` the best prompt's margin
-  must also exceed its one-sided bootstrap spread, taken on the same joint resamples as the stability.
+  must also exceed its one-sided bootstrap spread, taken on the same joint resamples as the stability. With
+  `content_cosine` (activation) the best prompt's content cosine against its siblings must also reach
+  `content_fraction` of the positives' own prompts' median (`true_cosine`), resampled with everything else.
 - Stability: `resampled_values` resamples the test contexts jointly for the item, its controls, its siblings and
   its unrelated instruction; the whole verdict is recomputed on each resample.
 - One pass per item and axis: its numbers are gathered here, then resampled (`realize.resampling`), then their
@@ -25,6 +27,7 @@ controls of the same layer(s).
 from __future__ import annotations
 
 import math
+import statistics
 from collections.abc import Sequence
 from dataclasses import replace
 
@@ -117,6 +120,13 @@ def own_margin(audit: VectorAudit, axis: Axis, reference: ContentReference) -> f
     return None if own is None else sibling_margin(*own, reference)
 
 
+def true_cosine(positives: Sequence[VectorAudit], axis: Axis) -> float | None:
+    """The content cosine's calibration: the median over the positives of their own held-out prompt's content cosine
+    against its siblings (None: none measured, e.g. on the behavior axis)."""
+    values = [v for a in positives if (form := a.axes[axis].true_form) is not None and math.isfinite(v := form.value())]
+    return statistics.median(values) if values else None
+
+
 def best_margin_spread(evidence: AxisEvidence, reference: ContentReference, level: float, *, seed: int = 0,
                        n_resamples: int = 200) -> float:
     """The one-sided bootstrap spread at `level` of the best prompt's margin over its form siblings (content
@@ -147,6 +157,8 @@ def judge_best(audit: VectorAudit, nulls: Sequence[VectorAudit], positives: Sequ
     """The verdict of one item's best prompt on `axis` from its evidence and its usable controls' evidence: the
     numbers are gathered here, resampled, given their statistics, decided once by `realize.verdict.judge_axis`,
     and worded by `realize.reasons.explain`."""
+    if axis != "activation":  # the content cosine is an activation test (a recovery has no direction)
+        thresholds = replace(thresholds, content_cosine=False)
     evidence = audit.axes[axis]
     best, unrelated = evidence.best, evidence.unrelated
     null_best, positive_best = [_best(a, axis) for a in nulls], [_best(a, axis) for a in positives]
@@ -155,6 +167,9 @@ def judge_best(audit: VectorAudit, nulls: Sequence[VectorAudit], positives: Sequ
         [best.evidence] if best is not None else [], [b.evidence for b in null_best],
         [b.evidence for b in positive_best], [s.content for s in evidence.siblings],
         [unrelated.evidence] if unrelated is not None else [], [best.content] if best is not None else []]
+    form = evidence.form if thresholds.content_cosine and best is not None else None
+    if form is not None:  # the content cosine, resampled with everything else
+        groups.append([form])
     band = RealismBand(audit.unnatural_below if audit.unnatural_below is not None else audit.min_realism,
                        audit.min_realism, EXPORT_REALISM_MARGIN)
     match = None
@@ -182,7 +197,9 @@ def judge_best(audit: VectorAudit, nulls: Sequence[VectorAudit], positives: Sequ
         unrelated=None if unrelated is None else unrelated.score.value, spread=spread,
         margin_spread=spread_of_margin, true_margin=calibration,
         beyond_magnitude=axis == "activation" and audit.magnitude.beyond(thresholds.magnitude_factor),
-        inert=evidence.behavior is not None and evidence.behavior.inert, what=WHAT[axis])
+        inert=evidence.behavior is not None and evidence.behavior.inert, what=WHAT[axis],
+        content_cosine=None if form is None else form.value(),
+        true_cosine=true_cosine(positives, axis) if thresholds.content_cosine else None)
     point = axis_case(inputs, reference=reference, **alphas)
     resamples = [axis_case(inputs.resampled(values), reference=reference, **alphas) for values in table]
     null_sel, positive_sel = [b.score.selection for b in null_best], [b.score.selection for b in positive_best]
@@ -192,7 +209,8 @@ def judge_best(audit: VectorAudit, nulls: Sequence[VectorAudit], positives: Sequ
     decision = decided.decision
     content = None if decision.content is None or best is None else ContentTest(
         outcome=decision.content, margin=decision.content_margin, true_margin=calibration,
-        unrelated=inputs.unrelated, unrelated_spread=None if not math.isfinite(spread) else spread)
+        unrelated=inputs.unrelated, unrelated_spread=None if not math.isfinite(spread) else spread,
+        cosine=inputs.content_cosine, true_cosine=inputs.true_cosine)
     return Judgement(
         verdict=decision.verdict, direction=decision.direction.verdict,
         reason=explain(audit, axis, decision.direction, content, thresholds, match, margin_spread=spread_of_margin),

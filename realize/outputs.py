@@ -70,6 +70,8 @@ def _judgement_columns(judgement: Judgement, unrelated: Measured | None) -> dict
         "verdict": judgement.verdict, "direction_verdict": judgement.direction,
         "content": content.outcome if content else "", "content_margin": _num(content.margin if content else None),
         "true_content_margin": _num(content.true_margin if content else None),
+        "content_cosine": _num(content.cosine if content else None),
+        "true_content_cosine": _num(content.true_cosine if content else None),
         "unrelated_value": _num(unrelated.score.value if unrelated else None),
         "verdict_stability": judgement.stability, "null_percentile": cal.null_percentile if cal else NAN,
         "realizability_score": cal.score if cal else NAN, "score_low": interval[0] if interval else NAN,

@@ -46,6 +46,9 @@ def explain(audit: VectorAudit, axis: Axis, direction: DirectionJudgement, conte
             elif content.true_margin is None or not content.true_margin > 0:
                 parts.append(f"the content test cannot be calibrated here (the positives' own prompts beat their "
                              f"form siblings by {content.true_margin if content.true_margin is not None else 'nothing measured'})")
+            elif (content.margin >= thresholds.content_fraction * content.true_margin
+                  and (thresholds.content_level is None or content.margin - margin_spread > 0)):  # failed on cosine
+                parts.append(_cosine_failed(content, thresholds.content_fraction))
             elif content.margin >= thresholds.content_fraction * content.true_margin:  # failed on its spread
                 parts.append(f"prompts of the same form with other content may do as well (e.g. {siblings}): the "
                              f"best prompt beats its form siblings by {content.margin:.2f}, but resampling the test "
@@ -57,8 +60,10 @@ def explain(audit: VectorAudit, axis: Axis, direction: DirectionJudgement, conte
                              f"{thresholds.content_fraction:g} of the {content.true_margin:.2f} that true prompts show")
         else:
             spread = f"; its bootstrap spread {margin_spread:.2f}" if math.isfinite(margin_spread) else ""
+            cosine = ("" if content.cosine is None or content.true_cosine is None else
+                      f"; content cosine {content.cosine:.2f} (true prompts: {content.true_cosine:.2f})")
             parts.append(f"what it says matters: it beats its form siblings by {content.margin:.2f} (true prompts: "
-                         f"{content.true_margin:.2f}{spread})")
+                         f"{content.true_margin:.2f}{spread}{cosine})")
     if axis == "activation" and direction.verdict in PASSING:
         parts.append(audit.magnitude.note(thresholds.magnitude_factor))
     if match is not None:
@@ -90,3 +95,15 @@ def _no_prompt_helps(evidence: AxisEvidence, effect: float) -> str | None:
             f"every prompt changes them more in other directions than along the steer's (most aligned: "
             f"\"{aligned.prompt}\", direction cos {aligned.direction_cos:.2f}, {aligned.effect_ratio:.2f}x the "
             f"steer's push along it)")
+
+
+def _cosine_failed(content: ContentTest, fraction: float) -> str:
+    """The reason when the margin passed and the content cosine did not (`VerdictThresholds.content_cosine`)."""
+    if content.cosine is None or not math.isfinite(content.cosine):
+        return "the content cosine could not be measured (no form sibling with a usable shift)"
+    if content.true_cosine is None or not content.true_cosine > 0:
+        return (f"the content cosine cannot be calibrated here (the positives' own prompts reach "
+                f"{content.true_cosine if content.true_cosine is not None else 'nothing measured'})")
+    return (f"what the prompt's words add to its form does not point where the steer departs from that form: content "
+            f"cosine {content.cosine:.2f}, less than {fraction:g} of the {content.true_cosine:.2f} that true prompts "
+            f"reach")

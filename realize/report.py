@@ -63,7 +63,9 @@ def _content_table(evidence: AxisEvidence, judgement: Judgement) -> str:
         f"<p class='muted'>Content test: <b>{h(content.outcome)}</b>; margin over the form siblings "
         f"{fmt(content.margin)} (the positives' own prompts: {fmt(content.true_margin)}; activation: in the "
         f"whitened metric, where content weighs more than form); unrelated instruction "
-        f"{fmt(content.unrelated)} (paired spread {fmt(content.unrelated_spread)}).</p>")
+        f"{fmt(content.unrelated)} (paired spread {fmt(content.unrelated_spread)})"
+        + ("" if content.cosine is None else f"; content cosine {fmt(content.cosine)} (the positives' own prompts: "
+           f"{fmt(content.true_cosine)})") + ".</p>")
     body = "".join(f"<tr><td>{h(label)}</td><td>{score_cell(score)}</td></tr>" for label, score in rows)
     return note + f"<table><tr><th>prompt</th><th>test numbers</th></tr>{body}</table>"
 

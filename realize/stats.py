@@ -202,14 +202,19 @@ class AxisInputs:
     beyond_magnitude: bool  # activation: a > magnitude_factor * a*
     inert: bool  # behavior: the steer barely changes the outputs (nothing to reproduce)
     what: str  # the value's name in reasons ("specific cos", "recovery")
+    content_cosine: float | None = None  # the best prompt's content cosine against its siblings (None: not asked)
+    true_cosine: float | None = None  # its calibration: the positives' median content cosine (None: none)
 
     def resampled(self, values: Sequence[Sequence[float]]) -> AxisInputs:
         """These inputs on one joint resample: `values` per group, in the order of `AxisInputs`' measured fields
-        ([item], nulls, positives, siblings, [unrelated], [item in the content metric])."""
+        ([item], nulls, positives, siblings, [unrelated], [item in the content metric], [its content cosine]; the
+        last group may be absent)."""
+        cosine = values[6] if len(values) > 6 else ()
         return replace(self, value=values[0][0] if values[0] else None, null=tuple(values[1]),
                        positive=tuple(values[2]), siblings=tuple(values[3]),
                        unrelated=values[4][0] if values[4] else None,
-                       content_value=values[5][0] if values[5] else None)
+                       content_value=values[5][0] if values[5] else None,
+                       content_cosine=cosine[0] if cosine else self.content_cosine)
 
 
 @dataclass(frozen=True)

@@ -21,10 +21,10 @@ from realize.evidence import (
     ActivationScore, AxisEvidence, BehaviorFacts, BehaviorScore, Generation, Hypothesis, Measured, Score, VectorAudit,
 )
 from realize.magnitude import Magnitude
-from realize.resampling import AnyEvidence, ContextEvidence, LayersEvidence, RatioEvidence
+from realize.resampling import AnyEvidence, ContextEvidence, FormEvidence, LayersEvidence, RatioEvidence
 
 logger = logging.getLogger(__name__)
-STORE_VERSION = 7
+STORE_VERSION = 8
 
 _SCORES: dict[str, type] = {"activation": ActivationScore, "behavior": BehaviorScore}
 
@@ -117,9 +117,18 @@ def _axis_to(axis: AxisEvidence) -> dict[str, Any]:
         "siblings": [_measured_to(s) for s in axis.siblings], "unrelated": _measured_to(axis.unrelated),
         "true_prompt": _measured_to(axis.true_prompt), "true_siblings": [_measured_to(s) for s in axis.true_siblings],
         "behavior": _facts_to(axis.behavior),
-        "hypotheses": [{"measured": _measured_to(h.measured), "siblings": [_measured_to(s) for s in h.siblings]}
-                       for h in axis.hypotheses],
+        "hypotheses": [{"measured": _measured_to(h.measured), "siblings": [_measured_to(s) for s in h.siblings],
+                        "form": _form_to(h.form)} for h in axis.hypotheses],
+        "form": _form_to(axis.form), "true_form": _form_to(axis.true_form),
     }
+
+
+def _form_to(form: FormEvidence | None) -> dict[str, Any] | None:
+    return None if form is None else dataclasses.asdict(form)
+
+
+def _form_from(raw: Mapping[str, Any] | None) -> FormEvidence | None:
+    return None if raw is None else _make(FormEvidence, raw)
 
 
 def _axis_from(raw: Mapping[str, Any]) -> AxisEvidence:
@@ -136,6 +145,7 @@ def _axis_from(raw: Mapping[str, Any]) -> AxisEvidence:
         true_siblings=tuple(m for m in (_measured_from(s) for s in raw["true_siblings"]) if m is not None),
         behavior=_facts_from(raw["behavior"]),
         hypotheses=tuple(_hypothesis_from(h) for h in raw["hypotheses"]),
+        form=_form_from(raw["form"]), true_form=_form_from(raw["true_form"]),
     )
 
 
@@ -143,7 +153,8 @@ def _hypothesis_from(raw: Mapping[str, Any]) -> Hypothesis:
     measured = _measured_from(raw["measured"])
     if measured is None:
         raise ValueError("hypothesis: no measurement")
-    return Hypothesis(measured, tuple(m for m in (_measured_from(s) for s in raw["siblings"]) if m is not None))
+    return Hypothesis(measured, tuple(m for m in (_measured_from(s) for s in raw["siblings"]) if m is not None),
+                      _form_from(raw["form"]))
 
 
 def to_dict(audit: VectorAudit) -> dict[str, Any]:

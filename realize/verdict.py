@@ -37,8 +37,11 @@ an unrelated instruction, do as well?"):
                `content_reference`: the margin is over the siblings' mean ("mean") or over the nearest sibling
                ("nearest": every sibling must be beaten), for the best prompt and the positives' alike
                `content_level` (default 0.95; None: off): the margin must also exceed its one-sided bootstrap
-               spread at that level (margin - spread > 0: the prompt beats its siblings by more than resampling the test contexts
-               moves the margin)                                                 -> otherwise "form realizable"
+               spread at that level (margin - spread > 0: the prompt beats its siblings by more than resampling
+               the test contexts moves the margin)                               -> otherwise "form realizable"
+               `content_cosine` (activation; default off): the content cosine cos(e_0 - s, u - s) (e_0 the prompt's
+               unit mean shift, s its siblings' mean, u the steer's; `realize.resampling.FormEvidence`) must also
+               reach `content_fraction` of the positives' own prompts' median          -> otherwise "form realizable"
     specific   otherwise: what the prompt says matters                          -> the direction verdict
 
 Magnitude (activation; `realize.magnitude`): "realizable" becomes "direction realizable" (and "partially
@@ -81,6 +84,8 @@ class VerdictThresholds:
     content_reference: ContentReference = "mean"  # form test: margin over the siblings' "mean" or the "nearest" one
     generic_level: float = 0.95  # generic test: one-sided level of the paired bootstrap spread of x - g
     content_level: float | None = 0.95  # form test: one-sided level at which the margin must exceed 0 (None: off)
+    content_cosine: bool = False  # form test (activation): the content cosine must also reach content_fraction of
+    # the positives' median content cosine (`realize.resampling.FormEvidence`)
 
     def __post_init__(self) -> None:
         for name in ("realizable_score", "partial_score", "content_fraction"):
@@ -159,16 +164,27 @@ def is_generic(value: float, unrelated: float | None, bound: float, spread: floa
 
 
 def content_passes(margin: float | None, true_margin: float | None, thresholds: VerdictThresholds,
-                   spread: float = math.nan) -> bool:
+                   spread: float = math.nan, cosine: float | None = None, true_cosine: float | None = None) -> bool:
     """The form test: the prompt beats its form siblings by at least `content_fraction` of the margin the true
     prompts of the positives show over theirs, and (with `content_level`) by more than the margin's one-sided
     bootstrap `spread`. No margin (no content word to swap), no calibration (no positive margin, or a margin <= 0:
-    content cannot be told apart from form here) or, with `content_level`, no spread fails."""
+    content cannot be told apart from form here) or, with `content_level`, no spread fails. With `content_cosine`
+    the prompt's content `cosine` must also reach `content_fraction` of the positives' median `true_cosine`; no
+    cosine or no calibration (a median <= 0) fails."""
     if margin is None or true_margin is None or not math.isfinite(margin) or not true_margin > 0:
         return False
     if thresholds.content_level is not None and not (math.isfinite(spread) and margin - spread > 0):
         return False
+    if thresholds.content_cosine and not cosine_passes(cosine, true_cosine, thresholds.content_fraction):
+        return False
     return margin >= thresholds.content_fraction * true_margin
+
+
+def cosine_passes(cosine: float | None, true_cosine: float | None, fraction: float) -> bool:
+    """The content cosine reaches `fraction` of its calibration (the positives' median; it must be > 0)."""
+    if cosine is None or true_cosine is None or not math.isfinite(cosine) or not true_cosine > 0:
+        return False
+    return cosine >= fraction * true_cosine
 
 
 def qualify(direction: DirectionVerdict, content: Content | None, beyond_magnitude: bool) -> Verdict:
@@ -200,7 +216,9 @@ def content_outcome(case: AxisCase, direction: DirectionJudgement, thresholds: V
         return None
     if is_generic(inputs.value, inputs.unrelated, direction.calibration.partial_bound, inputs.spread):
         return "generic"
-    return "specific" if content_passes(case.margin, inputs.true_margin, thresholds, inputs.margin_spread) else "form"
+    passes = content_passes(case.margin, inputs.true_margin, thresholds, inputs.margin_spread, inputs.content_cosine,
+                            inputs.true_cosine)
+    return "specific" if passes else "form"
 
 
 def decide(case: AxisCase, thresholds: VerdictThresholds) -> Decision:

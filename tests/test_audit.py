@@ -14,13 +14,14 @@ from realize.data.corpora import load_clustered, load_corpus
 from realize.data.errors import UserInputError
 from realize.data.results_dataset import read_rows
 from realize.data.vectors import SteeringVector
+from realize.judging import judge_all
 from realize.pipeline import plan_audit, run_audit
 from realize.scorers.realism import RealismClassifier
 from realize.scorers.realism import FEATURE_NAMES
 from realize.setting import MAGNITUDE_CONTEXTS, ContextSplit
 from realize.store import ItemStore
 from realize.targets import bin_norm, norm_bin
-from realize.verdict import VERDICTS
+from realize.verdict import VERDICTS, VerdictThresholds
 
 
 @pytest.fixture()
@@ -144,6 +145,13 @@ def test_audit_end_to_end_and_resume(tiny, always_natural, tmp_path, monkeypatch
     assert best.selection == max(s.selection for s in activation.frontier)
     assert activation.unrelated is not None and activation.unrelated.score.attack == "unrelated panel"
     assert all(s.score.attack == "sibling" and s.score.ids != best.ids for s in activation.siblings)
+    # the content cosine's evidence: the best prompt against its siblings, on the test contexts (activation only)
+    assert (activation.form is not None) == bool(activation.siblings)
+    assert activation.form is None or (activation.form.size == CONFIG.n_test
+                                       and len(activation.form.dots[0]) == 1 + len(activation.siblings))
+    assert vec.audit.axes["behavior"].form is None
+    assert all((p.axes["activation"].true_form is not None) == bool(p.axes["activation"].true_siblings)
+               for p in (j.audit for j in judged if j.audit.kind == "positive"))
     assert vec.audit.target_norm == pytest.approx(2.0 * vector.vector.norm().item(), rel=1e-5)
     behavior = vec.audit.axes["behavior"]
     assert behavior.behavior is not None and behavior.behavior.effect > 0 and behavior.frontier
@@ -152,12 +160,26 @@ def test_audit_end_to_end_and_resume(tiny, always_natural, tmp_path, monkeypatch
     assert len(list((out / "items").glob("*.json"))) == len(judged)
     assert {p.name for p in out.iterdir()} >= {"audit.json", "plan.json", "results.parquet", "report.html"}
 
+    # --content-cosine judges the same evidence again: it can only turn a "specific" content outcome into "form"
+    strict = judge_all([j.audit for j in judged], VerdictThresholds(content_cosine=True))
+    for default, cosine in zip(judged, strict, strict=True):
+        for axis, judgement in cosine.judgements.items():
+            before = default.judgement(axis)
+            if axis == "behavior" or before.content is None or before.content.outcome != "specific":
+                assert judgement.verdict == before.verdict
+            elif judgement.content.outcome == "specific":
+                assert judgement.content.cosine >= 0.5 * judgement.content.true_cosine > 0
+            else:
+                assert judgement.verdict == "form realizable"
+
     def fail(*_args, **_kwargs):
         raise AssertionError("a stored item was recomputed")
 
     monkeypatch.setattr(pipeline_module, "audit_target", fail)
     again = run_audit(tiny, [vector], CONFIG, out, classifier=always_natural, cache_dir=tmp_path / "shifts")
     assert [(j.audit.vector_id, j.verdict) for j in again.items] == [(j.audit.vector_id, j.verdict) for j in judged]
+    assert [j.audit.axes["activation"].form for j in again.items if "activation" in j.audit.axes] == \
+        [j.audit.axes["activation"].form for j in judged if "activation" in j.audit.axes]  # stored and read back
     # more nulls reuse the finished ones: only the new null is computed (another configuration: another directory)
     computed = []
     monkeypatch.setattr(pipeline_module, "audit_target", lambda s, t, c: computed.append(t.name) or fail())

@@ -79,7 +79,9 @@ def test_audit_flags_reach_the_verdict_thresholds():
     config = _config(build_parser().parse_args(["audit", "v.safetensors", "--content-test", "nearest",
                                                 "--min-realism", "0.3", "--content-level", "0.95"]))
     assert (config.thresholds.content_reference, config.thresholds.min_realism) == ("nearest", 0.3)
-    assert config.thresholds.content_level == 0.95
+    assert config.thresholds.content_level == 0.95 and not config.thresholds.content_cosine
+    cosine = _config(build_parser().parse_args(["audit", "v.safetensors", "--content-cosine"]))
+    assert cosine.thresholds.content_cosine and cosine.thresholds.content_reference == "mean"
     with pytest.raises(UserInputError, match="content_level"):
         _config(build_parser().parse_args(["audit", "v.safetensors", "--content-level", "1.5"]))
     with pytest.raises(UserInputError, match="--content-level"):

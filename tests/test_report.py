@@ -13,7 +13,9 @@ from realize.evidence import (
 from realize.judging import judge_all, judge_one
 from realize.magnitude import NaturalNorms, magnitude
 from realize.report import render_report, write_report
-from realize.resampling import ContextEvidence, RatioEvidence
+import torch
+
+from realize.resampling import ContextEvidence, FormEvidence, RatioEvidence, specific_metric
 from realize.verdict import VerdictThresholds
 
 NATURAL = NaturalNorms.of([4.0 + 0.02 * i for i in range(50)])
@@ -145,6 +147,39 @@ def test_content_level_makes_a_margin_within_its_noise_form_realizable():
     assert judged_noisy.verdict == "form realizable" and "no larger than the noise" in judged_noisy.reason
     off = VerdictThresholds(content_level=None)
     assert judge_all([audit, *controls()], off)[0].verdict == "realizable"  # without it the point margin decides
+
+
+def _form(prompt_shift: tuple[float, ...]) -> FormEvidence:
+    """The content cosine's evidence of a prompt whose shift is `prompt_shift` against two siblings on e1, for a
+    steer on e2 (the generic direction e4 removed): (1, 1, 0, 0) adds what the steer adds (0.92), (1, 0, 1, 0)
+    mostly something else (0.27)."""
+    shifts = torch.tensor([prompt_shift, (1.0, 0.0, 0.0, 0.0), (1.0, 0.0, 0.0, 0.0)]).unsqueeze(1).expand(3, K, 4)
+    return FormEvidence.from_shifts([specific_metric(shifts, torch.tensor([0.0, 1.0, 0.0, 0.0]),
+                                                     torch.tensor([0.0, 0.0, 0.0, 1.0]))])
+
+
+@pytest.mark.parametrize("shift,verdict,words", [
+    ((1.0, 1.0, 0.0, 0.0), "realizable", "content cosine 0.92 (true prompts: 0.92)"),
+    ((1.0, 0.0, 1.0, 0.0), "form realizable", "does not point where the steer departs"),
+])
+def test_content_cosine_on_items(shift, verdict, words):
+    """--content-cosine: a best prompt that beats its siblings (margin 0.25) must also add to its form what the steer
+    adds, at least half the positives' own prompts' median; off by default; no calibration: not plain realizable."""
+    strict = VerdictThresholds(content_cosine=True)
+    evidence = dataclasses.replace(axis_evidence("activation", 0.85, siblings=(0.6,)), form=_form(shift))
+    audit = item("v", activation=evidence)
+    positives = [dataclasses.replace(p, axes={"activation": dataclasses.replace(
+        p.axes["activation"], true_form=_form((1.0, 1.0, 0.0, 0.0)))}) if p.kind == "positive" else p
+        for p in controls()]
+    judgement = judge_all([audit, *positives], strict)[0].judgement("activation")
+    assert judgement.verdict == verdict and words in judgement.reason
+    assert judgement.content.true_cosine == pytest.approx(0.924, abs=1e-3)
+    assert judge_all([audit, *positives], VerdictThresholds())[0].verdict == "realizable"  # off by default
+    both = item("w", activation=evidence, behavior=axis_evidence("behavior", 0.6, siblings=(0.2,)))
+    behavior = [judge_all([both, *positives], t)[0].judgement("behavior") for t in (strict, VerdictThresholds())]
+    assert behavior[0].verdict == behavior[1].verdict == "realizable"  # no content cosine on the behavior axis
+    uncalibrated = judge_all([audit, *controls()], strict)[0].judgement("activation")  # positives without it
+    assert uncalibrated.verdict == "form realizable" and "cannot be calibrated" in uncalibrated.reason
 
 
 def test_form_test_without_calibration_is_not_plain_realizable():

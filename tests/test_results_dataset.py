@@ -25,7 +25,8 @@ def _row(i: int, verdict: str, kind: str = "vector", vector_verdict: str = "real
         "selection_recovery": float("nan"), "recovery_test": float("nan"), "direction_cos": float("nan"),
         "effect_ratio": float("nan"), "effect_kl": float("nan"),
         "verdict": vector_verdict, "direction_verdict": vector_verdict, "content": "specific",
-        "content_margin": 0.2, "true_content_margin": 0.25, "unrelated_value": 0.1, "verdict_stability": 0.9,
+        "content_margin": 0.2, "true_content_margin": 0.25, "content_cosine": float("nan"),
+        "true_content_cosine": float("nan"), "unrelated_value": 0.1, "verdict_stability": 0.9,
         "null_percentile": 1.0, "realizability_score": 0.8, "score_low": 0.7, "score_high": 0.9,
         "magnitude_factor": 0.8, "realizable_scale": 2.0, "seed": 0, "budget": "quick", "seconds": 12.5,
     }

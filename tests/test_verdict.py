@@ -11,7 +11,8 @@ import torch
 from realize.data.resample import resample_weights
 from realize.data.shift import specific_cosine
 from realize.magnitude import NaturalNorms, magnitude, magnitude_at
-from realize.resampling import ContextEvidence, RatioEvidence, paired_spread, resampled_values
+from realize.resampling import (ContextEvidence, FormEvidence, RatioEvidence, paired_spread, resampled_values,
+                                specific_metric)
 from realize.stats import (AxisInputs, axis_case, margin_spread, place, prediction_bound, sibling_margin,
                            student_t_quantile)
 from realize.stats import calibrate as calibrate_at
@@ -20,6 +21,7 @@ from realize.verdict import (
     RealismBand,
     VerdictThresholds,
     content_passes,
+    cosine_passes,
     is_generic,
     judge_axis,
     qualify,
@@ -196,6 +198,79 @@ def test_content_level_needs_the_margin_above_its_spread(margin, spread, expecte
     assert content_passes(margin, 0.4, TH, spread) is expected
     off = VerdictThresholds(content_level=None)
     assert content_passes(margin, 0.4, off, spread) is (margin >= 0.2)  # off: the spread is not read
+
+
+def _content_cosine_directly(proj: torch.Tensor, unit: torch.Tensor, w: torch.Tensor) -> float:
+    """cos(e_0 - s, u - s) from the shifts themselves: proj (A, K, d), unit (d,), w (K,)."""
+    means = (w.double()[None, :, None] * proj).sum(dim=1)
+    e = means / means.norm(dim=1, keepdim=True)
+    s = e[1:].mean(dim=0)
+    return float(torch.nn.functional.cosine_similarity(e[0] - s, unit - s, dim=0))
+
+
+def test_form_evidence_is_the_cosine_of_mean_shifts_on_every_resample():
+    """FormEvidence keeps inner products only, yet recomputes the content cosine of the weighted mean shifts on any
+    resample of the test contexts; several layers: the mean over layers; no sibling: nan."""
+    torch.manual_seed(0)
+    shifts, target, generic, whiten = torch.randn(5, 6, 16), torch.randn(16), torch.randn(16), torch.randn(16, 16)
+    proj, unit = specific_metric(shifts, target, generic, whiten)
+    form = FormEvidence.from_shifts([(proj, unit)])
+    weights = torch.stack(list(resample_weights(6, 20, seed=3)))
+    direct = [_content_cosine_directly(proj, unit, w) for w in weights]
+    assert form.values(weights).tolist() == pytest.approx(direct, abs=1e-5)
+    assert form.value() == pytest.approx(_content_cosine_directly(proj, unit, torch.ones(6)), abs=1e-5)
+    other_proj, other_unit = specific_metric(shifts.flip(0), target, generic)
+    two = FormEvidence.from_shifts([(proj, unit), (other_proj, other_unit)])
+    assert two.value() == pytest.approx((form.value() + _content_cosine_directly(other_proj, other_unit,
+                                                                                 torch.ones(6))) / 2, abs=1e-5)
+    assert math.isnan(FormEvidence.from_shifts([(proj[:1], unit)]).value())  # nothing to compare with
+
+
+def test_content_cosine_tells_the_steers_content_from_a_wrong_one():
+    """Siblings share a form f and differ in content c_i; the steer is f + c_true. The prompt carrying c_true scores
+    ~1; one carrying another content keeps only what both share by construction (minus the siblings' mean), far
+    below half of that, so the rule's cut (half the true prompts' median) separates them."""
+    torch.manual_seed(1)
+    d, k = 64, 8
+    form_shift = 3 * torch.randn(d)
+    contents = torch.randn(6, d)
+    steer = form_shift + contents[0]
+
+    def shifts(first: int) -> torch.Tensor:  # the prompt (content `first`) then four siblings (contents 2..5)
+        order = [first, 2, 3, 4, 5]
+        return torch.stack([form_shift + contents[i] + 0.05 * torch.randn(k, d) for i in order])
+
+    no_generic = torch.zeros(d)
+    no_generic[0] = 1.0
+    right = FormEvidence.from_shifts([specific_metric(shifts(0), steer, no_generic)]).value()
+    wrong = FormEvidence.from_shifts([specific_metric(shifts(1), steer, no_generic)]).value()
+    assert right > 0.95 and wrong < 0.5 * right
+
+
+@pytest.mark.parametrize("cosine,true_cosine,expected", [
+    (0.1, 0.15, True), (0.05, 0.15, False), (None, 0.15, False), (math.nan, 0.15, False), (0.2, 0.0, False),
+    (0.2, -0.1, False), (0.2, None, False),
+])
+def test_content_cosine_rule(cosine, true_cosine, expected):
+    """Half the positives' median content cosine; no cosine, or no calibration (none measured, or a median <= 0),
+    fails; the rule is read only when asked for (`content_cosine`)."""
+    assert cosine_passes(cosine, true_cosine, 0.5) is expected
+    strict = VerdictThresholds(content_cosine=True)
+    assert content_passes(0.3, 0.4, strict, 0.1, cosine, true_cosine) is expected  # the margin itself passes
+    assert content_passes(0.3, 0.4, TH, 0.1, cosine, true_cosine) is True  # default: off
+    assert content_passes(0.05, 0.4, strict, 0.0, 0.9, 0.15) is False  # the cosine adds a test, never replaces one
+
+
+def test_decide_with_the_content_cosine():
+    strict = VerdictThresholds(content_cosine=True)
+    assert decide(_inputs(content_cosine=0.3, true_cosine=0.4), strict).verdict == "realizable"
+    weak = decide(_inputs(content_cosine=0.1, true_cosine=0.4), strict)
+    assert (weak.verdict, weak.content) == ("form realizable", "form")
+    assert decide(_inputs(content_cosine=0.1, true_cosine=0.4), TH).verdict == "realizable"  # off by default
+    resampled = _inputs(content_cosine=0.3).resampled([[0.86], NULL, POSITIVE, [0.5, 0.52], [0.1], [0.86], [0.05]])
+    assert resampled.content_cosine == 0.05  # the cosine is resampled with everything else
+    kept = _inputs(content_cosine=0.3).resampled([[0.86], NULL, POSITIVE, [0.5, 0.52], [0.1], [0.86]])
+    assert kept.content_cosine == 0.3  # no cosine group: the point value stands
 
 
 def test_margin_spread_is_the_one_sided_quantile_distance():

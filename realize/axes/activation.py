@@ -6,6 +6,8 @@
 - score: specific cosine on selection contexts (it chooses); on test contexts raw and specific cosine, per-position
   cosine, norm ratio and FVE (reported), the per-test-context evidence of the specific cosine, and of the same
   cosine in the whitened metric (`realize.setting.whitening`), in which the content test compares prompts;
+- siblings: the best prompt's form siblings scored like it, with the content cosine's evidence
+  (`realize.resampling.FormEvidence`: the prompt against its siblings, in the same metric);
 - unrelated panel: corpus instructions from clusters that retrieval does not rank near the target.
 
 Several layers: every number is the mean over the layers (FVE pools them: 1 - sum |s_i - t_i|^2 / sum |t_i|^2);
@@ -30,7 +32,7 @@ from realize.data.chat import encode
 from realize.data.models import pad_id
 from realize.data.shift import prompt_shifts_at, shift_metrics
 from realize.evidence import ActivationScore, AxisEvidence, Axis, BehaviorFacts, Measured
-from realize.resampling import ContextEvidence, LayersEvidence
+from realize.resampling import ContextEvidence, FormEvidence, LayersEvidence, specific_metric
 from realize.setting import AuditSetting
 from realize.targets import Target
 
@@ -86,21 +88,35 @@ def _mean(values: Sequence[float]) -> float:
     return float(sum(values) / len(values))
 
 
-def score(setting: AuditSetting, goal: Goal, candidates: Sequence[Candidate], naturalness: Sequence[Naturalness],
-          *, selection: bool = True) -> list[Measured]:
-    """Selection and test metrics of each candidate, with the per-test-context evidence of its specific cosine
-    (`selection` False: test contexts only, for prompts that are compared, never chosen; their selection is nan)."""
-    if not candidates:
-        return []
+def _per_context_shifts(setting: AuditSetting, layers: Sequence[int], candidates: Sequence[Candidate], *,
+                        selection: bool) -> tuple[int, dict[int, list[list[torch.Tensor]]]]:
+    """(number of selection contexts, per layer the per-position shifts [candidate][context] on the selection
+    contexts (when `selection`) then the test contexts)."""
     lm, split = setting.lm, setting.contexts
-    layers = sorted(goal)
     chosen_on = split.selection if selection else ()
     contexts = [encode(lm.tokenizer, c) for c in (*chosen_on, *split.test)]
     base_chosen = setting.base_selection if selection else {i: () for i in layers}
     deltas = prompt_shifts_at(lm.model, setting.layout, [list(ids) for ids, _ in candidates], contexts, layers,
                               base={i: [*base_chosen[i], *setting.base_test[i]] for i in layers},
                               pad_id=pad_id(lm.tokenizer))
-    n_sel = len(chosen_on)
+    return len(chosen_on), deltas
+
+
+def score(setting: AuditSetting, goal: Goal, candidates: Sequence[Candidate], naturalness: Sequence[Naturalness],
+          *, selection: bool = True) -> list[Measured]:
+    """Selection and test metrics of each candidate, with the per-test-context evidence of its specific cosine
+    (`selection` False: test contexts only, for prompts that are compared, never chosen; their selection is nan)."""
+    if not candidates:
+        return []
+    n_sel, deltas = _per_context_shifts(setting, sorted(goal), candidates, selection=selection)
+    return _measured(setting, goal, candidates, naturalness, n_sel, deltas)
+
+
+def _measured(setting: AuditSetting, goal: Goal, candidates: Sequence[Candidate],
+              naturalness: Sequence[Naturalness], n_sel: int,
+              deltas: dict[int, list[list[torch.Tensor]]]) -> list[Measured]:
+    """The `Measured` of each candidate from its shifts (`_per_context_shifts`)."""
+    lm, layers = setting.lm, sorted(goal)
     out = []
     for c, ((ids, attack), nat) in enumerate(zip(candidates, naturalness, strict=True)):
         chosen: list[float] = []
@@ -110,7 +126,7 @@ def score(setting: AuditSetting, goal: Goal, candidates: Sequence[Candidate], na
             if n_sel:
                 chosen.append(float(shift_metrics(d[:n_sel], t, setting.generic_selection[i]).specific_cos))
             test.append(shift_metrics(d[n_sel:], t, setting.generic_test[i]))
-            per_context = torch.stack([x.mean(dim=0) for x in d[n_sel:]])
+            per_context = _test_means(deltas[i][c][n_sel:])
             parts.append(ContextEvidence.from_shifts(per_context, t, setting.generic_test[i]))
             whitened.append(ContextEvidence.from_shifts(per_context, t, setting.generic_test[i], setting.whiten[i]))
             residual += float((per_context.mean(dim=0) - t).pow(2).sum())
@@ -129,6 +145,30 @@ def score(setting: AuditSetting, goal: Goal, candidates: Sequence[Candidate], na
         out.append(Measured(score_, parts[0] if len(parts) == 1 else LayersEvidence(tuple(parts)),
                             whitened[0] if len(whitened) == 1 else LayersEvidence(tuple(whitened))))
     return out
+
+
+def _test_means(per_position: Sequence[torch.Tensor]) -> torch.Tensor:
+    """Per-position shifts [context] (n_k, d) -> each context's mean shift (K, d)."""
+    return torch.stack([x.mean(dim=0) for x in per_position])
+
+
+def compare_with_siblings(setting: AuditSetting, goal: Goal, prompt: tuple[int, ...],
+                          siblings: Sequence[Candidate],
+                          naturalness: Sequence[Naturalness]) -> tuple[list[Measured], FormEvidence | None]:
+    """The form siblings of `prompt` on the test contexts (as `score` with `selection` False), and the content
+    cosine's evidence of the prompt against them (`realize.resampling.FormEvidence`; None without siblings). The
+    prompt is forwarded once more on the test contexts; each prompt's shifts are computed alone, so the siblings'
+    numbers are those `score` gives."""
+    if not siblings:
+        return [], None
+    layers = sorted(goal)
+    _, deltas = _per_context_shifts(setting, layers, [(prompt, "prompt"), *siblings], selection=False)
+    measured = _measured(setting, goal, siblings, naturalness, 0, {i: deltas[i][1:] for i in layers})
+    form = FormEvidence.from_shifts([
+        specific_metric(torch.stack([_test_means(p) for p in deltas[i]]), goal[i].float(), setting.generic_test[i],
+                        setting.whiten[i])
+        for i in layers])
+    return measured, form
 
 
 def unrelated_panel(setting: AuditSetting, goal: Goal, size: int, seed: int) -> list[Candidate]:
@@ -156,6 +196,10 @@ class ActivationProbe:
     def score(self, candidates: Sequence[Candidate], naturalness: Sequence[Naturalness], *,
               selection: bool = True) -> list[Measured]:
         return score(self.setting, self.goal, candidates, naturalness, selection=selection)
+
+    def compare(self, prompt: tuple[int, ...], siblings: Sequence[Candidate],
+                naturalness: Sequence[Naturalness]) -> tuple[list[Measured], FormEvidence | None]:
+        return compare_with_siblings(self.setting, self.goal, prompt, siblings, naturalness)
 
     def facts(self, best: Measured | None) -> BehaviorFacts | None:
         return None

@@ -32,7 +32,7 @@ from realize.data.chat import encode
 from realize.data.steered import SteeredContext, greedy_batch, steered_contexts
 from realize.evidence import ActivationScore, Axis, AxisEvidence, BehaviorFacts, BehaviorScore, Generation, Measured
 from realize.prompt_effects import PromptEffects
-from realize.resampling import RatioEvidence
+from realize.resampling import FormEvidence, RatioEvidence
 from realize.scorers.behavior import BehaviorConfig, BehaviorMeasure, measure_prompts
 from realize.setting import AuditSetting
 from realize.targets import Target
@@ -120,6 +120,11 @@ class BehaviorProbe:
                                else [float("nan")] * len(ids))
         return [_score(sel, rep, tuple(i), attack, nat, lm.tokenizer.decode(i))
                 for i, (_, attack), sel, rep, nat in zip(ids, candidates, chosen, reported, naturalness, strict=True)]
+
+    def compare(self, prompt: tuple[int, ...], siblings: Sequence[Candidate],
+                naturalness: Sequence[Naturalness]) -> tuple[list[Measured], FormEvidence | None]:
+        """Form siblings on the test contexts; no content cosine on this axis (recovery has no direction)."""
+        return self.score(siblings, naturalness, selection=False), None
 
     def facts(self, best: Measured | None) -> BehaviorFacts:
         n = sum(len(c.continuation) for c in self.test)

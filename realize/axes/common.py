@@ -7,7 +7,8 @@ steps on every axis:
     score         every candidate on selection contexts (chooses) and test contexts (reports), plus naturalness
     pick          the highest selection value among prompts at or above the realism threshold
     content test  the best prompt's form siblings (`realize.attacks.siblings`) and an unrelated-instruction panel,
-                  scored the same way; positives also their own held-out prompt and its siblings
+                  scored the same way (activation: with the content cosine's evidence against the siblings);
+                  positives also their own held-out prompt and its siblings
     hypotheses    vectors: the prompts the user suspects (`AuditConfig.hypotheses`), scored like the frontier
                   with their own siblings, never picked
     evidence      one `AxisEvidence`, the same shape on every axis
@@ -28,6 +29,7 @@ from realize.attacks.siblings import SiblingConfig, form_siblings
 from realize.config import AuditConfig
 from realize.data.chat import encode
 from realize.evidence import Axis, AxisEvidence, BehaviorFacts, Hypothesis, Measured, Score
+from realize.resampling import FormEvidence
 from realize.scorers.perplexity import PerplexityScore, score_perplexity
 from realize.scorers.realism import realism_scores
 from realize.setting import AuditSetting
@@ -51,6 +53,12 @@ class Probe(Protocol):
               selection: bool = True) -> list[Measured]:
         """Each candidate on selection (unless `selection` is False: nan) and test contexts, with its
         per-test-context evidence."""
+        ...
+
+    def compare(self, prompt: tuple[int, ...], siblings: Sequence[Candidate],
+                naturalness: Sequence[Naturalness]) -> tuple[list[Measured], FormEvidence | None]:
+        """`prompt`'s form siblings on the test contexts (as `score` with `selection` False), and the content
+        cosine's evidence of the prompt against them (None: not measured on this axis, or no sibling)."""
         ...
 
     def facts(self, best: Measured | None) -> BehaviorFacts | None:
@@ -136,11 +144,17 @@ def _compared(setting: AuditSetting, probe: Probe, candidates: Sequence[Candidat
     return probe.score(candidates, naturalness(setting, candidates, realism=False), selection=False)
 
 
-def _siblings(setting: AuditSetting, probe: Probe, ids: tuple[int, ...], config: AuditConfig) -> tuple[Measured, ...]:
+def _siblings(setting: AuditSetting, probe: Probe, ids: tuple[int, ...],
+              config: AuditConfig) -> tuple[tuple[Measured, ...], FormEvidence | None]:
+    """The form siblings of `ids`, measured, and the content cosine's evidence against them."""
     if config.n_siblings < 1:
-        return ()
-    siblings = form_siblings(setting.lm, setting.layout, ids, SiblingConfig(n=config.n_siblings))
-    return tuple(_compared(setting, probe, [(s, "sibling") for s in siblings]))
+        return (), None
+    siblings = [(s, "sibling") for s in form_siblings(setting.lm, setting.layout, ids,
+                                                      SiblingConfig(n=config.n_siblings))]
+    if not siblings:
+        return (), None
+    measured, form = probe.compare(ids, siblings, naturalness(setting, siblings, realism=False))
+    return tuple(measured), form
 
 
 def measure_axis(axis: AuditAxis, setting: AuditSetting, target: Target, goal: dict, config: AuditConfig,
@@ -166,17 +180,18 @@ def measure_axis(axis: AuditAxis, setting: AuditSetting, target: Target, goal: d
     hypotheses: tuple[Hypothesis, ...] = ()
     if target.kind == "vector" and config.hypotheses:  # the user's prompts: scored like the frontier, never picked
         suspected = [(tuple(encode(setting.lm.tokenizer, text)), "hypothesis") for text in config.hypotheses]
-        hypotheses = tuple(Hypothesis(m, _siblings(setting, probe, m.score.ids, config))
+        hypotheses = tuple(Hypothesis(m, *_siblings(setting, probe, m.score.ids, config))
                            for m in _scored(setting, probe, suspected))
-    true_prompt, true_siblings = None, ()
+    true_prompt, true_siblings, true_form = None, (), None
     if target.prompt:
         ids = tuple(encode(setting.lm.tokenizer, target.prompt))
         (true_prompt,) = _compared(setting, probe, [(ids, "true prompt")])
-        true_siblings = _siblings(setting, probe, ids, config)
+        true_siblings, true_form = _siblings(setting, probe, ids, config)
+    siblings, form = ((), None) if best is None else _siblings(setting, probe, best.score.ids, config)
     return AxisEvidence(
         axis=axis.name, frontier=tuple(frontier), best=best,
         best_corpus=None if corpus is None else frontier[corpus], best_search_alone=search_alone,
-        siblings=() if best is None else _siblings(setting, probe, best.score.ids, config),
-        unrelated=None if chosen is None else panel[chosen], true_prompt=true_prompt, true_siblings=true_siblings,
-        behavior=probe.facts(best), hypotheses=hypotheses,
+        siblings=siblings, unrelated=None if chosen is None else panel[chosen], true_prompt=true_prompt,
+        true_siblings=true_siblings, behavior=probe.facts(best), hypotheses=hypotheses, form=form,
+        true_form=true_form,
     )

@@ -78,6 +78,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--content-level", metavar="LEVEL", help="the form test also needs the best prompt's margin "
                         "over its siblings to exceed its one-sided bootstrap spread at this level, or 'off' (default: "
                         f"{VerdictThresholds().content_level}); a rerun on the same --out only judges again")
+    parser.add_argument("--content-cosine", action="store_true", help="the form test (activation) also needs the "
+                        "best prompt's content cosine against its siblings (what its words add to its form, against "
+                        "what the steer adds) to reach half the positives' own prompts' median: a stricter, opt-in "
+                        "test (README, 'A different question'); a rerun on the same --out only judges again")
     parser.add_argument("--no-manifold", action="store_true", help="skip the on-manifold diagnostic")
     parser.add_argument("--overwrite", action="store_true", help="discard results of another configuration in --out")
     parser.add_argument("--no-control-cache", action="store_true",
@@ -106,6 +110,8 @@ def _config(args: argparse.Namespace) -> AuditConfig:
                                      if value is not None}
     if args.content_level is not None:
         thresholds["content_level"] = _level(args.content_level)
+    if args.content_cosine:
+        thresholds["content_cosine"] = True
     if thresholds:
         values["thresholds"] = build_config(VerdictThresholds, thresholds)
     return build_config(AuditConfig, values)
