@@ -82,7 +82,8 @@ SETS = (("first", RESULTS / "siblings_content_level.json", "first_set", "sibling
         ("third", RESULTS / "siblings_heldout3_quick.json", None, "sibling_pairs_heldout3.tsv"),
         ("third", RESULTS / "siblings_heldout3_L6_quick.json", None, "sibling_pairs_heldout3.tsv"),
         ("fourth", RESULTS / "siblings_heldout4_quick.json", None, "sibling_pairs_heldout4.tsv"),
-        ("fifth", RESULTS / "siblings_heldout5_quick.json", None, "sibling_pairs_heldout5.tsv"))
+        ("fifth", RESULTS / "siblings_heldout5_quick.json", None, "sibling_pairs_heldout5.tsv"),
+        ("fifth", RESULTS / "siblings_heldout5_L6_quick.json", None, "sibling_pairs_heldout5.tsv"))
 BASELINE = "mean95"  # the stored runs' default form-test rule (bench_siblings.RULES)
 
 

@@ -34,6 +34,10 @@ becomes the default in a later version only if, on that set at layers 12 and 6 (
 with "cosine" on at least 15 of 16 targets at each layer; (b) the 3 verbatim controls stay "realizable" with it at
 each layer; (c) at least 14 of the 16 true prompts reach the cut at each layer (`bench_content_cosine.py --sets
 fifth`, its "true prompts reaching the cut"). Otherwise it stays an option.
+Outcome (`results/siblings_heldout5_quick.json`, `results/siblings_heldout5_L6_quick.json`,
+`results/content_cosine_fifth.json`): **met at layer 12** (bar 15 of 16, default 12; 3 of 3 verbatim; 16 of 16 true
+prompts reach the cut), **not at layer 6** ((a) 16 of 16, default 15; (b) 3 of 3; (c) only 11 of 16), so it stays an
+option.
 """
 
 from __future__ import annotations
@@ -90,15 +94,21 @@ def margin_spreads(audit_dir: Path, level: float = 0.95, seed: int = 0) -> dict[
     return out
 
 
-def verdicts_by_rule(audit_dir: Path, thresholds: VerdictThresholds, seed: int) -> dict[str, dict[str, str]]:
-    """{rule: {vector name: verdict}}: the directory's items judged with each form-test rule (`RULES`)."""
+def verdicts_by_rule(audit_dir: Path, thresholds: VerdictThresholds,
+                     seed: int) -> tuple[dict[str, dict[str, str]], dict[str, tuple[float | None, float | None]]]:
+    """({rule: {vector name: verdict}}: the directory's items judged with each form-test rule (`RULES`), {vector
+    name: (its best prompt's content cosine, the positives' median: the cut is half of it)} when the content test
+    was reached under "cosine")."""
     plan = json.loads((audit_dir / "plan.json").read_text(encoding="utf-8"))
     items = read_items(audit_dir, [(str(i["id"]), str(i["name"])) for i in plan["items"]])
-    out = {}
+    out, cosines = {}, {}
     for rule, changes in RULES.items():
         judged = judge_all(items, dataclasses.replace(thresholds, **changes), seed=seed)  # type: ignore[arg-type]
         out[rule] = {j.audit.name: j.judgement("activation").verdict for j in judged if j.audit.kind == "vector"}
-    return out
+        if rule == "cosine":
+            cosines = {j.audit.name: (c.cosine, c.true_cosine) for j in judged if j.audit.kind == "vector"
+                       and (c := j.judgement("activation").content) is not None}
+    return out, cosines
 
 
 def main() -> None:
@@ -141,7 +151,7 @@ def main() -> None:
         seconds = time.perf_counter() - start
         rows = [r for r in read_rows(audit_dir / "results.parquet") if r["kind"] == "vector"]
         best = {r["vector_name"]: r for r in rows if r["is_best"]}
-        by_reference = verdicts_by_rule(audit_dir, config.thresholds, config.seed)
+        by_reference, cosines = verdicts_by_rule(audit_dir, config.thresholds, config.seed)
         default = next(r for r, c in RULES.items() if all(getattr(config.thresholds, k) == v for k, v in c.items()))
         verdicts = by_reference[default]
         spreads = margin_spreads(audit_dir)
@@ -168,7 +178,9 @@ def main() -> None:
                                 "true_margin": true_margin, "bar_met": ok, "bar_met_by_reference": met,
                                 "content": best[name]["content"] if found else None,
                                 "content_margin": best[name]["content_margin"] if found else None,
-                                "content_margin_spread95": spreads[name][1] if name in spreads else None})
+                                "content_margin_spread95": spreads[name][1] if name in spreads else None,
+                                "content_cosine": cosines.get(name, (None, None))[0],
+                                "true_content_cosine": cosines.get(name, (None, None))[1]})
                 others = " ".join(f"{ref}:{v.get(name)}" for ref, v in by_reference.items())
                 print(f"L{layer} {name:8s} [{others}] sep {separation if separation is not None else float('nan'):+.3f} "
                       f"true {true_margin:+.3f} {'ok' if ok else 'FAIL'}  {prompts.get(name)!r}", flush=True)
