@@ -111,6 +111,16 @@ def verdicts_by_rule(audit_dir: Path, thresholds: VerdictThresholds,
     return out, cosines
 
 
+def earlier_run(summary: Path, layer: int) -> tuple[int | None, float | None]:
+    """(exit code, seconds) of the audit an earlier run of this bench recorded for `layer` in `summary` (None, None
+    when it recorded none: judging again does not rerun the audit, so it has no time of its own)."""
+    if not summary.is_file():
+        return None, None
+    stored = json.loads(summary.read_text(encoding="utf-8")).get("layers", {}).get(str(layer), {})
+    seconds = stored.get("seconds")
+    return stored.get("exit_code"), seconds if seconds else None
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--pairs", type=Path, required=True)
@@ -149,6 +159,8 @@ def main() -> None:
         code = 0 if args.reuse else realize_main(["audit", *files, "--budget", args.budget, "--axes", "activation",
                                                   "--out", str(audit_dir), "--quiet", "--overwrite", "--no-manifold"])
         seconds = time.perf_counter() - start
+        if args.reuse:  # judged again: the audit's own exit code and time are the earlier run's (None: not recorded)
+            code, seconds = earlier_run(args.out / "summary.json", layer)
         rows = [r for r in read_rows(audit_dir / "results.parquet") if r["kind"] == "vector"]
         best = {r["vector_name"]: r for r in rows if r["is_best"]}
         by_reference, cosines = verdicts_by_rule(audit_dir, config.thresholds, config.seed)
