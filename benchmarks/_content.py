@@ -20,6 +20,7 @@ from realize.data.chat import ChatLayout, chat_layout
 from realize.data.corpora import load_clustered, load_corpus
 from realize.data.models import LoadedModel, cache_root, load_model
 from realize.identity import model_digest
+from realize.resampling import FormEvidence
 from realize.scorers.realism.evaluate import auc
 from realize.setting import ContextSplit, whitening
 
@@ -126,8 +127,8 @@ def auc_of(higher: list[float], lower: list[float]) -> float:
 
 def content_cosine(prompt: torch.Tensor, siblings: torch.Tensor, target: torch.Tensor) -> float | None:
     """cos(prompt - mean(siblings), target - mean(siblings)) of unit vectors in the content metric: (d,), (k, d), (d,)
-    (`bench_content_cosine.py`); None without siblings."""
+    (`bench_content_cosine.py`), as the audit's `FormEvidence` computes it; None without siblings."""
     if siblings.shape[0] == 0:
         return None
-    d_p, d_t = prompt - siblings.mean(0), target - siblings.mean(0)
-    return float(d_p @ d_t / (d_p.norm() * d_t.norm()).clamp_min(1e-12))
+    shifts = torch.cat([prompt.unsqueeze(0), siblings]).unsqueeze(1)  # (1 + k, one "context", d)
+    return FormEvidence.from_shifts([(shifts, target)]).value()  # the audit's own computation (--content-cosine)
