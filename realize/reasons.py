@@ -46,14 +46,15 @@ def explain(audit: VectorAudit, axis: Axis, direction: DirectionJudgement, conte
             elif content.true_margin is None or not content.true_margin > 0:
                 parts.append(f"the content test cannot be calibrated here (the positives' own prompts beat their "
                              f"form siblings by {content.true_margin if content.true_margin is not None else 'nothing measured'})")
-            elif (content.margin >= thresholds.content_fraction * content.true_margin
-                  and (thresholds.content_level is None or content.margin - margin_spread > 0)):  # failed on cosine
-                parts.append(_cosine_failed(content, thresholds.content_fraction))
-            elif content.margin >= thresholds.content_fraction * content.true_margin:  # failed on its spread
-                parts.append(f"prompts of the same form with other content may do as well (e.g. {siblings}): the "
-                             f"best prompt beats its form siblings by {content.margin:.2f}, but resampling the test "
-                             f"contexts moves that margin by {margin_spread:.2f} ({100 * (thresholds.content_level or 0):g}"
-                             f"% one-sided): no larger than the noise")
+            elif content.margin >= thresholds.content_fraction * content.true_margin:  # its spread or the cosine
+                if thresholds.content_level is None or content.margin - margin_spread > 0:
+                    parts.append(_cosine_failed(content, thresholds.content_fraction))
+                else:
+                    parts.append(
+                        f"prompts of the same form with other content may do as well (e.g. {siblings}): the "
+                        f"best prompt beats its form siblings by {content.margin:.2f}, but resampling the test "
+                        f"contexts moves that margin by {margin_spread:.2f} ({100 * (thresholds.content_level or 0):g}"
+                        f"% one-sided): no larger than the noise")
             else:
                 parts.append(f"prompts of the same form with other content do nearly as well (e.g. {siblings}): the "
                              f"best prompt beats its form siblings by {content.margin:.2f}, less than "
