@@ -27,6 +27,17 @@ least the baseline's mean on every family and above it on at least three; it can
 bar of issue 25 holds (each family >= 0.90 nested, dropped function word >= 0.80 reader-checked, every other kind
 >= 0.90, >= 95 % of benign prompts passing) and the README's audit numbers are re-gated with it.
 
+A second question, the same protocol on other training data (`--benign-corruptions N`, default 60; written before
+any of its numbers, but the idea came from a number already seen: held out, AutoDAN-like is told from the benign
+task prompts at only 0.87, so it is not a test on unseen data in the way the capacity choice is). Every corruption
+kind of the corpora is applied to the short one-line naturals only, and the benign task prompts are the only long
+naturals, so length is a cue for "natural" that no corruption contradicts. With the option, N benign prompts per
+corruption kind (the four coarse and five near-natural kinds; train-only kinds not) are corrupted too, with one edit
+per 12 words (at least one), keeping their benign prompt's split; a corrupted benign prompt of a kind is left out
+whenever that kind is held out. The whole nested protocol runs on both datasets; the benign corruptions are worth
+adding to the dataset if, with them, the nested AUC is at least as high on four of the five families and benign
+passing (cross-validated) stays >= 95 %.
+
 Writes `benchmarks/results/realism_selection.json`.
 """
 
@@ -35,6 +46,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import random
 import statistics
 import time
 from dataclasses import dataclass, replace
@@ -53,9 +65,12 @@ from realize.scorers.realism.dataset import (
     RealismDatasetConfig,
 )
 from realize.scorers.realism.evaluate import _auc_vs, fit_split
-from realize.scorers.realism.features import ALL_FEATURE_NAMES, select_columns
+from realize.scorers.realism.features import ALL_FEATURE_NAMES, extract_features, select_columns
+from realize.scorers.realism.corruptions import near_natural_corruptions
 from realize.scorers.realism.model import JUDGE_MODEL, RealismClassifier, load_judge, save_classifier
+from realize.scorers.realism.sources import allowed_token_ids, coarse_corruptions
 from realize.scorers.realism.train import (
+    Prepared,
     RealismTrainConfig,
     band_lower_edge,
     calibrated_threshold,
@@ -68,6 +83,8 @@ READER_LABELS = Path("scorers/realism/negatives/reader_labels.jsonl")
 CORRUPTION_READER_LABELS = WEIGHTS / "realism_reader_labels.jsonl"
 INITS = 5
 BENIGN_FOLDS = 4
+BENIGN_CORRUPT = "benign+"  # source prefix of a corrupted benign prompt: BENIGN_CORRUPT + corruption kind
+WORDS_PER_EDIT = 12
 
 
 @dataclass(frozen=True)
@@ -134,7 +151,7 @@ class Fitter:
         """`candidate` fit without the rows of the sources `without`; `seed` offsets the initializations."""
         key = (candidate, without, seed)
         if key not in self._memo:
-            keep = self.trainable & ~self.rows(without)
+            keep = self.trainable & ~self.rows(without | {BENIGN_CORRUPT + k for k in without})
             models = []
             for k in range(candidate.inits):
                 config = RealismTrainConfig(seed=seed * 1000 + k, hidden=candidate.hidden, l2=candidate.l2)
@@ -220,8 +237,11 @@ def benign_cv(fitter: Fitter, candidate: Candidate) -> dict[str, float]:
     fold_of = {c: i % BENIGN_FOLDS for i, c in enumerate(clusters)}
     passed = unverified = n = 0
     for k in range(BENIGN_FOLDS):
-        out = torch.tensor([r["source"] == BENIGN_SOURCE and fold_of[str(r["cluster"])] == k for r in data.rows])
-        keep = fitter.trainable & ~out
+        fold = [fold_of.get(str(r["cluster"])) == k and (r["source"] == BENIGN_SOURCE
+                                                          or str(r["source"]).startswith(BENIGN_CORRUPT))
+                for r in data.rows]  # the fold's prompts and their corrupted versions
+        out = torch.tensor([f and r["source"] == BENIGN_SOURCE for f, r in zip(fold, data.rows, strict=True)])
+        keep = fitter.trainable & ~torch.tensor(fold)
         models = [fit_split(data, fitter.features, keep, fitter.names,
                             RealismTrainConfig(seed=i, hidden=candidate.hidden, l2=candidate.l2))
                   for i in range(candidate.inits)]
@@ -243,7 +263,7 @@ def other_kinds(fitter: Fitter, candidate: Candidate) -> dict[str, dict[str, flo
     readers = reader_labels(CORRUPTION_READER_LABELS)
     kinds = sorted({s for s, y in zip(data.sources, data.labels.tolist(), strict=True)
                     if y < 0.5 and s not in FAMILY_SOURCES and s not in TRAIN_ONLY_KINDS
-                    and not s.startswith("optimizer:")})
+                    and not s.startswith(("optimizer:", BENIGN_CORRUPT))})
     out: dict[str, dict[str, float]] = {}
     for kind in kinds:
         rows = fitter.rows((kind,))
@@ -256,30 +276,42 @@ def other_kinds(fitter: Fitter, candidate: Candidate) -> dict[str, dict[str, flo
     return out
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--out", default="benchmarks/results/realism_selection.json")
-    parser.add_argument("--train-only-kinds", type=int, default=300, metavar="N",
-                        help="N corruptions of each train-only edit family in training (as realism_v3: 300)")
-    parser.add_argument("--save-weights", default=None, metavar="FILE",
-                        help="also write the candidate chosen over all five families, fit on every trainable row")
-    args = parser.parse_args()
-    started = time.time()
-    lm = load_model()
-    judge = load_judge(JUDGE_MODEL)
-    data = prepare(lm, RealismDatasetConfig(seed=0, mined_path=str(WEIGHTS / "realism_mined.jsonl"),
-                                            n_per_train_only=args.train_only_kinds), judge=judge)
+def with_benign_corruptions(data: Prepared, lm, judge, n: int, seed: int = 0) -> Prepared:
+    """`data` plus `n` benign task prompts per corruption kind (coarse and near-natural), corrupted with one edit per
+    `WORDS_PER_EDIT` words (at least one), each keeping its prompt's split and cluster (source `benign+<kind>`)."""
+    rng = random.Random(f"{seed}:benign-corruptions")
+    tok = lm.tokenizer
+    kinds = {**coarse_corruptions(tok, allowed_token_ids(tok)), **near_natural_corruptions(tok)}
+    benign = [r for r in data.rows if r["source"] == BENIGN_SOURCE]
+    known = set(data.texts)
+    rows = []
+    for kind, corrupt in kinds.items():
+        for row in rng.sample(benign, min(n, len(benign))):
+            text: str | None = str(row["text"])
+            for _ in range(max(1, round(len(text.split()) / WORDS_PER_EDIT))):
+                text = corrupt(text, rng) if text else None
+            if text and text.strip() and text.strip() not in known:
+                known.add(text.strip())
+                rows.append({"text": text.strip(), "label": 0, "source": BENIGN_CORRUPT + kind,
+                             "split": row["split"], "cluster": row["cluster"]})
+    texts = [r["text"] for r in rows]
+    features = extract_features(lm, texts, judge=judge, use_cache=True, show_progress=True)
+    return Prepared(data.texts + texts, torch.cat([data.labels, torch.zeros(len(rows))]),
+                    data.split + [r["split"] for r in rows], data.sources + [r["source"] for r in rows],
+                    torch.cat([data.features, features]), data.names, data.judge, data.seconds, data.rows + rows)
+
+
+def evaluate(data: Prepared) -> dict[str, object]:
+    """The nested choice on `data`, then the candidate chosen over all five families, and the rule."""
     fitter = Fitter(data, ALL_FEATURE_NAMES)
-    results: dict[str, object] = {"machine": machine(), "n_rows": len(data.texts),
-                                  "candidates": [c.name for c in CANDIDATES], "baseline": BASELINE.name,
-                                  "features": "v3+judge", "seconds_features": data.seconds}
-    results["nested"] = nested(fitter)
+    results: dict[str, object] = {"n_rows": len(data.texts), "nested": nested(fitter)}
     present = [f for f in FAMILY_SOURCES if f in set(data.sources)]
     final, final_scores = choose_without(fitter, frozenset(), present)
     print(f"chosen over all five families: {final.name}", flush=True)
     results["final"] = {"chosen": final.name, "inner_mean_auc": final_scores,
                         "other_kinds": other_kinds(fitter, final), "benign_cv": benign_cv(fitter, final),
-                        "baseline_other_kinds": other_kinds(fitter, BASELINE)}
+                        "baseline_other_kinds": other_kinds(fitter, BASELINE),
+                        "baseline_benign_cv": benign_cv(fitter, BASELINE)}
     nested_rows = results["nested"]
     at_least = all(r["auc"] >= r["baseline_auc_mean"] for r in nested_rows.values())
     above = sum(r["auc"] > r["baseline_auc_mean"] for r in nested_rows.values())
@@ -298,14 +330,60 @@ def main() -> None:
         base = results["final"]["baseline_other_kinds"][kind]["auc"]
         print(f"  {kind:<22} {row['auc']:.3f} (baseline {base:.3f})"
               + (f", reader-checked {row['auc_reader_checked']:.3f}" if "auc_reader_checked" in row else ""))
-    print(f"benign passing (cross-validated): {results['final']['benign_cv']['pass']:.3f}")
+    print(f"benign passing (cross-validated): {results['final']['benign_cv']['pass']:.3f} (baseline "
+          f"{results['final']['baseline_benign_cv']['pass']:.3f})", flush=True)
+    results["fits"] = fitter.fits
+    results["_fitter"] = fitter
+    results["_final"] = final
+    return results
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--out", default="benchmarks/results/realism_selection.json")
+    parser.add_argument("--train-only-kinds", type=int, default=300, metavar="N",
+                        help="N corruptions of each train-only edit family in training (as realism_v3: 300)")
+    parser.add_argument("--benign-corruptions", type=int, default=60, metavar="N",
+                        help="N benign prompts per corruption kind in the second dataset (0: only the first)")
+    parser.add_argument("--save-weights", default=None, metavar="FILE",
+                        help="also write the candidate chosen over all five families, fit on every trainable row")
+    args = parser.parse_args()
+    started = time.time()
+    lm = load_model()
+    judge = load_judge(JUDGE_MODEL)
+    data = prepare(lm, RealismDatasetConfig(seed=0, mined_path=str(WEIGHTS / "realism_mined.jsonl"),
+                                            n_per_train_only=args.train_only_kinds), judge=judge)
+    results: dict[str, object] = {"machine": machine(), "candidates": [c.name for c in CANDIDATES],
+                                  "baseline": BASELINE.name, "features": "v3+judge", "inits": INITS,
+                                  "benign_corruptions": args.benign_corruptions}
+    variants = {"without": data}
+    if args.benign_corruptions:
+        variants["with benign corruptions"] = with_benign_corruptions(data, lm, judge, args.benign_corruptions)
+    for name, variant in variants.items():
+        print(f"== {name}: {len(variant.texts)} rows", flush=True)
+        results[name] = evaluate(variant)
+    if args.benign_corruptions:
+        without, with_ = results["without"]["nested"], results["with benign corruptions"]["nested"]
+        results["benign corruptions rule"] = {
+            "nested AUC at least as high on >= 4 of 5 families": sum(
+                with_[f]["auc"] >= without[f]["auc"] for f in without) >= 4,
+            ">= 95 % benign passing (cross-validated)":
+                results["with benign corruptions"]["final"]["benign_cv"]["pass"] >= 0.95,
+        }
+        print("benign corruptions:", results["benign corruptions rule"])
     if args.save_weights:
-        model = fitter.fit(final, frozenset())
+        adopt = args.benign_corruptions and all(results["benign corruptions rule"].values())
+        chosen = results["with benign corruptions" if adopt else "without"]
+        final = chosen["_final"]
+        model = chosen["_fitter"].fit(final, frozenset())
         metadata = {"model": lm.name, "hidden": final.hidden, "l2": final.l2, "inits": final.inits,
                     "judge": JUDGE_MODEL, "chosen_by": "benchmarks/bench_realism_selection.py",
-                    "train_only_kinds": args.train_only_kinds}
+                    "train_only_kinds": args.train_only_kinds,
+                    "benign_corruptions": args.benign_corruptions if adopt else 0}
         save_classifier(replace(model, metadata=metadata), args.save_weights)
-    results["fits"] = fitter.fits
+    for name in variants:
+        results[name].pop("_fitter")
+        results[name].pop("_final")
     results["seconds"] = time.time() - started
     results["command"] = "OMP_NUM_THREADS=1 python benchmarks/bench_realism_selection.py"
     write_json(args.out, results)
