@@ -38,6 +38,12 @@ whenever that kind is held out. The whole nested protocol runs on both datasets;
 adding to the dataset if, with them, the nested AUC is at least as high on four of the five families and benign
 passing (cross-validated) stays >= 95 %.
 
+Outcome (`benchmarks/results/realism_selection.json`, 18 min with the statistics cache warm): the 5-initialization
+ensemble at width 8, l2 1e-3 is chosen in every fold; nested AUC BEAST-like 0.960, AutoDAN-like 0.877, FLRT-like
+0.948, fluent 0.955, natural GCG 0.895 (v3 configuration's mean 0.946 / 0.858 / 0.942 / 0.951 / 0.878): the opt-in
+rule is met (`scorers/weights/realism_v4.json`), the default's is not (two families under 0.90). With the corrupted
+benign prompts: AutoDAN-like 0.929, the other four 0.002-0.020 lower: that rule is not met.
+
 Writes `benchmarks/results/realism_selection.json`.
 """
 
@@ -378,6 +384,7 @@ def main() -> None:
         model = chosen["_fitter"].fit(final, frozenset())
         metadata = {"model": lm.name, "hidden": final.hidden, "l2": final.l2, "inits": final.inits,
                     "judge": JUDGE_MODEL, "chosen_by": "benchmarks/bench_realism_selection.py",
+                    "dataset": {"seed": 0, "mined": str(WEIGHTS / "realism_mined.jsonl")},
                     "train_only_kinds": args.train_only_kinds,
                     "benign_corruptions": args.benign_corruptions if adopt else 0}
         save_classifier(replace(model, metadata=metadata), args.save_weights)

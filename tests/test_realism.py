@@ -301,7 +301,7 @@ def test_shipped_classifier_on_real_model() -> None:
     engine = ["Can you make it a runny yotained?", "Explain it like a recently child.",
               "Explain it like to a we child."]
     for weights in (DEFAULT_WEIGHTS, FAST_WEIGHTS, DEFAULT_WEIGHTS.parent / "realism_v3.json",
-                    DEFAULT_WEIGHTS.parent / "realism_v3_fast.json"):
+                    DEFAULT_WEIGHTS.parent / "realism_v3_fast.json", DEFAULT_WEIGHTS.parent / "realism_v4.json"):
         classifier = load_classifier(weights)
         scores = realism_scores(lm, natural + odd + engine, classifier)
         assert min(scores[:3]) > max(scores[3:])
