@@ -126,8 +126,10 @@ def token_statistics(
     """Statistics of each target token given its prefix and the earlier targets, per (prefix, targets) pair.
 
     The first target is scored only when its prefix is non-empty. Rows are sorted by length, right-padded and
-    masked (batches hold at most `batch_size` rows and `max_batch_tokens` padded tokens), so the scores equal
-    those of unbatched forwards up to float noise. `with_entropy=False` skips the entropy (zeros instead) and the
+    masked (batches hold at most `batch_size` rows and `max_batch_tokens` padded tokens), so in float32 the scores
+    equal those of unbatched forwards up to float noise (~1e-5 nats). A model in bfloat16 or float16 gives results
+    that depend on the padded width (up to ~0.09 nats on the Gemma judge), so its batches hold rows of one length
+    only: every row's statistics equal its unbatched forward's, whatever it is scored with. `with_entropy=False` skips the entropy (zeros instead) and the
     full log-softmax: surprisal = logsumexp - chosen logit, about 3x cheaper on a large vocabulary. `extra_ids`:
     also the log-probability of these token ids at every scored position (`TokenStats.extra`; one gather each).
     """
@@ -142,9 +144,11 @@ def token_statistics(
     extra = torch.tensor(list(extra_ids), dtype=torch.long)
     lengths = [len(prefixes[i]) + len(targets[i]) for i in range(len(targets))]
     order = sorted(range(len(targets)), key=lambda i: lengths[i])  # sorted: little padding
+    one_width = next(lm.model.parameters()).dtype in (torch.bfloat16, torch.float16)
     chunks: list[list[int]] = []
     for i in order:  # widths grow along `order`, so the newest row sets the padded width
-        if chunks and len(chunks[-1]) < batch_size and (len(chunks[-1]) + 1) * lengths[i] <= max_batch_tokens:
+        if (chunks and len(chunks[-1]) < batch_size and (len(chunks[-1]) + 1) * lengths[i] <= max_batch_tokens
+                and not (one_width and lengths[chunks[-1][0]] != lengths[i])):
             chunks[-1].append(i)
         else:
             chunks.append([i])

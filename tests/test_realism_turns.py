@@ -81,6 +81,23 @@ def test_token_statistics_extra_ids_are_log_probs(tiny) -> None:
     assert plain.extra is not None and plain.extra.shape == (len(ids), 0)
 
 
+def test_reduced_precision_statistics_do_not_depend_on_batch_companions(tiny) -> None:
+    """In bfloat16 the padded width changes the numbers (~0.09 nats on the Gemma judge), so a text's statistics
+    would depend on what it is batched with; batches of one length make them equal its unbatched forward's."""
+    import copy
+
+    half = type(tiny)(model=copy.deepcopy(tiny.model).to(torch.bfloat16), tokenizer=tiny.tokenizer,
+                      name="tiny-bf16", path=tiny.path)
+    short = tiny.tokenizer("You are a pirate.", add_special_tokens=False)["input_ids"]
+    long = tiny.tokenizer("Write a long story about the history of the sea and of every ship that sailed on it, "
+                          "one after another, with dates and names.", add_special_tokens=False)["input_ids"] * 3
+    alone = token_statistics(half, [[1]], [short])[0]
+    for companions in ([long], [short, long], [long] * 5):
+        batched = token_statistics(half, [[1]] * (1 + len(companions)), [short] + companions)[0]
+        assert torch.equal(batched.surprisal, alone.surprisal)
+        assert torch.equal(batched.entropy, alone.entropy)
+
+
 def test_text_stats_cache_round_trip(tiny, tmp_path, monkeypatch) -> None:
     monkeypatch.setenv("REALIZE_CACHE", str(tmp_path))
     texts = ["Explain it like I am five years old.", "Write a short poem about the sea. Make it rhyme."]

@@ -27,7 +27,7 @@ from realize.scorers.perplexity import token_statistics
 
 logger = logging.getLogger(__name__)
 
-STATS_VERSION = "1"  # bump when what is stored changes (invalidates the cache)
+STATS_VERSION = "2"  # bump when what is stored changes (invalidates the cache); 2: the judge's rows batch-independent
 MAX_FEATURE_TOKENS = 256  # LM features read at most this many tokens of a prompt (prompts are short; bounds memory)
 LOGIT_BUDGET = 200_000_000  # logits per forward (rows x tokens x vocabulary): ~4,000 tokens for SmolLM2, ~760 for Gemma
 
