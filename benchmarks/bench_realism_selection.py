@@ -38,11 +38,12 @@ whenever that kind is held out. The whole nested protocol runs on both datasets;
 adding to the dataset if, with them, the nested AUC is at least as high on four of the five families and benign
 passing (cross-validated) stays >= 95 %.
 
-Outcome (`benchmarks/results/realism_selection.json`, 18 min with the statistics cache warm): the 5-initialization
-ensemble at width 8, l2 1e-3 is chosen in every fold; nested AUC BEAST-like 0.960, AutoDAN-like 0.877, FLRT-like
-0.948, fluent 0.955, natural GCG 0.895 (v3 configuration's mean 0.946 / 0.858 / 0.942 / 0.951 / 0.878): the opt-in
-rule is met (`scorers/weights/realism_v4.json`), the default's is not (two families under 0.90). With the corrupted
-benign prompts: AutoDAN-like 0.929, the other four 0.002-0.020 lower: that rule is not met.
+Outcome (`benchmarks/results/realism_selection.json`, 18 min with the statistics cache warm, 38 min filling it): the
+5-initialization ensemble at width 8, l2 1e-3 is chosen in every fold; nested AUC BEAST-like 0.960, AutoDAN-like
+0.874, FLRT-like 0.949, fluent 0.954, natural GCG 0.895 (v3 configuration's mean 0.948 / 0.858 / 0.942 / 0.952 /
+0.878): the opt-in rule is met (`scorers/weights/realism_v4.json`), the default's is not (two families under 0.90).
+With the corrupted benign prompts: AutoDAN-like 0.927, the other four 0.0004-0.017 lower: that rule is not met. (Run
+first with the statistics of before the batching fix: every family within 0.003, the same choices and outcomes.)
 
 Writes `benchmarks/results/realism_selection.json`.
 """
