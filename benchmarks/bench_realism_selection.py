@@ -51,7 +51,6 @@ Writes `benchmarks/results/realism_selection.json`.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import random
 import statistics
@@ -74,6 +73,7 @@ from realize.scorers.realism.dataset import (
 from realize.scorers.realism.evaluate import _auc_vs, fit_split
 from realize.scorers.realism.features import ALL_FEATURE_NAMES, extract_features, select_columns
 from realize.scorers.realism.corruptions import near_natural_corruptions
+from realize.scorers.realism.labels import read_reader_labels
 from realize.scorers.realism.model import JUDGE_MODEL, RealismClassifier, load_judge, save_classifier
 from realize.scorers.realism.sources import allowed_token_ids, coarse_corruptions
 from realize.scorers.realism.train import (
@@ -159,14 +159,18 @@ class Fitter:
         key = (candidate, without, seed)
         if key not in self._memo:
             keep = self.trainable & ~self.rows(without | {BENIGN_CORRUPT + k for k in without})
-            models = []
-            for k in range(candidate.inits):
-                config = RealismTrainConfig(seed=seed * 1000 + k, hidden=candidate.hidden, l2=candidate.l2)
-                models.append(fit_split(self.data, self.features, keep, self.names, config))
-                self.fits += 1
-            va = self.validation & keep
-            self._memo[key] = averaged(models, self.features[va], self.data.labels[va], RealismTrainConfig())
+            self._memo[key] = self.fit_rows(candidate, keep, seed)
         return self._memo[key]
+
+    def fit_rows(self, candidate: Candidate, keep: torch.Tensor, seed: int = 0) -> RealismClassifier:
+        """`candidate` fit on the train rows in `keep` (bool (N,)), calibrated on the validation rows in it."""
+        models = []
+        for k in range(candidate.inits):
+            config = RealismTrainConfig(seed=seed * 1000 + k, hidden=candidate.hidden, l2=candidate.l2)
+            models.append(fit_split(self.data, self.features, keep, self.names, config))
+            self.fits += 1
+        va = self.validation & keep
+        return averaged(models, self.features[va], self.data.labels[va], RealismTrainConfig())
 
     def proba(self, model: RealismClassifier) -> torch.Tensor:
         return model.predict_proba(self.features)
@@ -194,16 +198,6 @@ def choose_without(fitter: Fitter, outer: frozenset[str], inner: list[str],
     return best, scores
 
 
-def reader_labels(path: Path) -> dict[str, int]:
-    labels: dict[str, int] = {}
-    if path.is_file():
-        for line in path.read_text(encoding="utf-8").splitlines():
-            if line.strip():
-                row = json.loads(line)
-                labels[str(row["text"])] = int(row["label"])
-    return labels
-
-
 def nested(fitter: Fitter) -> dict[str, object]:
     """Per family: the candidate chosen without it, its AUC on it (test naturals), and the baseline's."""
     data = fitter.data
@@ -211,7 +205,7 @@ def nested(fitter: Fitter) -> dict[str, object]:
     benign_test = torch.tensor([s == BENIGN_SOURCE and sp == "test" for s, sp in zip(data.sources, data.split,
                                                                                        strict=True)])
     present = [f for f in FAMILY_SOURCES if f in set(data.sources)]
-    checked = reader_labels(READER_LABELS)
+    checked = read_reader_labels(READER_LABELS)
     out: dict[str, object] = {}
     for f in present:
         started = time.time()
@@ -248,12 +242,7 @@ def benign_cv(fitter: Fitter, candidate: Candidate) -> dict[str, float]:
                                                           or str(r["source"]).startswith(BENIGN_CORRUPT))
                 for r in data.rows]  # the fold's prompts and their corrupted versions
         out = torch.tensor([f and r["source"] == BENIGN_SOURCE for f, r in zip(fold, data.rows, strict=True)])
-        keep = fitter.trainable & ~torch.tensor(fold)
-        models = [fit_split(data, fitter.features, keep, fitter.names,
-                            RealismTrainConfig(seed=i, hidden=candidate.hidden, l2=candidate.l2))
-                  for i in range(candidate.inits)]
-        va = fitter.validation & keep
-        model = averaged(models, fitter.features[va], data.labels[va], RealismTrainConfig())
+        model = fitter.fit_rows(candidate, fitter.trainable & ~torch.tensor(fold))
         p = model.predict_proba(fitter.features[out])
         lower, _ = model.band
         passed += int((p >= model.threshold).sum())
@@ -267,7 +256,8 @@ def other_kinds(fitter: Fitter, candidate: Candidate) -> dict[str, dict[str, flo
     dropped function word also with the corruptions a reader judged still natural left out of its negatives."""
     data = fitter.data
     test_nat = naturals(data, "test")
-    readers = reader_labels(CORRUPTION_READER_LABELS)
+    readers = read_reader_labels(CORRUPTION_READER_LABELS)
+    still_natural = torch.tensor([readers.get(t) == 1 for t in data.texts])
     kinds = sorted({s for s, y in zip(data.sources, data.labels.tolist(), strict=True)
                     if y < 0.5 and s not in FAMILY_SOURCES and s not in TRAIN_ONLY_KINDS
                     and not s.startswith(("optimizer:", BENIGN_CORRUPT))})
@@ -276,7 +266,6 @@ def other_kinds(fitter: Fitter, candidate: Candidate) -> dict[str, dict[str, flo
         rows = fitter.rows((kind,))
         p = fitter.proba(fitter.fit(candidate, frozenset({kind})))
         row = {"auc": _auc_vs(p, test_nat, rows), "n": int(rows.sum())}
-        still_natural = torch.tensor([readers.get(t) == 1 for t in data.texts])
         if bool((rows & still_natural).any()):
             row["auc_reader_checked"] = _auc_vs(p, test_nat, rows & ~still_natural)
         out[kind] = row
@@ -308,8 +297,9 @@ def with_benign_corruptions(data: Prepared, lm, judge, n: int, seed: int = 0) ->
                     torch.cat([data.features, features]), data.names, data.judge, data.seconds, data.rows + rows)
 
 
-def evaluate(data: Prepared) -> dict[str, object]:
-    """The nested choice on `data`, then the candidate chosen over all five families, and the rule."""
+def evaluate(data: Prepared) -> tuple[dict[str, object], Fitter, Candidate]:
+    """The nested choice on `data`, then the candidate chosen over all five families, and the rule: (results, the
+    fitter, that candidate)."""
     fitter = Fitter(data, ALL_FEATURE_NAMES)
     results: dict[str, object] = {"n_rows": len(data.texts), "nested": nested(fitter)}
     present = [f for f in FAMILY_SOURCES if f in set(data.sources)]
@@ -340,9 +330,7 @@ def evaluate(data: Prepared) -> dict[str, object]:
     print(f"benign passing (cross-validated): {results['final']['benign_cv']['pass']:.3f} (baseline "
           f"{results['final']['baseline_benign_cv']['pass']:.3f})", flush=True)
     results["fits"] = fitter.fits
-    results["_fitter"] = fitter
-    results["_final"] = final
-    return results
+    return results, fitter, final
 
 
 def main() -> None:
@@ -366,9 +354,11 @@ def main() -> None:
     variants = {"without": data}
     if args.benign_corruptions:
         variants["with benign corruptions"] = with_benign_corruptions(data, lm, judge, args.benign_corruptions)
+    chosen: dict[str, tuple[Fitter, Candidate]] = {}
     for name, variant in variants.items():
         print(f"== {name}: {len(variant.texts)} rows", flush=True)
-        results[name] = evaluate(variant)
+        results[name], fitter, final = evaluate(variant)
+        chosen[name] = (fitter, final)
     if args.benign_corruptions:
         without, with_ = results["without"]["nested"], results["with benign corruptions"]["nested"]
         results["benign corruptions rule"] = {
@@ -380,18 +370,14 @@ def main() -> None:
         print("benign corruptions:", results["benign corruptions rule"])
     if args.save_weights:
         adopt = args.benign_corruptions and all(results["benign corruptions rule"].values())
-        chosen = results["with benign corruptions" if adopt else "without"]
-        final = chosen["_final"]
-        model = chosen["_fitter"].fit(final, frozenset())
+        fitter, final = chosen["with benign corruptions" if adopt else "without"]
+        model = fitter.fit(final, frozenset())
         metadata = {"model": lm.name, "hidden": final.hidden, "l2": final.l2, "inits": final.inits,
                     "judge": JUDGE_MODEL, "chosen_by": "benchmarks/bench_realism_selection.py",
                     "dataset": {"seed": 0, "mined": str(WEIGHTS / "realism_mined.jsonl")},
                     "train_only_kinds": args.train_only_kinds,
                     "benign_corruptions": args.benign_corruptions if adopt else 0}
         save_classifier(replace(model, metadata=metadata), args.save_weights)
-    for name in variants:
-        results[name].pop("_fitter")
-        results[name].pop("_final")
     results["seconds"] = time.time() - started
     results["command"] = "OMP_NUM_THREADS=1 python benchmarks/bench_realism_selection.py"
     write_json(args.out, results)
